@@ -1,0 +1,472 @@
+//! The dissector: packets in, entries out. It owns the flow table, IP fragment
+//! reassembly, and the per-connection parsers, and counts everything it drops.
+
+use crate::decode::{self, defrag, link, IpInfo, TcpSeg};
+use crate::detect::{self, Detected};
+use crate::dns::{wire as dns_wire, DnsPairing, DnsTcp};
+use crate::entry::{CaptureSource, Entry, Transport};
+use crate::flow::tcp::{Chunk, HalfStream, TcpCounters};
+use crate::flow::{Dir, FlowKey, SeqNum};
+use crate::http1::Http1;
+use crate::limits::Limits;
+use crate::stats::Stats;
+use crate::stream::{ConnInfo, Cx, EntryMeta, IdGen, Pending, Progress, StreamParser};
+use crate::time::Timestamp;
+use crate::Probe;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// How a dissector is set up.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub limits: Limits,
+    /// The node (host) the packets were captured on; every entry carries it.
+    pub node: String,
+    pub capture_source: CaptureSource,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { limits: Limits::default(), node: "local".into(), capture_source: CaptureSource::File }
+    }
+}
+
+/// The application protocol of a TCP connection.
+#[derive(Debug)]
+enum TcpApp {
+    Unknown { probed: usize },
+    Http1(Box<Http1>),
+    Dns(Box<DnsTcp>),
+    Opaque,
+}
+
+struct TcpCtx {
+    /// Which directions began with a SYN (their first byte is the stream's first byte).
+    syn: [bool; 2],
+    ports: (u16, u16),
+}
+
+impl TcpApp {
+    fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>, tcx: &TcpCtx) -> Progress {
+        match self {
+            TcpApp::Http1(p) => p.feed(dir, data, cx),
+            TcpApp::Dns(p) => p.feed(dir, data, cx),
+            TcpApp::Opaque => Progress::Consumed(data.len()),
+            TcpApp::Unknown { probed } => match detect::probe_tcp_stream(dir, data, tcx.ports) {
+                Ok(Detected::Http1 { client }) => {
+                    *self = TcpApp::Http1(Box::new(Http1::new(client)));
+                    self.feed(dir, data, cx, tcx)
+                }
+                Ok(Detected::DnsTcp) => {
+                    *self = TcpApp::Dns(Box::default());
+                    self.feed(dir, data, cx, tcx)
+                }
+                Err(Probe::NeedMore) if data.len() < cx.limits.max_pending_bytes / 2 => Progress::NeedMore { consumed: 0, needed: data.len() + 1 },
+                Err(_) => {
+                    *probed += data.len();
+                    // at a known stream start the verdict is final; mid-stream (no SYN seen),
+                    // keep trying later segments, which may start a message
+                    if tcx.syn[dir.idx()] && *probed == data.len() || *probed > cx.limits.max_probe_bytes {
+                        cx.stats.unknown_protocol_flows += 1;
+                        *self = TcpApp::Opaque;
+                    }
+                    Progress::Consumed(data.len())
+                }
+            },
+        }
+    }
+
+    fn on_gap(&mut self, dir: Dir, len: u64, cx: &mut Cx<'_>) {
+        match self {
+            TcpApp::Http1(p) => p.on_gap(dir, len, cx),
+            TcpApp::Dns(p) => p.on_gap(dir, len, cx),
+            _ => {}
+        }
+    }
+
+    fn on_close(&mut self, dir: Dir, leftover: &[u8], cx: &mut Cx<'_>) {
+        match self {
+            TcpApp::Http1(p) => p.on_close(dir, leftover, cx),
+            TcpApp::Dns(p) => p.on_close(dir, leftover, cx),
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, cx: &mut Cx<'_>) {
+        match self {
+            TcpApp::Http1(p) => p.finish(cx),
+            TcpApp::Dns(p) => p.pairing.finish(cx),
+            _ => {}
+        }
+    }
+}
+
+/// `TcpApp` with its per-connection context, as the pending buffers want a parser.
+struct AppRef<'a> {
+    app: &'a mut TcpApp,
+    tcx: &'a TcpCtx,
+}
+
+impl StreamParser for AppRef<'_> {
+    fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Progress {
+        self.app.feed(dir, data, cx, self.tcx)
+    }
+    fn on_gap(&mut self, dir: Dir, len: u64, cx: &mut Cx<'_>) {
+        self.app.on_gap(dir, len, cx)
+    }
+    fn on_close(&mut self, dir: Dir, leftover: &[u8], cx: &mut Cx<'_>) {
+        self.app.on_close(dir, leftover, cx)
+    }
+}
+
+struct TcpFlow {
+    halves: [HalfStream; 2],
+    pend: [Pending; 2],
+    app: TcpApp,
+    tcx: TcpCtx,
+    closed: [bool; 2],
+}
+
+enum UdpApp {
+    Unknown { tried: u32 },
+    Dns(DnsPairing),
+    Opaque,
+}
+
+enum FlowKind {
+    Tcp(Box<TcpFlow>),
+    Udp(UdpApp),
+}
+
+struct Flow {
+    info: ConnInfo,
+    seq: u64,
+    last_seen: Timestamp,
+    kind: FlowKind,
+}
+
+/// Packets in, entries out. See the crate docs.
+pub struct Dissector {
+    limits: Limits,
+    meta: EntryMeta,
+    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
+    defrag: defrag::Defragmenter,
+    stats: Stats,
+    ids: IdGen,
+    out: Vec<Entry>,
+    flow_seq: u64,
+    last_sweep: Timestamp,
+    ooo_total: usize,
+}
+
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+
+impl Dissector {
+    pub fn new(config: Config) -> Self {
+        Dissector {
+            limits: config.limits,
+            meta: EntryMeta { node: Arc::from(config.node), capture_source: config.capture_source },
+            flows: HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
+            defrag: Default::default(),
+            stats: Stats::default(),
+            ids: IdGen::default(),
+            out: Vec::new(),
+            flow_seq: 0,
+            last_sweep: Timestamp(0),
+            ooo_total: 0,
+        }
+    }
+
+    /// Continues entry ids from another dissector's (several files in one run).
+    pub fn continue_ids_from(&mut self, other: &Dissector) {
+        self.ids.next = other.ids.next;
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Entries completed so far, oldest first; the dissector forgets them.
+    pub fn drain_entries(&mut self) -> std::vec::Drain<'_, Entry> {
+        self.out.drain(..)
+    }
+
+    /// One captured frame of the given link-layer type, as captured (maybe cut short).
+    pub fn packet(&mut self, ts: Timestamp, linktype: u32, frame: &[u8]) {
+        self.stats.packets += 1;
+        self.stats.bytes += frame.len() as u64;
+        if ts.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_NS) {
+            self.sweep(ts);
+        }
+        self.frame(ts, linktype, frame, 0);
+    }
+
+    fn frame(&mut self, ts: Timestamp, linktype: u32, frame: &[u8], depth: usize) {
+        match link::strip(linktype, frame, self.limits.max_encap_depth) {
+            Ok(link::Net::Ip(ip)) => self.ip(ts, ip, depth),
+            Ok(link::Net::Other) => self.stats.non_ip += 1,
+            Err(link::LinkError::UnsupportedLinkType) => self.stats.unsupported_link += 1,
+            Err(_) => self.stats.link_errors += 1,
+        }
+    }
+
+    fn ip(&mut self, ts: Timestamp, b: &[u8], depth: usize) {
+        let Ok((info, payload)) = decode::parse_ip(b) else {
+            self.stats.ip_errors += 1;
+            return;
+        };
+        if let Some(f) = info.frag {
+            self.stats.fragments += 1;
+            let key = defrag::FragKey { src: info.src, dst: info.dst, id: f.id, proto: info.proto };
+            match self.defrag.add(key, f.offset, f.more, payload, ts, self.limits.max_fragment_bytes) {
+                defrag::Outcome::Complete(whole) => {
+                    self.stats.fragments_reassembled += 1;
+                    self.transport(ts, &info, &whole, 0, depth);
+                }
+                defrag::Outcome::Dropped => self.stats.fragments_dropped += 1,
+                defrag::Outcome::Held => {}
+            }
+            return;
+        }
+        self.transport(ts, &info, payload, info.missing, depth);
+    }
+
+    fn transport(&mut self, ts: Timestamp, info: &IpInfo, payload: &[u8], missing: usize, depth: usize) {
+        match info.proto {
+            decode::PROTO_TCP => match decode::parse_tcp(payload) {
+                Ok(seg) => self.tcp(ts, info, seg, missing),
+                Err(_) => self.stats.ip_errors += 1,
+            },
+            decode::PROTO_UDP => match decode::parse_udp(payload) {
+                Ok((sp, dp, data)) => self.udp(ts, info, sp, dp, data, depth),
+                Err(_) => self.stats.ip_errors += 1,
+            },
+            // IP in IP (4) and IPv6 in IP (41)
+            4 | 41 if depth < self.limits.max_encap_depth => self.ip(ts, payload, depth + 1),
+            _ => self.stats.other_transport += 1,
+        }
+    }
+
+    /// The flow for a packet from `src` to `dst`, made if new; and the packet's direction.
+    fn flow(&mut self, ts: Timestamp, src: (IpAddr, u16), dst: (IpAddr, u16), transport: Transport, create: bool) -> Option<(FlowKey, Dir)> {
+        let proto = if transport == Transport::Tcp { decode::PROTO_TCP } else { decode::PROTO_UDP };
+        let key = FlowKey::new(src, dst, proto);
+        if !self.flows.contains_key(&key) {
+            if !create {
+                return None;
+            }
+            if self.flows.len() >= self.limits.max_flows {
+                self.evict();
+            }
+            self.flow_seq += 1;
+            self.stats.flows_created += 1;
+            let kind = match transport {
+                Transport::Tcp => FlowKind::Tcp(Box::new(TcpFlow {
+                    halves: Default::default(),
+                    pend: Default::default(),
+                    app: TcpApp::Unknown { probed: 0 },
+                    tcx: TcpCtx { syn: [false; 2], ports: (src.1, dst.1) },
+                    closed: [false; 2],
+                })),
+                Transport::Udp => FlowKind::Udp(UdpApp::Unknown { tried: 0 }),
+            };
+            let info = ConnInfo { ends: [src, dst], transport, conn_id: conn_id(&key, ts) };
+            self.flows.insert(key, Flow { info, seq: self.flow_seq, last_seen: ts, kind });
+        }
+        let f = self.flows.get_mut(&key).expect("present");
+        f.last_seen = ts;
+        let dir = if f.info.ends[0] == src { Dir::A } else { Dir::B };
+        Some((key, dir))
+    }
+
+    fn tcp(&mut self, ts: Timestamp, info: &IpInfo, seg: TcpSeg<'_>, missing: usize) {
+        self.stats.tcp_segments += 1;
+        let has_data = !seg.payload.is_empty() || missing > 0;
+        let Some((key, dir)) = self.flow(ts, (info.src, seg.sport), (info.dst, seg.dport), Transport::Tcp, seg.syn || has_data) else {
+            return;
+        };
+        let Dissector { flows, limits, meta, stats, ids, out, ooo_total, .. } = self;
+        let flow = flows.get_mut(&key).expect("present");
+        let FlowKind::Tcp(t) = &mut flow.kind else { return };
+        let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
+        let (d, o) = (dir.idx(), dir.flip().idx());
+        if seg.syn && !t.halves[d].started() {
+            t.tcx.syn[d] = true;
+        }
+        if seg.ack_flag {
+            t.halves[o].ack(SeqNum(seg.ack));
+        }
+        let before = t.halves[d].counters;
+        let buffered = t.halves[d].buffered();
+        let room = cx.limits.max_ooo_bytes_total.saturating_sub(*ooo_total).min(cx.limits.max_ooo_bytes_per_dir);
+        if room < seg.payload.len() {
+            cx.stats.ooo_cap_hits += 1;
+        }
+        {
+            let TcpFlow { halves, pend, app, tcx, .. } = &mut **t;
+            let mut parser = AppRef { app, tcx };
+            let pend = &mut pend[d];
+            halves[d].segment(SeqNum(seg.seq), seg.syn, seg.fin, seg.payload, missing, buffered + room, &mut |c| match c {
+                Chunk::Data(b) => pend.push(&mut parser, dir, b, &mut cx),
+                Chunk::Gap(n) => pend.gap(&mut parser, dir, n, &mut cx),
+            });
+        }
+        *ooo_total = (*ooo_total + t.halves[d].buffered()).saturating_sub(buffered);
+        add_counters(cx.stats, before, t.halves[d].counters);
+        // the other direction may have waited for this one (an Upgrade's response)
+        if t.pend[o].blocked {
+            let TcpFlow { pend, app, tcx, .. } = &mut **t;
+            pend[o].retry(&mut AppRef { app, tcx }, dir.flip(), 0, &mut cx);
+        }
+        if t.halves[d].fin_delivered() && !t.closed[d] {
+            t.closed[d] = true;
+            let TcpFlow { pend, app, tcx, .. } = &mut **t;
+            pend[d].close(&mut AppRef { app, tcx }, dir, &mut cx);
+        }
+        if seg.rst || t.closed == [true, true] {
+            self.remove_flow(key);
+        }
+    }
+
+    fn udp(&mut self, ts: Timestamp, info: &IpInfo, sport: u16, dport: u16, data: &[u8], depth: usize) {
+        self.stats.udp_datagrams += 1;
+        if matches!(dport, 4789 | 8472) && depth < self.limits.max_encap_depth {
+            if let Some(inner) = decode::vxlan_inner(data) {
+                self.stats.vxlan_decapsulated += 1;
+                self.frame(ts, link::linktype::ETHERNET, inner, depth + 1);
+                return;
+            }
+        }
+        let Some((key, dir)) = self.flow(ts, (info.src, sport), (info.dst, dport), Transport::Udp, true) else { return };
+        let Dissector { flows, limits, meta, stats, ids, out, .. } = self;
+        let flow = flows.get_mut(&key).expect("present");
+        let FlowKind::Udp(app) = &mut flow.kind else { return };
+        if let UdpApp::Unknown { tried } = app {
+            if dns_wire::looks_like_dns(data, detect::dns_port(sport) || detect::dns_port(dport)) {
+                *app = UdpApp::Dns(DnsPairing::default());
+            } else {
+                *tried += 1;
+                if *tried >= 8 {
+                    stats.unknown_protocol_flows += 1;
+                    *app = UdpApp::Opaque;
+                }
+                return;
+            }
+        }
+        if let UdpApp::Dns(p) = app {
+            let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
+            match dns_wire::parse(data) {
+                Some(m) => p.message(dir, m, data.len() as u64, ts, info.dst.is_multicast(), &mut cx),
+                None => cx.stats.dns_malformed += 1,
+            }
+        }
+    }
+
+    fn remove_flow(&mut self, key: FlowKey) {
+        let Some(mut flow) = self.flows.remove(&key) else { return };
+        let Dissector { limits, meta, stats, ids, out, ooo_total, .. } = self;
+        let ts = flow.last_seen;
+        let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
+        match &mut flow.kind {
+            FlowKind::Tcp(t) => {
+                let TcpFlow { halves, pend, app, tcx, closed } = &mut **t;
+                let mut parser = AppRef { app, tcx };
+                for dir in [Dir::A, Dir::B] {
+                    let d = dir.idx();
+                    let before = halves[d].counters;
+                    *ooo_total = ooo_total.saturating_sub(halves[d].buffered());
+                    let p = &mut pend[d];
+                    halves[d].flush(&mut |c| match c {
+                        Chunk::Data(b) => p.push(&mut parser, dir, b, &mut cx),
+                        Chunk::Gap(n) => p.gap(&mut parser, dir, n, &mut cx),
+                    });
+                    add_counters(cx.stats, before, halves[d].counters);
+                    if !closed[d] {
+                        closed[d] = true;
+                        pend[d].close(&mut parser, dir, &mut cx);
+                    }
+                }
+                app.finish(&mut cx);
+            }
+            FlowKind::Udp(UdpApp::Dns(p)) => p.finish(&mut cx),
+            FlowKind::Udp(_) => {}
+        }
+    }
+
+    /// Expires idle flows, old fragments and unanswered DNS queries as capture time passes.
+    fn sweep(&mut self, now: Timestamp) {
+        self.last_sweep = now;
+        self.stats.fragments_expired += self.defrag.expire(now, self.limits.fragment_timeout_ns) as u64;
+        let mut idle: Vec<(u64, FlowKey)> = Vec::new();
+        let Dissector { flows, limits, meta, stats, ids, out, .. } = self;
+        for (k, f) in flows.iter_mut() {
+            let timeout = match f.kind {
+                FlowKind::Tcp(_) => limits.tcp_idle_ns,
+                FlowKind::Udp(_) => limits.udp_idle_ns,
+            };
+            if now.0.saturating_sub(f.last_seen.0) > timeout {
+                idle.push((f.seq, *k));
+            } else if let FlowKind::Udp(UdpApp::Dns(p)) = &mut f.kind {
+                if !p.is_idle() {
+                    let mut cx = Cx { ts: now, first_ts: now, held: 0, conn: &f.info, meta, limits, stats, ids, out };
+                    p.expire(now, &mut cx);
+                }
+            }
+        }
+        idle.sort_unstable_by_key(|(s, _)| *s);
+        self.stats.flows_expired += idle.len() as u64;
+        for (_, k) in idle {
+            self.remove_flow(k);
+        }
+    }
+
+    /// At the flow cap: the least recently seen eighth goes.
+    fn evict(&mut self) {
+        let mut all: Vec<(Timestamp, u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_seen, f.seq, *k)).collect();
+        all.sort_unstable_by_key(|(t, s, _)| (*t, *s));
+        let n = (all.len() / 8).max(1);
+        self.stats.flows_evicted += n as u64;
+        for (_, _, k) in all.into_iter().take(n) {
+            self.remove_flow(k);
+        }
+    }
+
+    /// The end of the input: every flow is finished, in the order it began.
+    pub fn finish(&mut self) {
+        let mut all: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.seq, *k)).collect();
+        all.sort_unstable_by_key(|(s, _)| *s);
+        for (_, k) in all {
+            self.remove_flow(k);
+        }
+        self.defrag = Default::default();
+    }
+}
+
+fn add_counters(stats: &mut Stats, before: TcpCounters, after: TcpCounters) {
+    stats.tcp_retransmitted_segments += after.retransmitted_segments - before.retransmitted_segments;
+    stats.tcp_out_of_order_segments += after.out_of_order_segments - before.out_of_order_segments;
+    stats.tcp_gaps += after.gaps - before.gaps;
+    stats.tcp_gap_bytes += after.gap_bytes - before.gap_bytes;
+}
+
+/// A connection id: the flow key and its first packet's time, hashed (FNV-1a 64).
+fn conn_id(key: &FlowKey, ts: Timestamp) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h ^= x as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (ip, port) in [key.lo, key.hi] {
+        match ip {
+            IpAddr::V4(a) => eat(&a.octets()),
+            IpAddr::V6(a) => eat(&a.octets()),
+        }
+        eat(&port.to_be_bytes());
+    }
+    eat(&[key.proto]);
+    eat(&ts.0.to_be_bytes());
+    format!("{h:016x}")
+}

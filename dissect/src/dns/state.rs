@@ -1,0 +1,213 @@
+//! DNS pairing (queries with their responses by flow and id; duplicates and unsolicited
+//! responses kept as entries of their own), and DNS over TCP's length-prefixed stream.
+
+use super::wire::{self, Message};
+use crate::entry::{Anomaly, DnsRequest, DnsResponse, Protocol, Request, Response};
+use crate::flow::Dir;
+use crate::stream::{Cx, Progress, StreamParser};
+use crate::time::Timestamp;
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+struct Query {
+    id: u16,
+    /// The direction the query travelled in (from the client).
+    dir: Dir,
+    ts: Timestamp,
+    size: u64,
+    req: DnsRequest,
+    malformed: bool,
+}
+
+/// Queries waiting for responses on one flow or connection, and recently answered ones.
+#[derive(Debug, Default)]
+pub struct DnsPairing {
+    pending: VecDeque<Query>,
+    answered: VecDeque<Query>,
+}
+
+const MAX_ANSWERED: usize = 256;
+
+fn request_of(m: &Message) -> DnsRequest {
+    DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions: m.questions.clone() }
+}
+
+fn response_of(m: Message) -> DnsResponse {
+    DnsResponse {
+        id: m.id,
+        opcode: wire::opcode_text(m.opcode),
+        rcode: wire::rcode_text(m.rcode),
+        truncated: m.truncated,
+        authoritative: m.authoritative,
+        questions: m.questions,
+        answers: m.answers,
+        authorities: m.authorities,
+        additionals: m.additionals,
+    }
+}
+
+impl DnsPairing {
+    /// One message travelling in `dir`. `multicast`: sent to a group (mDNS), where answers
+    /// do not come back on the same flow, so each message stands alone.
+    pub fn message(&mut self, dir: Dir, m: Message, size: u64, ts: Timestamp, multicast: bool, cx: &mut Cx<'_>) {
+        cx.stats.dns_messages += 1;
+        if m.malformed {
+            cx.stats.dns_malformed += 1;
+        }
+        if !m.is_response {
+            let q = Query { id: m.id, dir, ts, size, req: request_of(&m), malformed: m.malformed };
+            if multicast {
+                self.emit(Some(q), None, None, vec![], cx);
+                return;
+            }
+            if self.pending.len() >= cx.limits.max_pending_requests {
+                let old = self.pending.pop_front().expect("non-empty");
+                self.emit(Some(old), None, None, vec![Anomaly::NoResponse], cx);
+            }
+            self.pending.push_back(q);
+            return;
+        }
+        let resp_malformed = m.malformed;
+        let mut an = Vec::new();
+        if resp_malformed {
+            an.push(Anomaly::Malformed);
+        }
+        let matches = |q: &Query| q.id == m.id && q.dir == dir.flip();
+        if let Some(i) = self.pending.iter().position(matches) {
+            let q = self.pending.remove(i).expect("found");
+            self.emit_answered(q, m, size, ts, an, cx);
+        } else if let Some(i) = self.answered.iter().rposition(matches) {
+            let q = &self.answered[i];
+            let copy = Query { id: q.id, dir: q.dir, ts: q.ts, size: q.size, req: q.req.clone(), malformed: q.malformed };
+            an.push(Anomaly::DuplicateResponse);
+            self.emit(Some(copy), Some((response_of(m), size, ts)), None, an, cx);
+        } else {
+            if !multicast {
+                an.push(Anomaly::UnpairedResponse);
+            }
+            self.emit(None, Some((response_of(m), size, ts)), Some(dir.flip()), an, cx);
+        }
+    }
+
+    fn emit_answered(&mut self, q: Query, m: Message, size: u64, ts: Timestamp, an: Vec<Anomaly>, cx: &mut Cx<'_>) {
+        let keep = Query { id: q.id, dir: q.dir, ts: q.ts, size: q.size, req: q.req.clone(), malformed: q.malformed };
+        self.emit(Some(q), Some((response_of(m), size, ts)), None, an, cx);
+        if self.answered.len() >= MAX_ANSWERED {
+            self.answered.pop_front();
+        }
+        self.answered.push_back(keep);
+    }
+
+    fn emit(&mut self, q: Option<Query>, r: Option<(DnsResponse, u64, Timestamp)>, client: Option<Dir>, mut an: Vec<Anomaly>, cx: &mut Cx<'_>) {
+        let client = q.as_ref().map(|q| q.dir).or(client).unwrap_or(Dir::A);
+        let ts = q.as_ref().map(|q| q.ts).or(r.as_ref().map(|r| r.2)).unwrap_or(cx.ts);
+        let mut e = cx.entry(Protocol::Dns, client, ts);
+        if let Some(q) = q {
+            if q.malformed {
+                an.push(Anomaly::Malformed);
+            }
+            e.request_size = q.size;
+            if let Some((_, _, rts)) = &r {
+                e.elapsed_time = Some(rts.micros_since(q.ts));
+            }
+            e.request = Some(Request::Dns(q.req));
+        }
+        if let Some((resp, size, _)) = r {
+            e.response_size = size;
+            e.response = Some(Response::Dns(resp));
+        }
+        for a in an {
+            e.add_anomaly(a);
+        }
+        cx.emit(e);
+    }
+
+    /// Reports queries older than the DNS timeout as unanswered, and forgets old answers.
+    pub fn expire(&mut self, now: Timestamp, cx: &mut Cx<'_>) {
+        let t = cx.limits.dns_timeout_ns;
+        while self.pending.front().is_some_and(|q| now.0.saturating_sub(q.ts.0) > t) {
+            let q = self.pending.pop_front().expect("checked");
+            self.emit(Some(q), None, None, vec![Anomaly::NoResponse], cx);
+        }
+        while self.answered.front().is_some_and(|q| now.0.saturating_sub(q.ts.0) > t) {
+            self.answered.pop_front();
+        }
+    }
+
+    pub fn finish(&mut self, cx: &mut Cx<'_>) {
+        while let Some(q) = self.pending.pop_front() {
+            self.emit(Some(q), None, None, vec![Anomaly::NoResponse], cx);
+        }
+        self.answered.clear();
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// DNS over TCP (RFC 7766): each message after a two-byte length, several per segment or
+/// one over several segments.
+#[derive(Debug, Default)]
+pub struct DnsTcp {
+    pub pairing: DnsPairing,
+    lost: [bool; 2],
+}
+
+impl StreamParser for DnsTcp {
+    fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Progress {
+        if self.lost[dir.idx()] {
+            return Progress::Desync;
+        }
+        if data.len() < 2 {
+            return Progress::NeedMore { consumed: 0, needed: 2 };
+        }
+        let len = u16::from_be_bytes([data[0], data[1]]) as usize;
+        if data.len() < 2 + len {
+            return Progress::NeedMore { consumed: 0, needed: 2 + len };
+        }
+        let ts = cx.ts_at(0);
+        match wire::parse(&data[2..2 + len]) {
+            Some(m) => self.pairing.message(dir, m, (2 + len) as u64, ts, false, cx),
+            None => {
+                cx.stats.dns_malformed += 1;
+                return Progress::Desync;
+            }
+        }
+        Progress::Consumed(2 + len)
+    }
+
+    fn on_gap(&mut self, dir: Dir, _len: u64, _cx: &mut Cx<'_>) {
+        // message boundaries cannot be found again in a length-prefixed stream
+        self.lost[dir.idx()] = true;
+    }
+
+    fn on_close(&mut self, _dir: Dir, leftover: &[u8], cx: &mut Cx<'_>) {
+        if !leftover.is_empty() {
+            cx.stats.dns_malformed += 1;
+        }
+    }
+}
+
+/// Does the start of a TCP stream look like DNS over TCP?
+pub fn probe_tcp(b: &[u8], hinted: bool) -> crate::Probe {
+    if b.len() < 14 {
+        return crate::Probe::NeedMore;
+    }
+    let len = u16::from_be_bytes([b[0], b[1]]) as usize;
+    if len < 12 {
+        return crate::Probe::NoMatch;
+    }
+    if b.len() < 2 + len {
+        // the header alone must already look right
+        if !wire::header_plausible(&b[2..], hinted) || !hinted && len > 4096 {
+            return crate::Probe::NoMatch;
+        }
+        return crate::Probe::NeedMore;
+    }
+    if wire::looks_like_dns(&b[2..2 + len], hinted) {
+        crate::Probe::Match
+    } else {
+        crate::Probe::NoMatch
+    }
+}

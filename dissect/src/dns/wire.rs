@@ -1,0 +1,301 @@
+//! DNS messages on the wire, read record by record through `hickory-proto` so that a
+//! message cut short or broken half-way keeps everything before the break.
+
+use crate::entry::{DnsQuestion, DnsRecord};
+use hickory_proto::op::{Header, MessageType, Query};
+use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+/// A DNS message as the entry shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: u16,
+    pub is_response: bool,
+    pub opcode: u8,
+    /// The response code, with EDNS's extended bits folded in.
+    pub rcode: u16,
+    pub truncated: bool,
+    pub authoritative: bool,
+    pub questions: Vec<DnsQuestion>,
+    pub answers: Vec<DnsRecord>,
+    pub authorities: Vec<DnsRecord>,
+    pub additionals: Vec<DnsRecord>,
+    /// The message broke off or broke the rules before its counts were satisfied.
+    pub malformed: bool,
+    /// How many bytes of the message parsed.
+    pub parsed_len: usize,
+}
+
+/// Reads the header and as much of the rest as parses. None when there is no header.
+pub fn parse(b: &[u8]) -> Option<Message> {
+    if b.len() < 12 {
+        return None;
+    }
+    let mut d = BinDecoder::new(b);
+    let h = Header::read(&mut d).ok()?;
+    let m = &h.metadata;
+    let mut msg = Message {
+        id: m.id,
+        is_response: m.message_type == MessageType::Response,
+        opcode: u8::from(m.op_code),
+        rcode: u16::from(m.response_code) & 0xf,
+        truncated: m.truncation,
+        authoritative: m.authoritative,
+        questions: Vec::new(),
+        answers: Vec::new(),
+        authorities: Vec::new(),
+        additionals: Vec::new(),
+        malformed: false,
+        parsed_len: 12,
+    };
+    // the raw header rcode: hickory folds nothing in at this point, but be explicit
+    msg.rcode = (b[3] & 0x0f) as u16;
+    let c = &h.counts;
+    for _ in 0..c.queries {
+        match Query::read(&mut d) {
+            Ok(q) => msg.questions.push(DnsQuestion {
+                name: name_text(&q.name.to_string()),
+                qtype: type_text(q.query_type),
+                class: class_text(q.query_class),
+            }),
+            Err(_) => {
+                msg.malformed = true;
+                msg.parsed_len = d.index();
+                return Some(msg);
+            }
+        }
+    }
+    for (count, section) in [(c.answers, 0), (c.authorities, 1), (c.additionals, 2)] {
+        for _ in 0..count {
+            let rec = match Record::read(&mut d) {
+                Ok(r) => r,
+                Err(_) => {
+                    msg.malformed = true;
+                    msg.parsed_len = d.index();
+                    return Some(msg);
+                }
+            };
+            if rec.record_type() == RecordType::OPT {
+                // EDNS: the TTL field carries the upper 8 bits of the response code
+                let ext = (rec.ttl >> 24) as u16;
+                msg.rcode |= ext << 4;
+            }
+            let r = record(&rec);
+            match section {
+                0 => msg.answers.push(r),
+                1 => msg.authorities.push(r),
+                _ => msg.additionals.push(r),
+            }
+        }
+    }
+    msg.parsed_len = d.index();
+    Some(msg)
+}
+
+fn name_text(s: &str) -> String {
+    if s == "." {
+        return s.to_string();
+    }
+    s.strip_suffix('.').unwrap_or(s).to_string()
+}
+
+/// A type's mnemonic, or `TYPEn` (RFC 3597) for types without one.
+pub fn type_text(t: RecordType) -> String {
+    match t {
+        RecordType::Unknown(n) => format!("TYPE{n}"),
+        RecordType::ZERO => "TYPE0".to_string(),
+        other => {
+            let s = other.to_string();
+            if s.chars().all(|c| c.is_ascii_alphanumeric()) {
+                s
+            } else {
+                format!("TYPE{}", u16::from(other))
+            }
+        }
+    }
+}
+
+fn class_text(c: DNSClass) -> String {
+    match c {
+        DNSClass::IN => "IN".into(),
+        DNSClass::CH => "CH".into(),
+        DNSClass::HS => "HS".into(),
+        DNSClass::NONE => "NONE".into(),
+        DNSClass::ANY => "ANY".into(),
+        other => format!("CLASS{}", u16::from(other)),
+    }
+}
+
+fn record(r: &Record) -> DnsRecord {
+    let rtype = r.record_type();
+    let data = match &r.data {
+        RData::A(a) => a.to_string(),
+        RData::AAAA(a) => a.to_string(),
+        RData::CNAME(n) => name_text(&n.0.to_string()),
+        RData::NS(n) => name_text(&n.0.to_string()),
+        RData::PTR(n) => name_text(&n.0.to_string()),
+        RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|s| format!("\"{}\"", escape_txt(s)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        RData::OPT(_) => {
+            let (size, ext, version, dnssec_ok) = (u16::from(r.dns_class), r.ttl >> 24, (r.ttl >> 16) & 0xff, r.ttl & 0x8000 != 0);
+            format!("udp_payload_size={size} extended_rcode={ext} version={version} dnssec_ok={dnssec_ok}")
+        }
+        RData::Unknown { code, rdata } => {
+            // RFC 3597 generic form
+            let bytes = &rdata.anything;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = code;
+            format!("\\# {} {hex}", bytes.len())
+        }
+        other => other.to_string(),
+    };
+    DnsRecord { name: name_text(&r.name.to_string()), rtype: type_text(rtype), ttl: r.ttl, data }
+}
+
+fn escape_txt(s: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\{b:03}")),
+        }
+    }
+    out
+}
+
+/// DNS opcode mnemonics.
+pub fn opcode_text(op: u8) -> String {
+    match op {
+        0 => "QUERY".into(),
+        1 => "IQUERY".into(),
+        2 => "STATUS".into(),
+        4 => "NOTIFY".into(),
+        5 => "UPDATE".into(),
+        6 => "DSO".into(),
+        n => format!("OPCODE{n}"),
+    }
+}
+
+/// Response code mnemonics (RFC 6895), extended codes included.
+pub fn rcode_text(rc: u16) -> String {
+    const NAMES: [&str; 24] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH",
+        "NOTZONE", "DSOTYPENI", "RCODE12", "RCODE13", "RCODE14", "RCODE15", "BADVERS", "BADKEY", "BADTIME", "BADMODE",
+        "BADNAME", "BADALG", "BADTRUNC", "BADCOOKIE",
+    ];
+    NAMES.get(rc as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("RCODE{rc}"))
+}
+
+/// Is this a plausible DNS header? `hinted`: it is on a DNS port, so be less strict.
+pub fn header_plausible(b: &[u8], hinted: bool) -> bool {
+    if b.len() < 12 {
+        return false;
+    }
+    let opcode = (b[2] >> 3) & 0x0f;
+    let qd = u16::from_be_bytes([b[4], b[5]]);
+    let total: u32 = (2..6).map(|i| u16::from_be_bytes([b[i * 2], b[i * 2 + 1]]) as u32).sum();
+    if opcode > 6 || opcode == 3 {
+        return false;
+    }
+    // off a DNS port, ask for what ordinary queries and responses have: one question or a
+    // few, sane counts, and no error code in a query
+    hinted || (qd >= 1 && qd <= 16 && total <= 512 && !(b[2] & 0x80 == 0 && (b[3] & 0x0f) != 0))
+}
+
+/// Does `b` look like a whole DNS message? `hinted`: it is on a DNS port, so be less strict.
+pub fn looks_like_dns(b: &[u8], hinted: bool) -> bool {
+    if !header_plausible(b, hinted) {
+        return false;
+    }
+    if hinted {
+        return true;
+    }
+    // off a DNS port: a clean parse that uses (nearly) all of the bytes
+    match parse(b) {
+        Some(m) => !m.malformed && m.parsed_len + 64 >= b.len() && m.parsed_len <= b.len(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query for example.com A with id 0x1234.
+    pub fn query() -> Vec<u8> {
+        let mut b = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        b.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+        b
+    }
+
+    fn response_with(answer_rr: &[u8], ancount: u16) -> Vec<u8> {
+        let mut b = query();
+        b[2] = 0x81;
+        b[3] = 0x80;
+        b[6..8].copy_from_slice(&ancount.to_be_bytes());
+        b.extend_from_slice(answer_rr);
+        b
+    }
+
+    #[test]
+    fn query_and_answers() {
+        let q = parse(&query()).unwrap();
+        assert_eq!((q.id, q.is_response, q.questions[0].name.as_str(), q.questions[0].qtype.as_str()), (0x1234, false, "example.com", "A"));
+        let mut rr = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x5d\xb8\xd8\x22".to_vec();
+        rr.extend_from_slice(b"\xc0\x0c\x00\x10\x00\x01\x00\x00\x00\x3c\x00\x07\x02hi\x03y\"u");
+        rr.extend_from_slice(b"\xc0\x0c\x00\x21\x00\x01\x00\x00\x00\x3c\x00\x08\x00\x0a\x00\x05\x01\xbb\xc0\x0c");
+        let r = parse(&response_with(&rr, 3)).unwrap();
+        let data: Vec<&str> = r.answers.iter().map(|a| a.data.as_str()).collect();
+        assert_eq!(data, vec!["93.184.216.34", "\"hi\" \"y\\\"u\"", "10 5 443 example.com."]);
+        assert_eq!(r.answers[2].rtype, "SRV");
+        assert!(!r.malformed);
+    }
+
+    #[test]
+    fn unknown_type_is_typen() {
+        let rr = b"\xc0\x0c\xff\x00\x00\x01\x00\x00\x00\x3c\x00\x02\xab\xcd";
+        let r = parse(&response_with(rr, 1)).unwrap();
+        assert_eq!(r.answers[0].rtype, "TYPE65280");
+        assert_eq!(r.answers[0].data, "\\# 2 abcd");
+    }
+
+    #[test]
+    fn compression_loop_and_overlong_label_are_malformed_not_panics() {
+        // the answer's name points at itself
+        let rr = b"\xc0\x1d\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04";
+        let r = parse(&response_with(rr, 1)).unwrap();
+        assert!(r.malformed);
+        assert_eq!(r.questions.len(), 1);
+        // a label of 63+ bytes and a name over 255
+        let mut b = query();
+        b.truncate(12);
+        for _ in 0..6 {
+            b.push(63);
+            b.extend_from_slice(&[b'a'; 63]);
+        }
+        b.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert!(parse(&b).unwrap().malformed);
+        // cut short
+        let q = query();
+        for n in 0..q.len() {
+            let _ = parse(&q[..n]);
+        }
+    }
+
+    #[test]
+    fn extended_rcode_and_names() {
+        assert_eq!(rcode_text(3), "NXDOMAIN");
+        assert_eq!(rcode_text(16), "BADVERS");
+        assert_eq!(rcode_text(4000), "RCODE4000");
+        assert!(looks_like_dns(&query(), false));
+        assert!(!looks_like_dns(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false));
+    }
+}

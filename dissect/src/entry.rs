@@ -1,0 +1,310 @@
+//! The entry: one application-level exchange (spec `entry.md`, schema 1), and its JSON form.
+//!
+//! Everything here is owned: entries leave the dissector and travel to sinks, the hub and
+//! clients. Text that came off the wire is stored as valid UTF-8 (lossily where it was not)
+//! or as base64, so the JSON is always valid.
+
+use crate::time::Timestamp;
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use std::net::IpAddr;
+
+/// The schema version of [`Entry`]'s JSON form.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Grpc,
+    Dns,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::Dns => "dns",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum HttpVersion {
+    #[serde(rename = "0.9")]
+    V09,
+    #[serde(rename = "1.0")]
+    V10,
+    #[serde(rename = "1.1")]
+    V11,
+    #[serde(rename = "2")]
+    V2,
+}
+
+impl HttpVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpVersion::V09 => "0.9",
+            HttpVersion::V10 => "1.0",
+            HttpVersion::V11 => "1.1",
+            HttpVersion::V2 => "2",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureSource {
+    File,
+    Libpcap,
+    Ebpf,
+}
+
+/// Why an exchange was not seen whole. Serialized as snake_case strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Anomaly {
+    /// Bytes of the exchange were never captured (a hole in the TCP stream).
+    Gap,
+    /// The capture or connection ended before the message did.
+    Truncated,
+    /// A response whose request was not seen.
+    UnpairedResponse,
+    /// A request whose response was not seen.
+    NoResponse,
+    /// A second response to a request that already had one.
+    DuplicateResponse,
+    /// HTTP/2 header state was missing (issue 3).
+    HpackDesync,
+    /// The message broke its protocol's rules; what could be read is kept.
+    Malformed,
+    /// A body whose content-encoding could not be decoded; kept as sent.
+    BodyDecodeError,
+    /// A cap from `Limits` cut something short.
+    LimitReached,
+}
+
+/// One side of an exchange. Identity fields are filled by the identity stage (issue 5).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub pod: Option<serde_json::Value>,
+    pub service: Option<serde_json::Value>,
+}
+
+impl Endpoint {
+    pub fn new(ip: IpAddr, port: u16) -> Self {
+        Endpoint { ip, port, name: ip.to_string(), namespace: None, pod: None, service: None }
+    }
+}
+
+/// Lower-case header names to values, in first-seen order; repeats joined with `", "`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    pub fn append(&mut self, name: &str, value: &str) {
+        if let Some((_, v)) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            v.push_str(", ");
+            v.push_str(value);
+        } else {
+            self.0.push((name.to_ascii_lowercase(), value.to_string()));
+        }
+    }
+
+    /// The value of a header, by case-insensitive name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A message body: sizes, type, and the content as text or base64, up to `Limits::max_body`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Body {
+    /// Bytes after de-chunking, before content decoding.
+    pub size: u64,
+    pub mime: Option<String>,
+    pub encoding: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub query_string: String,
+    pub url: String,
+    pub host: Option<String>,
+    pub headers: Headers,
+    #[serde(skip_serializing_if = "Headers::is_empty")]
+    pub trailers: Headers,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HttpResponse {
+    pub status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub headers: Headers,
+    #[serde(skip_serializing_if = "Headers::is_empty")]
+    pub trailers: Headers,
+    pub body: Body,
+    /// Interim (1xx) statuses that came before this final one, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub informational: Vec<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DnsQuestion {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub qtype: String,
+    pub class: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DnsRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DnsRequest {
+    pub id: u16,
+    pub opcode: String,
+    pub questions: Vec<DnsQuestion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DnsResponse {
+    pub id: u16,
+    pub opcode: String,
+    pub rcode: String,
+    pub truncated: bool,
+    pub authoritative: bool,
+    pub questions: Vec<DnsQuestion>,
+    pub answers: Vec<DnsRecord>,
+    pub authorities: Vec<DnsRecord>,
+    pub additionals: Vec<DnsRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Request {
+    Http(HttpRequest),
+    Dns(DnsRequest),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    Http(HttpResponse),
+    Dns(DnsResponse),
+}
+
+/// One exchange: see the module docs and spec `entry.md`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub timestamp: Timestamp,
+    pub protocol: Protocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<HttpVersion>,
+    pub transport: Transport,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub request: Option<Request>,
+    pub response: Option<Response>,
+    pub elapsed_time: Option<u64>,
+    pub request_size: u64,
+    pub response_size: u64,
+    pub node: String,
+    pub capture_source: CaptureSource,
+    pub conn_id: String,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Entry {
+    pub fn http_request(&self) -> Option<&HttpRequest> {
+        match &self.request {
+            Some(Request::Http(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn http_response(&self) -> Option<&HttpResponse> {
+        match &self.response {
+            Some(Response::Http(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn dns_request(&self) -> Option<&DnsRequest> {
+        match &self.request {
+            Some(Request::Dns(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn dns_response(&self) -> Option<&DnsResponse> {
+        match &self.response {
+            Some(Response::Dns(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn add_anomaly(&mut self, a: Anomaly) {
+        if !self.anomalies.contains(&a) {
+            self.anomalies.push(a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_join_repeats_and_lowercase() {
+        let mut h = Headers::default();
+        h.append("Set-Cookie", "a=1");
+        h.append("set-cookie", "b=2");
+        h.append("Host", "x");
+        assert_eq!(h.get("SET-COOKIE"), Some("a=1, b=2"));
+        assert_eq!(serde_json::to_string(&h).unwrap(), r#"{"set-cookie":"a=1, b=2","host":"x"}"#);
+    }
+}

@@ -1,0 +1,90 @@
+//! Counters of every stage: what was read, what was dropped, and why.
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($(#[$sm:meta])* pub struct $s:ident { $($(#[$m:meta])* $name:ident,)* }) => {
+        $(#[$sm])*
+        #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct $s { $($(#[$m])* pub $name: u64,)* }
+
+        impl $s {
+            /// Adds another set of counters to this one.
+            pub fn add(&mut self, o: &$s) {
+                $(self.$name += o.$name;)*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Everything the dissector counts. Nothing is dropped without a counter here.
+    pub struct Stats {
+    packets,
+    bytes,
+    /// Frames whose link layer could not be read (cut short, or nested too deep).
+    link_errors,
+    /// Frames of a link-layer type the dissector does not know.
+    unsupported_link,
+    /// Frames that carry something other than IP (ARP, LLDP, ...).
+    non_ip,
+    ip_errors,
+    /// Transport protocols other than TCP and UDP.
+    other_transport,
+    fragments,
+    fragments_reassembled,
+    fragments_dropped,
+    fragments_expired,
+    vxlan_decapsulated,
+    tcp_segments,
+    udp_datagrams,
+    tcp_retransmitted_segments,
+    tcp_out_of_order_segments,
+    tcp_gaps,
+    tcp_gap_bytes,
+    flows_created,
+    flows_expired,
+    /// Flows evicted before their time because `Limits::max_flows` was reached.
+    flows_evicted,
+    /// Out-of-order data given up on because `Limits::max_ooo_bytes_total` was reached.
+    ooo_cap_hits,
+    /// Directions whose unconsumed bytes exceeded `Limits::max_pending_bytes`.
+    pending_overflows,
+    /// Connections and flows whose protocol was not recognised.
+    unknown_protocol_flows,
+    /// Directions a parser gave up on (bytes that made no sense for the protocol).
+    parse_desyncs,
+    /// Bytes skipped while looking for the start of a message.
+    resync_skipped_bytes,
+    http_requests,
+    http_responses,
+    http_malformed,
+    dns_messages,
+    dns_malformed,
+    entries,
+    entries_with_anomalies,
+    requests_without_response,
+    responses_without_request,
+}
+}
+
+impl Stats {
+    /// Packets or bytes that were lost or given up on somewhere; worth a warning.
+    pub fn losses(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("link errors", self.link_errors),
+            ("unsupported link type", self.unsupported_link),
+            ("IP errors", self.ip_errors),
+            ("fragments dropped", self.fragments_dropped),
+            ("fragments expired", self.fragments_expired),
+            ("TCP gaps", self.tcp_gaps),
+            ("flows evicted", self.flows_evicted),
+            ("out-of-order cap hits", self.ooo_cap_hits),
+            ("pending overflows", self.pending_overflows),
+            ("parser desyncs", self.parse_desyncs),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}

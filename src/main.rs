@@ -1,0 +1,54 @@
+//! `kshark`: the command line. Parses arguments, wires the library crates together, and
+//! turns failures into one-line messages and exit codes (0 ok, 1 runtime failure, 2 bad
+//! usage or bad input).
+
+mod read;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "kshark",
+    version,
+    about = "Wireshark for Kubernetes: see the HTTP, gRPC and DNS traffic between workloads",
+    long_about = "kshark captures packets, reassembles TCP, and turns the traffic into \
+request/response entries (HTTP/1.x and DNS today) that it prints as NDJSON, HAR or a table.",
+    after_help = "Examples:\n  kshark read capture.pcap                 a table on a terminal, NDJSON when piped\n  kshark read a.pcap b.pcapng --format har --output flows.har\n  tcpdump -w - -i lo port 80 | kshark read -\n\nRun `kshark help read` for the details of a command."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dissect pcap or pcapng files into entries
+    Read(read::ReadArgs),
+}
+
+/// A failure with its exit code.
+pub enum Failure {
+    /// Bad usage or bad input: exit 2.
+    Input(String),
+    /// Something went wrong while running: exit 1.
+    Runtime(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Read(args) => read::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Input(m)) => {
+            eprintln!("kshark: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(m)) => {
+            eprintln!("kshark: {m}");
+            ExitCode::from(1)
+        }
+    }
+}

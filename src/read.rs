@@ -1,0 +1,167 @@
+//! `kshark read`: capture files in, entries out.
+
+use crate::Failure;
+use clap::{Args, ValueEnum};
+use kshark_capture::{pipeline, Error as CaptureError, FileSource};
+use kshark_dissect::export::{har::HarWriter, table};
+use kshark_dissect::{Config, Dissector, Entry, Limits, Stats};
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One JSON entry per line (the default when stdout is not a terminal)
+    Ndjson,
+    /// A readable table (the default on a terminal)
+    Table,
+    /// HAR 1.2, HTTP entries only
+    Har,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  kshark read capture.pcap\n  kshark read capture.pcapng --format ndjson | jq 'select(.response.status_code >= 500)'\n  kshark read a.pcap b.pcap --format har --output flows.har\n  tcpdump -U -w - -i lo port 8080 | kshark read - --format table\n\nExit codes: 0 success; 1 runtime failure (e.g. cannot write the output); 2 bad usage or\nan unreadable capture file. A capture cut short is read up to the cut, with a warning.")]
+pub struct ReadArgs {
+    /// Capture files (pcap or pcapng); `-` reads standard input
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Output format [default: table on a terminal, ndjson otherwise]
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Write to this file instead of standard output
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// The node name entries carry
+    #[arg(long, default_value = "local")]
+    node: String,
+    /// Body bytes kept per message; the rest is counted in the size
+    #[arg(long, default_value_t = Limits::default().max_body, value_name = "BYTES")]
+    max_body: usize,
+    /// Print every counter (packets, drops, gaps, ...) as JSON on stderr at the end
+    #[arg(long)]
+    stats: bool,
+}
+
+enum Sink {
+    Ndjson(Box<dyn Write>),
+    Table(Box<dyn Write>),
+    Har(HarWriter<Box<dyn Write>>),
+}
+
+impl Sink {
+    fn put(&mut self, e: &Entry) -> io::Result<()> {
+        match self {
+            Sink::Ndjson(w) => {
+                serde_json::to_writer(&mut *w, e)?;
+                w.write_all(b"\n")
+            }
+            Sink::Table(w) => writeln!(w, "{}", table::row(e)),
+            Sink::Har(h) => h.add(e).map(|_| ()),
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Sink::Ndjson(mut w) | Sink::Table(mut w) => w.flush(),
+            Sink::Har(h) => h.finish().map(|_| ()),
+        }
+    }
+}
+
+fn broken_pipe(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
+
+pub fn run(a: ReadArgs) -> Result<(), Failure> {
+    let out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(BufWriter::with_capacity(
+            256 << 10,
+            File::create(p).map_err(|e| Failure::Runtime(format!("{}: cannot write: {e}", p.display())))?,
+        )),
+        None => Box::new(BufWriter::with_capacity(256 << 10, io::stdout().lock())),
+    };
+    let format = a.format.unwrap_or(if a.output.is_none() && io::stdout().is_terminal() { Format::Table } else { Format::Ndjson });
+    let mut sink = match format {
+        Format::Ndjson => Sink::Ndjson(out),
+        Format::Table => {
+            let mut out = out;
+            writeln!(out, "{}", table::header()).map_err(write_err)?;
+            Sink::Table(out)
+        }
+        Format::Har => Sink::Har(HarWriter::new(out).map_err(write_err)?),
+    };
+    let limits = Limits { max_body: a.max_body, ..Limits::default() };
+    let mut total = Stats::default();
+    let mut prev: Option<Dissector> = None;
+    let mut failed: Option<Failure> = None;
+    for path in &a.files {
+        let mut src = FileSource::open(path).map_err(capture_err)?;
+        let mut d = Dissector::new(Config { limits: limits.clone(), node: a.node.clone(), ..Config::default() });
+        if let Some(p) = &prev {
+            d.continue_ids_from(p);
+        }
+        let mut write_error: Option<io::Error> = None;
+        let res = pipeline::dissect_file(&mut src, &mut d, |e| {
+            if write_error.is_none() {
+                if let Err(err) = sink.put(&e) {
+                    write_error = Some(err);
+                }
+            }
+        });
+        if let Some(e) = write_error {
+            if broken_pipe(&e) {
+                return Ok(());
+            }
+            return Err(write_err(e));
+        }
+        let name = path.display();
+        match res {
+            Ok(sum) => {
+                if let Some(at) = sum.truncated_at {
+                    eprintln!("kshark: {name}: the capture ends inside a packet at byte {at}; read up to there");
+                }
+                if sum.packets > 0 && sum.unsupported_packets == sum.packets {
+                    failed = Some(capture_err(CaptureError::UnsupportedLinkType {
+                        path: path.clone(),
+                        linktype: sum.unsupported_linktype.unwrap_or(0),
+                    }));
+                }
+            }
+            Err(e) => failed = Some(capture_err(e)),
+        }
+        let s = d.stats();
+        let losses = s.losses();
+        if !losses.is_empty() {
+            let what: Vec<String> = losses.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            eprintln!("kshark: {name}: {} packets, {} entries; {}", s.packets, s.entries, what.join(", "));
+        }
+        total.add(s);
+        prev = Some(d);
+        if failed.is_some() {
+            break;
+        }
+    }
+    match sink.finish() {
+        Err(e) if broken_pipe(&e) => {}
+        Err(e) => return Err(write_err(e)),
+        Ok(()) => {}
+    }
+    if a.stats {
+        eprintln!("{}", serde_json::to_string(&total).unwrap_or_default());
+    }
+    match failed {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+fn capture_err(e: CaptureError) -> Failure {
+    match e {
+        CaptureError::Read { .. } => Failure::Runtime(e.to_string()),
+        _ => Failure::Input(e.to_string()),
+    }
+}
+
+fn write_err(e: io::Error) -> Failure {
+    Failure::Runtime(format!("cannot write the output: {e}"))
+}
