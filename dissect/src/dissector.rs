@@ -295,7 +295,18 @@ impl Dissector {
             t.tcx.syn[d] = true;
         }
         if seg.ack_flag {
-            t.halves[o].ack(SeqNum(seg.ack));
+            let before = t.halves[o].counters;
+            let buffered = t.halves[o].buffered();
+            let TcpFlow { halves, pend, app, tcx, .. } = &mut **t;
+            let mut parser = AppRef { app, tcx };
+            let p = &mut pend[o];
+            let other = dir.flip();
+            halves[o].ack(SeqNum(seg.ack), &mut |c| match c {
+                Chunk::Data(b) => p.push(&mut parser, other, b, &mut cx),
+                Chunk::Gap(n) => p.gap(&mut parser, other, n, &mut cx),
+            });
+            *ooo_total = (*ooo_total + t.halves[o].buffered()).saturating_sub(buffered);
+            add_counters(cx.stats, before, t.halves[o].counters);
         }
         let before = t.halves[d].counters;
         let buffered = t.halves[d].buffered();

@@ -151,13 +151,24 @@ impl DnsPairing {
 #[derive(Debug, Default)]
 pub struct DnsTcp {
     pub pairing: DnsPairing,
-    lost: [bool; 2],
+    /// After a gap: look for a message start at the next segment.
+    resync: [bool; 2],
 }
 
 impl StreamParser for DnsTcp {
     fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Progress {
-        if self.lost[dir.idx()] {
-            return Progress::Desync;
+        if self.resync[dir.idx()] {
+            // whole segments lost carry whole messages, so the next segment often starts one
+            match probe_tcp(data, true) {
+                crate::Probe::Match => self.resync[dir.idx()] = false,
+                crate::Probe::NeedMore if data.len() < 2 + u16::MAX as usize => {
+                    return Progress::NeedMore { consumed: 0, needed: data.len() + 1 }
+                }
+                _ => {
+                    cx.stats.resync_skipped_bytes += data.len() as u64;
+                    return Progress::Consumed(data.len());
+                }
+            }
         }
         if data.len() < 2 {
             return Progress::NeedMore { consumed: 0, needed: 2 };
@@ -178,8 +189,7 @@ impl StreamParser for DnsTcp {
     }
 
     fn on_gap(&mut self, dir: Dir, _len: u64, _cx: &mut Cx<'_>) {
-        // message boundaries cannot be found again in a length-prefixed stream
-        self.lost[dir.idx()] = true;
+        self.resync[dir.idx()] = true;
     }
 
     fn on_close(&mut self, _dir: Dir, leftover: &[u8], cx: &mut Cx<'_>) {

@@ -52,11 +52,48 @@ impl HalfStream {
         self.next.is_some()
     }
 
-    /// Records the peer's acknowledgement of this direction's data.
-    pub fn ack(&mut self, ack: SeqNum) {
+    /// Records the peer's acknowledgement of this direction's data. Holes before buffered
+    /// data that the peer acknowledged can never be filled: they become gaps now.
+    pub fn ack(&mut self, ack: SeqNum, out: &mut impl FnMut(Chunk<'_>)) {
         match self.acked {
             Some(a) if ack.diff(a) <= 0 => {}
             _ => self.acked = Some(ack),
+        }
+        self.resolve_acked(out);
+    }
+
+    fn resolve_acked(&mut self, out: &mut impl FnMut(Chunk<'_>)) {
+        while let (Some(a), Some((s, _)), Some(n)) = (self.acked, self.ooo.first(), self.next) {
+            // the peer has every byte before `a`; a hole before buffered data it covers is lost
+            if a.diff(*s) < 0 {
+                break;
+            }
+            let off = s.diff(n);
+            if off > 0 {
+                self.gap(off as u64, out);
+            }
+            self.drain(out);
+        }
+        self.check_fin();
+    }
+
+    /// Gives up on holes before `seq`: buffered data before it is delivered with gaps between.
+    fn skip_to(&mut self, seq: SeqNum, out: &mut impl FnMut(Chunk<'_>)) {
+        while let (Some((s, _)), Some(n)) = (self.ooo.first(), self.next) {
+            if s.diff(seq) >= 0 {
+                break;
+            }
+            let off = s.diff(n);
+            if off > 0 {
+                self.gap(off as u64, out);
+            }
+            self.drain(out);
+        }
+        if let Some(n) = self.next {
+            let off = seq.diff(n);
+            if off > 0 {
+                self.gap(off as u64, out);
+            }
         }
     }
 
@@ -100,18 +137,15 @@ impl HalfStream {
             }
         } else if len > 0 {
             self.counters.out_of_order_segments += 1;
-            let peer_has_it = matches!(self.acked, Some(a) if a.diff(seq) >= 0);
-            if peer_has_it || self.ooo_bytes + len > max_buffer {
-                // the hole cannot be filled any more: report it and go on
-                self.gap(off as u64, out);
-                self.deliver(payload, missing, out);
-            } else if missing == 0 {
+            if missing == 0 && self.ooo_bytes + len <= max_buffer {
                 let at = self.ooo.partition_point(|(s, _)| s.diff(next) <= off);
                 self.ooo_bytes += payload.len();
                 self.ooo.insert(at, (seq, payload.to_vec()));
+                self.resolve_acked(out);
             } else {
-                // a cut-short segment ahead of a hole: keep what we have, the rest is lost anyway
-                self.gap(off as u64, out);
+                // over the buffer cap, or cut short by the snap length: the holes before it
+                // will not be waited for
+                self.skip_to(seq, out);
                 self.deliver(payload, missing, out);
             }
         }
@@ -255,8 +289,10 @@ mod tests {
         let mut got = Vec::new();
         let mut sink = |c: Chunk<'_>| got.push(format!("{c:?}"));
         h.segment(SeqNum(10), false, false, b"abc", 0, 1 << 20, &mut sink);
-        h.ack(SeqNum(20));
         h.segment(SeqNum(18), false, false, b"xy", 0, 1 << 20, &mut sink);
+        h.segment(SeqNum(30), false, false, b"z", 0, 1 << 20, &mut sink);
+        // the peer acknowledged past the first hole only
+        h.ack(SeqNum(20), &mut sink);
         assert_eq!(got, vec!["Data([97, 98, 99])", "Gap(5)", "Data([120, 121])"]);
     }
 

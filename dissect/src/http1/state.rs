@@ -113,14 +113,14 @@ impl Http1 {
         if !is_req && self.queue.front().is_some_and(|s| s.is_09) && !data.starts_with(b"HTTP/") && !b"HTTP/".starts_with(&data[..data.len().min(5)]) {
             self.sides[dir.idx()].msg = Some(new_msg(Head::Response09, cx.ts_at(0)));
             self.sides[dir.idx()].state = State::UntilClose;
-            return Progress::Consumed(0).max_progress();
+            return AGAIN;
         }
         let probe = if is_req { wire::probe_request(data) } else { wire::probe_response(data) };
         match probe {
             Probe::NoMatch => {
                 cx.stats.http_malformed += 1;
                 self.sides[dir.idx()].state = State::Resync;
-                return Progress::Consumed(0).max_progress();
+                return AGAIN;
             }
             Probe::NeedMore => return Progress::NeedMore { consumed: 0, needed: data.len() + 1 },
             Probe::Match => {}
@@ -343,16 +343,8 @@ impl Http1 {
     }
 }
 
-trait MaxProgress {
-    /// A state change that consumed nothing: ask to be called again at once.
-    fn max_progress(self) -> Progress;
-}
-
-impl MaxProgress for Progress {
-    fn max_progress(self) -> Progress {
-        Progress::NeedMore { consumed: 0, needed: usize::MAX }
-    }
-}
+/// A state change that consumed nothing: `feed` goes round again on the same bytes.
+const AGAIN: Progress = Progress::NeedMore { consumed: 0, needed: usize::MAX };
 
 fn new_msg(head: Head, start: Timestamp) -> Msg {
     Msg {
@@ -446,7 +438,7 @@ impl StreamParser for Http1 {
                         if data.len() >= 4096 {
                             self.cut_short(dir, &[Anomaly::Malformed], cx);
                             self.sides[i].state = State::Resync;
-                            return Progress::Consumed(0).max_progress();
+                            return AGAIN;
                         }
                         return Progress::NeedMore { consumed: 0, needed: data.len() + 1 };
                     };
@@ -461,7 +453,7 @@ impl StreamParser for Http1 {
                                 m.wire -= nl as u64 + 1;
                                 self.cut_short(dir, &[Anomaly::Malformed], cx);
                                 self.sides[i].state = State::Resync;
-                                return Progress::Consumed(0).max_progress();
+                                return AGAIN;
                             }
                         }
                     } else {
@@ -507,7 +499,7 @@ impl StreamParser for Http1 {
                 }
             };
             // a state change that consumed nothing: go round again on the same bytes
-            if p == (Progress::NeedMore { consumed: 0, needed: usize::MAX }) {
+            if p == AGAIN {
                 continue;
             }
             return p;
@@ -530,18 +522,13 @@ impl StreamParser for Http1 {
                 self.sides[i].state = match state {
                     State::Length(_) if left == 0 => {
                         self.complete(dir, cx);
-                        State::Start
+                        // the hole may have been longer in truth: find the next start line
+                        State::Resync
                     }
                     State::Length(_) => State::Length(left),
                     _ if left == 0 => State::ChunkEnd,
                     _ => State::ChunkData(left),
                 };
-                if left == 0 && matches!(state, State::Length(_)) {
-                    // a gap that ends exactly at a message boundary leaves us in sync
-                    self.sides[i].state = State::Start;
-                    // but the next bytes may still be mid-message if the gap was larger in truth
-                    self.sides[i].state = State::Resync;
-                }
             }
             State::UntilClose => {
                 let m = self.sides[i].msg.as_mut().expect("body has a message");

@@ -75,7 +75,10 @@ fn version(v: &[u8]) -> Option<HttpVersion> {
     Some(match rest {
         b"1.0" => HttpVersion::V10,
         b"0.9" => HttpVersion::V09,
-        [b'1', b'.', d] if d.is_ascii_digit() => HttpVersion::V11,
+        // the HTTP/2 connection preface ("PRI * HTTP/2.0") is not HTTP/1
+        b"2.0" | b"2" | b"3" => return None,
+        // servers answer "HTTP/1." and other oddities as 1.1, and so do we
+        _ if rest.len() <= 8 && rest.iter().all(|c| c.is_ascii_graphic()) => HttpVersion::V11,
         _ => return None,
     })
 }
@@ -246,7 +249,7 @@ mod tests {
         assert_eq!(parse_request_line(b"GET /old").unwrap().version, HttpVersion::V09);
         assert!(parse_request_line(b"CONNECT example.com:443 HTTP/1.0").is_some());
         assert!(parse_request_line(b"GET  /two-spaces  HTTP/1.1").is_some());
-        for bad in [&b"GET"[..], b" / HTTP/1.1", b"G\x01T / HTTP/1.1", b"GET x", b"GET / HTTP/9", b"SSH-2.0-OpenSSH"] {
+        for bad in [&b"GET"[..], b" / HTTP/1.1", b"G\x01T / HTTP/1.1", b"GET x", b"PRI * HTTP/2.0", b"SSH-2.0-OpenSSH"] {
             assert!(parse_request_line(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
