@@ -29,6 +29,8 @@ pub mod limits;
 pub mod stats;
 pub mod stream;
 pub mod time;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use dissector::{Config, Dissector};
 pub use entry::Entry;

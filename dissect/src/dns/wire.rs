@@ -128,7 +128,45 @@ fn class_text(c: DNSClass) -> String {
 
 fn record(r: &Record) -> DnsRecord {
     let rtype = r.record_type();
-    let data = match &r.data {
+    let data = if rtype == RecordType::OPT {
+        // EDNS: class is the UDP payload size, TTL holds extended rcode, version and DO
+        let (size, ext, version, dnssec_ok) = (u16::from(r.dns_class), r.ttl >> 24, (r.ttl >> 16) & 0xff, r.ttl & 0x8000 != 0);
+        format!("udp_payload_size={size} extended_rcode={ext} version={version} dnssec_ok={dnssec_ok}")
+    } else {
+        rdata_text(r)
+    };
+    DnsRecord { name: name_text(&r.name.to_string()), rtype: type_text(rtype), ttl: r.ttl, data }
+}
+
+/// RFC 9460 presentation form of SVCB and HTTPS: `priority target key=value ...`.
+fn svcb_text(s: &hickory_proto::rr::rdata::SVCB) -> String {
+    use hickory_proto::rr::rdata::svcb::SvcParamValue as V;
+    use base64::Engine;
+    let mut out = format!("{} {}", s.svc_priority, s.target_name);
+    for (k, v) in &s.svc_params {
+        let val = match v {
+            V::Mandatory(m) => m.0.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(","),
+            V::Alpn(a) => a.0.join(","),
+            V::NoDefaultAlpn => String::new(),
+            V::Port(p) => p.to_string(),
+            V::Ipv4Hint(h) => h.0.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            V::Ipv6Hint(h) => h.0.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            V::EchConfigList(e) => base64::engine::general_purpose::STANDARD.encode(&e.0),
+            V::Unknown(u) => u.0.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        if val.is_empty() {
+            out.push_str(&format!(" {k}"));
+        } else {
+            out.push_str(&format!(" {k}={val}"));
+        }
+    }
+    out
+}
+
+fn rdata_text(r: &Record) -> String {
+    match &r.data {
+        RData::SVCB(s) => svcb_text(s),
+        RData::HTTPS(h) => svcb_text(&h.0),
         RData::A(a) => a.to_string(),
         RData::AAAA(a) => a.to_string(),
         RData::CNAME(n) => name_text(&n.0.to_string()),
@@ -140,10 +178,6 @@ fn record(r: &Record) -> DnsRecord {
             .map(|s| format!("\"{}\"", escape_txt(s)))
             .collect::<Vec<_>>()
             .join(" "),
-        RData::OPT(_) => {
-            let (size, ext, version, dnssec_ok) = (u16::from(r.dns_class), r.ttl >> 24, (r.ttl >> 16) & 0xff, r.ttl & 0x8000 != 0);
-            format!("udp_payload_size={size} extended_rcode={ext} version={version} dnssec_ok={dnssec_ok}")
-        }
         RData::Unknown { code, rdata } => {
             // RFC 3597 generic form
             let bytes = &rdata.anything;
@@ -151,9 +185,9 @@ fn record(r: &Record) -> DnsRecord {
             let _ = code;
             format!("\\# {} {hex}", bytes.len())
         }
+        RData::Update0(_) => String::new(),
         other => other.to_string(),
-    };
-    DnsRecord { name: name_text(&r.name.to_string()), rtype: type_text(rtype), ttl: r.ttl, data }
+    }
 }
 
 fn escape_txt(s: &[u8]) -> String {

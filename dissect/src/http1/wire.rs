@@ -36,7 +36,8 @@ pub fn probe_request(b: &[u8]) -> Probe {
         None if b.len() >= MAX_START_LINE => Probe::NoMatch,
         None => {
             // the target so far must be printable
-            if b[m + 1..].iter().all(|&c| c > b' ' && c < 0x7f || c == b' ' || c == b'\r') {
+            // hostile paths carry control bytes too: only NUL rules a request line out
+            if !b[m + 1..].contains(&0) {
                 Probe::NeedMore
             } else {
                 Probe::NoMatch
@@ -98,7 +99,7 @@ pub fn parse_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
         return None;
     }
     let rest = trim(&line[sp + 1..]);
-    if rest.is_empty() || rest.iter().any(|&c| c < b' ' && c != b'\t' || c == 0x7f) {
+    if rest.is_empty() || rest.contains(&0) {
         return None;
     }
     match memchr::memrchr(b' ', rest) {
@@ -108,7 +109,7 @@ pub fn parse_request_line(line: &[u8]) -> Option<RequestLine<'_>> {
             (!target.is_empty()).then_some(RequestLine { method, target, version })
         }
         // no version: HTTP/0.9, which only ever had origin-form targets
-        None if rest.starts_with(b"/") => Some(RequestLine { method, target: rest, version: HttpVersion::V09 }),
+        None if rest.starts_with(b"/") && rest.iter().all(|&c| c > b' ' && c < 0x7f) => Some(RequestLine { method, target: rest, version: HttpVersion::V09 }),
         _ => None,
     }
 }
@@ -249,7 +250,7 @@ mod tests {
         assert_eq!(parse_request_line(b"GET /old").unwrap().version, HttpVersion::V09);
         assert!(parse_request_line(b"CONNECT example.com:443 HTTP/1.0").is_some());
         assert!(parse_request_line(b"GET  /two-spaces  HTTP/1.1").is_some());
-        for bad in [&b"GET"[..], b" / HTTP/1.1", b"G\x01T / HTTP/1.1", b"GET x", b"PRI * HTTP/2.0", b"SSH-2.0-OpenSSH"] {
+        for bad in [&b"GET"[..], b" / HTTP/1.1", b"G\x01T / HTTP/1.1", b"GET /\0 HTTP/1.1", b"GET /\x1b", b"GET x", b"PRI * HTTP/2.0", b"SSH-2.0-OpenSSH"] {
             assert!(parse_request_line(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
     }

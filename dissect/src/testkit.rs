@@ -1,0 +1,100 @@
+//! Builders of real frames (through etherparse's `PacketBuilder`) and pcap files, for tests.
+
+use etherparse::PacketBuilder;
+use std::io::Write;
+
+/// Frames of one TCP connection between a client and a server, with sequence numbers
+/// tracked, timestamps one millisecond apart.
+pub struct TcpConv {
+    pub client: ([u8; 4], u16),
+    pub server: ([u8; 4], u16),
+    seq: [u32; 2],
+    pub ts: u64,
+    pub frames: Vec<(u64, Vec<u8>)>,
+}
+
+/// 0: client to server, 1: server to client.
+pub const C2S: usize = 0;
+pub const S2C: usize = 1;
+
+impl TcpConv {
+    pub fn new(client: ([u8; 4], u16), server: ([u8; 4], u16), isn: [u32; 2]) -> Self {
+        TcpConv { client, server, seq: isn, ts: 1_700_000_000_000_000_000, frames: Vec::new() }
+    }
+
+    fn frame(&mut self, dir: usize, syn: bool, fin: bool, payload: &[u8]) {
+        let (s, d) = if dir == C2S { (self.client, self.server) } else { (self.server, self.client) };
+        let ack = self.seq[1 - dir];
+        let mut b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(s.0, d.0, 64).tcp(s.1, d.1, self.seq[dir], 65535);
+        if syn {
+            b = b.syn();
+        }
+        if fin {
+            b = b.fin();
+        }
+        if !(syn && dir == C2S) {
+            b = b.ack(ack);
+        }
+        let mut out = Vec::with_capacity(b.size(payload.len()));
+        b.write(&mut out, payload).expect("in-memory write");
+        self.frames.push((self.ts, out));
+        self.ts += 1_000_000;
+        self.seq[dir] = self.seq[dir].wrapping_add(payload.len() as u32 + syn as u32 + fin as u32);
+    }
+
+    pub fn handshake(&mut self) -> &mut Self {
+        self.frame(C2S, true, false, &[]);
+        self.frame(S2C, true, false, &[]);
+        self.frame(C2S, false, false, &[]);
+        self
+    }
+
+    /// Sends `data` in `dir`, cut into segments of the given sizes (the rest in one).
+    pub fn send(&mut self, dir: usize, data: &[u8], cuts: &[usize]) -> &mut Self {
+        let mut at = 0;
+        for &c in cuts {
+            let end = (at + c).min(data.len());
+            if end > at {
+                self.frame(dir, false, false, &data[at..end]);
+            }
+            at = end;
+        }
+        if at < data.len() {
+            self.frame(dir, false, false, &data[at..]);
+        }
+        self
+    }
+
+    pub fn close(&mut self) -> &mut Self {
+        self.frame(C2S, false, true, &[]);
+        self.frame(S2C, false, true, &[]);
+        self
+    }
+}
+
+/// One UDP datagram in an Ethernet frame.
+pub fn udp_frame(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]).ipv4(src.0, dst.0, 64).udp(src.1, dst.1);
+    let mut out = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut out, payload).expect("in-memory write");
+    out
+}
+
+/// A classic pcap file (nanosecond timestamps, Ethernet unless told) holding `frames`.
+pub fn pcap_bytes(linktype: u32, frames: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b23c4du32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&262_144u32.to_le_bytes());
+    b.extend_from_slice(&linktype.to_le_bytes());
+    for (ts, f) in frames {
+        b.write_all(&((ts / 1_000_000_000) as u32).to_le_bytes()).unwrap();
+        b.write_all(&((ts % 1_000_000_000) as u32).to_le_bytes()).unwrap();
+        b.write_all(&(f.len() as u32).to_le_bytes()).unwrap();
+        b.write_all(&(f.len() as u32).to_le_bytes()).unwrap();
+        b.write_all(f).unwrap();
+    }
+    b
+}

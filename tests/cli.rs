@@ -1,0 +1,190 @@
+//! `kshark read` as a user runs it: formats, standard input, exit codes, and hostile input
+//! that must give a one-line error or an entry with anomalies, never a panic.
+
+mod common;
+use common::{kshark, ndjson, stderr, stdout};
+use kshark_dissect::testkit::{pcap_bytes, udp_frame, TcpConv, C2S, S2C};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn write_tmp(bytes: &[u8]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(bytes).unwrap();
+    f
+}
+
+fn no_panic(o: &std::process::Output) {
+    let e = stderr(o);
+    assert!(!e.contains("panicked") && !e.contains("RUST_BACKTRACE"), "{e}");
+    assert!(e.lines().count() <= 3, "messages are one line each: {e}");
+}
+
+fn read_ndjson(bytes: &[u8]) -> Vec<serde_json::Value> {
+    let f = write_tmp(bytes);
+    let o = kshark(&["read", f.path().to_str().unwrap(), "--format", "ndjson"]);
+    no_panic(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    ndjson(&o)
+}
+
+#[test]
+fn help_has_examples() {
+    for args in [&["--help"][..], &["read", "--help"]] {
+        let o = kshark(args);
+        assert!(o.status.success());
+        assert!(stdout(&o).contains("Examples:"), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn not_a_capture_is_exit_2_with_one_line() {
+    let f = write_tmp(b"this is a text file, not a capture\n");
+    let o = kshark(&["read", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    no_panic(&o);
+    assert!(stderr(&o).contains("not a pcap or pcapng file"), "{}", stderr(&o));
+    let empty = write_tmp(b"");
+    let o = kshark(&["read", empty.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    let o = kshark(&["read", "/nonexistent/x.pcap"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot open"), "{}", stderr(&o));
+    let o = kshark(&["read", "--format", "xml", "x.pcap"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn unsupported_link_type_is_exit_2() {
+    // 802.11 (105): frames kshark cannot take apart
+    let f = write_tmp(&pcap_bytes(105, &[(1, vec![0; 60])]));
+    let o = kshark(&["read", f.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("link-layer type 105"), "{}", stderr(&o));
+}
+
+#[test]
+fn truncated_capture_keeps_what_was_read() {
+    let mut bytes = std::fs::read(common::corpus().join("pcaps/zeek_http_pipelined-requests.pcap")).unwrap();
+    let whole = read_ndjson(&bytes).len();
+    bytes.truncate(bytes.len() * 2 / 3 + 7);
+    let f = write_tmp(&bytes);
+    let o = kshark(&["read", f.path().to_str().unwrap(), "--format", "ndjson"]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("ends inside a packet"), "{}", stderr(&o));
+    let got = ndjson(&o);
+    assert!(!got.is_empty() && got.len() <= whole);
+}
+
+#[test]
+fn standard_input_and_every_format() {
+    let path = common::corpus().join("pcaps/zeek_http_get.pcap");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kshark"))
+        .args(["read", "-", "--format", "ndjson"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(&path).unwrap()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(ndjson(&o).len(), 1);
+    // HAR: one document, the entry inside with its status
+    let o = kshark(&["read", path.to_str().unwrap(), "--format", "har"]);
+    let har: serde_json::Value = serde_json::from_slice(&o.stdout).expect("HAR is JSON");
+    assert_eq!(har["log"]["version"], "1.2");
+    assert_eq!(har["log"]["entries"][0]["response"]["status"], 200);
+    assert_eq!(har["log"]["entries"][0]["request"]["url"], "http://bro.org/download/CHANGES.bro-aux.txt");
+    // table: a header and a row; --output writes a file
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let o = kshark(&["read", path.to_str().unwrap(), "--format", "table", "--output", out.path().to_str().unwrap()]);
+    assert!(o.status.success());
+    let t = std::fs::read_to_string(out.path()).unwrap();
+    assert_eq!(t.lines().count(), 2);
+    assert!(t.contains("/download/CHANGES.bro-aux.txt") && t.contains("200"), "{t}");
+}
+
+#[test]
+fn protocols_found_by_content_not_port() {
+    let mut frames = Vec::new();
+    // HTTP on the SSH port
+    let mut c = TcpConv::new(([10, 0, 0, 1], 50000), ([10, 0, 0, 2], 22), [1, 1]);
+    c.handshake().send(C2S, b"GET /odd-port HTTP/1.1\r\nHost: x\r\n\r\n", &[]).send(S2C, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", &[]).close();
+    frames.extend(c.frames);
+    // garbage on the HTTP port
+    let mut g = TcpConv::new(([10, 0, 0, 3], 50001), ([10, 0, 0, 2], 80), [1, 1]);
+    g.handshake().send(C2S, &(0..3000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>(), &[1000, 1000]).close();
+    frames.extend(g.frames);
+    // DNS on port 8053
+    let mut q = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    q.extend_from_slice(b"\x09catalogue\x09sock-shop\x03svc\x07cluster\x05local\x00\x00\x01\x00\x01");
+    frames.push((2_000_000_000, udp_frame(([10, 0, 0, 1], 40000), ([10, 0, 0, 53], 8053), &q)));
+    let got = read_ndjson(&pcap_bytes(1, &frames));
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0]["request"]["path"], "/odd-port");
+    assert_eq!(got[0]["dst"]["port"], 22);
+    assert_eq!(got[1]["protocol"], "dns");
+    assert_eq!(got[1]["request"]["questions"][0]["name"], "catalogue.sock-shop.svc.cluster.local");
+    assert_eq!(got[1]["anomalies"], serde_json::json!(["no_response"]));
+}
+
+#[test]
+fn hostile_dns_names_are_malformed_entries() {
+    let mut frames = Vec::new();
+    // a response whose answer name points at itself (a compression loop)
+    let mut r = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    r.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    r.extend_from_slice(b"\xc0\x1d\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x01\x02\x03\x04");
+    frames.push((1, udp_frame(([10, 0, 0, 53], 53), ([10, 0, 0, 1], 40000), &r)));
+    // a query with a name far over 255 bytes, and labels claiming more bytes than there are
+    let mut q = vec![0x55, 0x55, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for _ in 0..6 {
+        q.push(63);
+        q.extend_from_slice(&[b'a'; 63]);
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    frames.push((2, udp_frame(([10, 0, 0, 1], 40001), ([10, 0, 0, 53], 53), &q)));
+    frames.push((3, udp_frame(([10, 0, 0, 1], 40002), ([10, 0, 0, 53], 53), &[0x66, 0x66, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'])));
+    let got = read_ndjson(&pcap_bytes(1, &frames));
+    assert_eq!(got.len(), 3, "{got:#?}");
+    for e in &got {
+        assert!(e["anomalies"].as_array().unwrap().contains(&"malformed".into()), "{e:#}");
+    }
+    assert_eq!(got[0]["response"]["questions"][0]["name"], "example.com");
+}
+
+#[test]
+fn chunk_size_of_2_pow_64_is_malformed() {
+    let mut c = TcpConv::new(([10, 0, 0, 1], 50000), ([10, 0, 0, 2], 80), [1, 1]);
+    c.handshake()
+        .send(C2S, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", &[])
+        .send(S2C, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n10000000000000000\r\nxxxx", &[])
+        .close();
+    let got = read_ndjson(&pcap_bytes(1, &c.frames));
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["response"]["status_code"], 200);
+    assert_eq!(got[0]["response"]["body"]["text"], "abcd");
+    assert!(got[0]["anomalies"].as_array().unwrap().contains(&"malformed".into()), "{:#}", got[0]);
+    // and the largest size that fits is simply a body that never ends
+    let mut c = TcpConv::new(([10, 0, 0, 1], 50001), ([10, 0, 0, 2], 80), [1, 1]);
+    c.handshake()
+        .send(C2S, b"GET /huge HTTP/1.1\r\n\r\n", &[])
+        .send(S2C, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nxxxx", &[])
+        .close();
+    let got = read_ndjson(&pcap_bytes(1, &c.frames));
+    assert_eq!(got[0]["anomalies"], serde_json::json!(["truncated"]));
+}
+
+#[test]
+fn captured_escapes_never_reach_the_terminal_table() {
+    let mut c = TcpConv::new(([10, 0, 0, 1], 50000), ([10, 0, 0, 2], 80), [1, 1]);
+    c.handshake()
+        .send(C2S, b"GET /\x1b]0;owned\x07\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n", &[])
+        .send(S2C, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &[])
+        .close();
+    let f = write_tmp(&pcap_bytes(1, &c.frames));
+    let o = kshark(&["read", f.path().to_str().unwrap(), "--format", "table"]);
+    assert!(o.status.success());
+    assert!(!o.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "{:?}", stdout(&o));
+    assert!(stdout(&o).contains("\\x1b]0;owned"), "{}", stdout(&o));
+}
