@@ -42,8 +42,12 @@ pub struct ReadArgs {
     stats: bool,
 }
 
+/// Output is built in memory and written in blocks of this size: serde_json writes a string
+/// in many small pieces (one per escape), which cost far less appended to a `Vec`.
+const BLOCK: usize = 1 << 20;
+
 enum Sink {
-    Ndjson(Box<dyn Write>),
+    Ndjson(Box<dyn Write>, Vec<u8>),
     Table(Box<dyn Write>),
     Har(HarWriter<Box<dyn Write>>),
 }
@@ -51,9 +55,14 @@ enum Sink {
 impl Sink {
     fn put(&mut self, e: &Entry) -> io::Result<()> {
         match self {
-            Sink::Ndjson(w) => {
-                serde_json::to_writer(&mut *w, e)?;
-                w.write_all(b"\n")
+            Sink::Ndjson(w, buf) => {
+                serde_json::to_writer(&mut *buf, e)?;
+                buf.push(b'\n');
+                if buf.len() >= BLOCK {
+                    w.write_all(buf)?;
+                    buf.clear();
+                }
+                Ok(())
             }
             Sink::Table(w) => writeln!(w, "{}", table::row(e)),
             Sink::Har(h) => h.add(e).map(|_| ()),
@@ -62,7 +71,11 @@ impl Sink {
 
     fn finish(self) -> io::Result<()> {
         match self {
-            Sink::Ndjson(mut w) | Sink::Table(mut w) => w.flush(),
+            Sink::Ndjson(mut w, buf) => {
+                w.write_all(&buf)?;
+                w.flush()
+            }
+            Sink::Table(mut w) => w.flush(),
             Sink::Har(h) => h.finish().map(|_| ()),
         }
     }
@@ -82,7 +95,7 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
     };
     let format = a.format.unwrap_or(if a.output.is_none() && io::stdout().is_terminal() { Format::Table } else { Format::Ndjson });
     let mut sink = match format {
-        Format::Ndjson => Sink::Ndjson(out),
+        Format::Ndjson => Sink::Ndjson(out, Vec::with_capacity(BLOCK + (256 << 10))),
         Format::Table => {
             let mut out = out;
             writeln!(out, "{}", table::header()).map_err(write_err)?;

@@ -151,7 +151,7 @@ pub struct Body {
     pub size: u64,
     pub mime: Option<String>,
     pub encoding: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "crate::json::serialize_text")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base64: Option<String>,

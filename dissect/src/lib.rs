@@ -25,6 +25,7 @@ pub mod error;
 pub mod export;
 pub mod flow;
 pub mod http1;
+pub mod json;
 pub mod limits;
 pub mod stats;
 pub mod stream;
