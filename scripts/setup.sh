@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what kshark's demo, tests and benchmark need on a fresh Debian machine of this
+# kind (run as root). Idempotent: packages already there are left alone.
+set -euo pipefail
+PKGS=(python3 tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture: no
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo (Rust stable) is needed and not found" >&2; exit 1; }
