@@ -49,19 +49,10 @@ pub fn parse_ip(b: &[u8]) -> Result<(IpInfo, &[u8]), IpError> {
         }
         LaxIpSlice::Ipv6(v6) => {
             let h = v6.header();
-            let mut frag = None;
-            for ext in v6.extensions().clone().into_iter() {
-                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
-                    // an atomic fragment (offset 0, no more) is a whole datagram
-                    if f.is_fragmenting_payload() {
-                        frag = Some(FragInfo {
-                            id: f.identification(),
-                            offset: f.fragment_offset().value() as usize * 8,
-                            more: f.more_fragments(),
-                        });
-                    }
-                }
-            }
+            // the fragment header is found by our own walk of the chain: etherparse 0.21's
+            // extension iterator reads past the packet on a lax slice whose headers run
+            // past its end (found by the raw_frame fuzz target)
+            let frag = v6_fragment(b);
             let declared = if h.payload_length() == 0 { 0 } else { 40 + h.payload_length() as usize };
             (IpAddr::from(h.source_addr()), IpAddr::from(h.destination_addr()), frag, declared)
         }
@@ -74,6 +65,39 @@ pub fn parse_ip(b: &[u8]) -> Result<(IpInfo, &[u8]), IpError> {
         missing: declared.saturating_sub(b.len()),
     };
     Ok((info, payload.payload))
+}
+
+/// The fragment header of an IPv6 packet, when its extension chain has one that really
+/// fragments (an atomic fragment, offset 0 and no more, is a whole datagram). Every length
+/// is checked against the packet.
+fn v6_fragment(b: &[u8]) -> Option<FragInfo> {
+    let mut next = *b.get(6)?;
+    let mut at = 40usize;
+    for _ in 0..16 {
+        match next {
+            44 => {
+                let h = b.get(at..at.checked_add(8)?)?;
+                let off_flags = u16::from_be_bytes([h[2], h[3]]);
+                let (offset, more) = ((off_flags >> 3) as usize * 8, off_flags & 1 != 0);
+                let id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                return (offset != 0 || more).then_some(FragInfo { id, offset, more });
+            }
+            // hop-by-hop, routing, destination options, mobility, HIP, shim6
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let len = (*b.get(at + 1)? as usize + 1) * 8;
+                next = *b.get(at)?;
+                at = at.checked_add(len)?;
+            }
+            // authentication header: its length is in 4-byte units, minus 2
+            51 => {
+                let len = (*b.get(at + 1)? as usize + 2) * 4;
+                next = *b.get(at)?;
+                at = at.checked_add(len)?;
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A TCP segment's header fields and captured payload.
@@ -120,5 +144,33 @@ pub fn vxlan_inner(payload: &[u8]) -> Option<&[u8]> {
         Some(&payload[8..])
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the raw_frame fuzz target: IPv6 extension headers whose lengths run past the
+    /// packet. etherparse 0.21's lax slice kept them and its iterator then read out of bounds.
+    #[test]
+    fn ipv6_extension_headers_past_the_end() {
+        let b = [0x6a, 0x00, 0x00, 0x6a, 0x00, 0x00, 0x00, 0x00, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x1b, 0x6a, 0x6a, 0x6a, 0x6a, 0x01, 0x00, 0x00, 0x00, 0x6a, 0x6a, 0x0a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x01, 0x00, 0x00, 0x00, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0x6a, 0xff];
+        let _ = parse_ip(&b);
+    }
+
+    #[test]
+    fn ipv6_fragment_header_found_and_atomic_ignored() {
+        let mut p = vec![0x60, 0, 0, 0, 0, 16, 44, 64];
+        p.extend_from_slice(&[0; 32]);
+        // fragment header: next UDP, offset 2 (16 bytes), more fragments, id 7
+        p.extend_from_slice(&[17, 0, 0, 0x11, 0, 0, 0, 7]);
+        p.extend_from_slice(&[0; 8]);
+        let (info, _) = parse_ip(&p).unwrap();
+        let f = info.frag.expect("fragmented");
+        assert_eq!((f.id, f.offset, f.more), (7, 16, true));
+        p[42] = 0; // offset 0, no more: atomic
+        p[43] = 0;
+        assert!(parse_ip(&p).unwrap().0.frag.is_none());
     }
 }
