@@ -113,7 +113,7 @@ fn decode(encoding: &str, data: &[u8], max: usize) -> Decoded {
         "deflate" => {
             // RFC 9110 says zlib-wrapped, but many servers send raw deflate: the first
             // byte of a zlib stream says CM=8 with a header checksum divisible by 31
-            let zlib = data.len() >= 2 && data[0] & 0x0f == 8 && u16::from_be_bytes([data[0], data[1]]) % 31 == 0;
+            let zlib = data.len() >= 2 && data[0] & 0x0f == 8 && u16::from_be_bytes([data[0], data[1]]).is_multiple_of(31);
             if zlib {
                 read_capped(flate2::read::ZlibDecoder::new(data), max)
             } else {

@@ -222,6 +222,8 @@ pub struct DnsResponse {
     pub additionals: Vec<DnsRecord>,
 }
 
+// an entry holds one request: the size difference between variants costs nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Request {
@@ -229,6 +231,7 @@ pub enum Request {
     Dns(DnsRequest),
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Response {

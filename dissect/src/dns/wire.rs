@@ -241,7 +241,7 @@ pub fn header_plausible(b: &[u8], hinted: bool) -> bool {
     }
     // off a DNS port, ask for what ordinary queries and responses have: one question or a
     // few, sane counts, and no error code in a query
-    hinted || (qd >= 1 && qd <= 16 && total <= 512 && !(b[2] & 0x80 == 0 && (b[3] & 0x0f) != 0))
+    hinted || ((1..=16).contains(&qd) && total <= 512 && !(b[2] & 0x80 == 0 && (b[3] & 0x0f) != 0))
 }
 
 /// Does `b` look like a whole DNS message? `hinted`: it is on a DNS port, so be less strict.

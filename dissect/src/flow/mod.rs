@@ -34,7 +34,7 @@ impl SeqNum {
         self.0.wrapping_sub(other.0) as i32 as i64
     }
 
-    pub fn add(self, n: usize) -> SeqNum {
+    pub fn advance(self, n: usize) -> SeqNum {
         SeqNum(self.0.wrapping_add(n as u32))
     }
 }
@@ -65,7 +65,7 @@ mod tests {
     fn seq_wraps() {
         assert_eq!(SeqNum(5).diff(SeqNum(u32::MAX - 4)), 10);
         assert_eq!(SeqNum(u32::MAX - 4).diff(SeqNum(5)), -10);
-        assert_eq!(SeqNum(u32::MAX).add(2), SeqNum(1));
+        assert_eq!(SeqNum(u32::MAX).advance(2), SeqNum(1));
     }
 
     #[test]

@@ -113,14 +113,14 @@ impl HalfStream {
         let mut seq = seq;
         if syn {
             if self.next.is_none() {
-                self.next = Some(seq.add(1));
+                self.next = Some(seq.advance(1));
             }
-            seq = seq.add(1); // data in a SYN (TCP Fast Open) starts after it
+            seq = seq.advance(1); // data in a SYN (TCP Fast Open) starts after it
         }
         let next = *self.next.get_or_insert(seq);
         let len = payload.len() + missing;
         if fin {
-            self.fin_at = Some(seq.add(len));
+            self.fin_at = Some(seq.advance(len));
         }
         let off = seq.diff(next);
         if off <= 0 {
@@ -163,7 +163,7 @@ impl HalfStream {
             out(Chunk::Gap(missing as u64));
         }
         if let Some(n) = self.next.as_mut() {
-            *n = n.add(data.len() + missing);
+            *n = n.advance(data.len() + missing);
         }
     }
 
