@@ -137,3 +137,22 @@ proptest! {
         prop_assert_eq!(conversation(&req, &resp, &cuts_c, &cuts_s, 8080), whole);
     }
 }
+
+#[test]
+fn pending_request_cap_reports_the_oldest() {
+    // a client that pipelines more requests than the cap, and never gets an answer
+    let limits = kshark_dissect::Limits { max_pending_requests: 4, ..Default::default() };
+    let mut c = TcpConv::new(CLIENT, SERVER, [1, 1]);
+    c.handshake().send(C2S, &b"GET /x HTTP/1.1\r\n\r\n".repeat(6), &[]);
+    let mut d = Dissector::new(Config { limits, ..Config::default() });
+    for (ts, f) in &c.frames {
+        d.packet(Timestamp(*ts), 1, f);
+    }
+    let early: Vec<_> = d.drain_entries().collect();
+    assert_eq!(early.len(), 2, "the two over the cap come out at once");
+    for e in &early {
+        assert_eq!(serde_json::to_value(&e.anomalies).unwrap(), serde_json::json!(["no_response", "limit_reached"]));
+    }
+    d.finish();
+    assert_eq!(d.drain_entries().count(), 4);
+}

@@ -62,7 +62,7 @@ impl DnsPairing {
             }
             if self.pending.len() >= cx.limits.max_pending_requests {
                 let old = self.pending.pop_front().expect("non-empty");
-                self.emit(Some(old), None, None, vec![Anomaly::NoResponse], cx);
+                self.emit(Some(old), None, None, vec![Anomaly::NoResponse, Anomaly::LimitReached], cx);
             }
             self.pending.push_back(q);
             return;

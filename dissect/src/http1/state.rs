@@ -166,7 +166,10 @@ impl Http1 {
             cx.stats.http_requests += 1;
             if self.queue.len() >= cx.limits.max_pending_requests {
                 // a client that never gets answers: report the oldest instead of growing
-                let old = self.queue.pop_front().expect("non-empty");
+                let mut old = self.queue.pop_front().expect("non-empty");
+                if let Some(r) = old.req.as_mut() {
+                    r.anomalies.push(Anomaly::LimitReached);
+                }
                 self.emit_slot(old, None, cx);
             }
             self.queue.push_back(slot);
