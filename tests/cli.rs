@@ -19,6 +19,13 @@ fn no_panic(o: &std::process::Output) {
     assert!(e.lines().count() <= 3, "messages are one line each: {e}");
 }
 
+/// A pcap of one HTTP exchange on port 80: handshake, request, response, close.
+fn http_exchange(req: &[u8], resp: &[u8]) -> Vec<u8> {
+    let mut c = TcpConv::new(([10, 0, 0, 1], 50000), ([10, 0, 0, 2], 80), [1, 1]);
+    c.handshake().send(C2S, req, &[]).send(S2C, resp, &[]).close();
+    pcap_bytes(1, &c.frames)
+}
+
 fn read_ndjson(bytes: &[u8]) -> Vec<serde_json::Value> {
     let f = write_tmp(bytes);
     let o = kshark(&["read", f.path().to_str().unwrap(), "--format", "ndjson"]);
@@ -155,34 +162,28 @@ fn hostile_dns_names_are_malformed_entries() {
 
 #[test]
 fn chunk_size_of_2_pow_64_is_malformed() {
-    let mut c = TcpConv::new(([10, 0, 0, 1], 50000), ([10, 0, 0, 2], 80), [1, 1]);
-    c.handshake()
-        .send(C2S, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", &[])
-        .send(S2C, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n10000000000000000\r\nxxxx", &[])
-        .close();
-    let got = read_ndjson(&pcap_bytes(1, &c.frames));
+    let got = read_ndjson(&http_exchange(
+        b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n10000000000000000\r\nxxxx",
+    ));
     assert_eq!(got.len(), 1, "{got:#?}");
     assert_eq!(got[0]["response"]["status_code"], 200);
     assert_eq!(got[0]["response"]["body"]["text"], "abcd");
     assert!(got[0]["anomalies"].as_array().unwrap().contains(&"malformed".into()), "{:#}", got[0]);
     // and the largest size that fits is simply a body that never ends
-    let mut c = TcpConv::new(([10, 0, 0, 1], 50001), ([10, 0, 0, 2], 80), [1, 1]);
-    c.handshake()
-        .send(C2S, b"GET /huge HTTP/1.1\r\n\r\n", &[])
-        .send(S2C, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nxxxx", &[])
-        .close();
-    let got = read_ndjson(&pcap_bytes(1, &c.frames));
+    let got = read_ndjson(&http_exchange(
+        b"GET /huge HTTP/1.1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nxxxx",
+    ));
     assert_eq!(got[0]["anomalies"], serde_json::json!(["truncated"]));
 }
 
 #[test]
 fn captured_escapes_never_reach_the_terminal_table() {
-    let mut c = TcpConv::new(([10, 0, 0, 1], 50000), ([10, 0, 0, 2], 80), [1, 1]);
-    c.handshake()
-        .send(C2S, b"GET /\x1b]0;owned\x07\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n", &[])
-        .send(S2C, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &[])
-        .close();
-    let f = write_tmp(&pcap_bytes(1, &c.frames));
+    let f = write_tmp(&http_exchange(
+        b"GET /\x1b]0;owned\x07\x1b[2J HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    ));
     let o = kshark(&["read", f.path().to_str().unwrap(), "--format", "table"]);
     assert!(o.status.success());
     assert!(!o.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "{:?}", stdout(&o));

@@ -45,6 +45,9 @@ struct Iface {
     offset_secs: i64,
 }
 
+/// What a packet block without its interface description is read as.
+const DEFAULT_IFACE: Iface = Iface { linktype: linktype::ETHERNET, resolution: 1_000_000, offset_secs: 0 };
+
 const INITIAL_BUFFER: usize = 1 << 20;
 const MAX_BUFFER: usize = 256 << 20;
 
@@ -129,7 +132,7 @@ impl FileSource {
                             offset_secs: idb.if_tsoffset,
                         }),
                         PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                            let iface = ifaces.get(epb.if_id as usize).copied().unwrap_or(Iface { linktype: linktype::ETHERNET, resolution: 1_000_000, offset_secs: 0 });
+                            let iface = ifaces.get(epb.if_id as usize).copied().unwrap_or(DEFAULT_IFACE);
                             let raw = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
                             let nanos = (raw as u128 * 1_000_000_000 / iface.resolution.max(1) as u128) as i128
                                 + iface.offset_secs as i128 * 1_000_000_000;
@@ -139,7 +142,7 @@ impl FileSource {
                         }
                         PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                             // no timestamp and always interface 0
-                            let iface = ifaces.first().copied().unwrap_or(Iface { linktype: linktype::ETHERNET, resolution: 1_000_000, offset_secs: 0 });
+                            let iface = ifaces.first().copied().unwrap_or(DEFAULT_IFACE);
                             let p = Packet { ts: Timestamp(0), linktype: iface.linktype, data: spb.data, orig_len: spb.origlen };
                             emit(&mut sum, p, &mut f);
                         }

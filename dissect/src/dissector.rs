@@ -128,6 +128,33 @@ struct TcpFlow {
     closed: [bool; 2],
 }
 
+impl TcpFlow {
+    /// Runs `op` on the reassembler of `dir`, handing what it delivers to that direction's
+    /// parser; then accounts for the counters and the out-of-order bytes it changed.
+    fn reassemble(&mut self, dir: Dir, cx: &mut Cx<'_>, ooo_total: &mut usize, op: impl FnOnce(&mut HalfStream, &mut dyn FnMut(Chunk<'_>))) {
+        let d = dir.idx();
+        let TcpFlow { halves, pend, app, tcx, .. } = self;
+        let (before, buffered) = (halves[d].counters, halves[d].buffered());
+        let mut parser = AppRef { app, tcx };
+        let p = &mut pend[d];
+        op(&mut halves[d], &mut |c| match c {
+            Chunk::Data(b) => p.push(&mut parser, dir, b, cx),
+            Chunk::Gap(n) => p.gap(&mut parser, dir, n, cx),
+        });
+        *ooo_total = (*ooo_total + halves[d].buffered()).saturating_sub(buffered);
+        add_counters(cx.stats, before, halves[d].counters);
+    }
+
+    /// Ends direction `dir` for its parser, once.
+    fn close(&mut self, dir: Dir, cx: &mut Cx<'_>) {
+        if !self.closed[dir.idx()] {
+            self.closed[dir.idx()] = true;
+            let TcpFlow { pend, app, tcx, .. } = self;
+            pend[dir.idx()].close(&mut AppRef { app, tcx }, dir, cx);
+        }
+    }
+}
+
 enum UdpApp {
     Unknown { tried: u32 },
     Dns(DnsPairing),
@@ -295,45 +322,21 @@ impl Dissector {
             t.tcx.syn[d] = true;
         }
         if seg.ack_flag {
-            let before = t.halves[o].counters;
-            let buffered = t.halves[o].buffered();
-            let TcpFlow { halves, pend, app, tcx, .. } = &mut **t;
-            let mut parser = AppRef { app, tcx };
-            let p = &mut pend[o];
-            let other = dir.flip();
-            halves[o].ack(SeqNum(seg.ack), &mut |c| match c {
-                Chunk::Data(b) => p.push(&mut parser, other, b, &mut cx),
-                Chunk::Gap(n) => p.gap(&mut parser, other, n, &mut cx),
-            });
-            *ooo_total = (*ooo_total + t.halves[o].buffered()).saturating_sub(buffered);
-            add_counters(cx.stats, before, t.halves[o].counters);
+            t.reassemble(dir.flip(), &mut cx, ooo_total, |h, mut out| h.ack(SeqNum(seg.ack), &mut out));
         }
-        let before = t.halves[d].counters;
-        let buffered = t.halves[d].buffered();
         let room = cx.limits.max_ooo_bytes_total.saturating_sub(*ooo_total).min(cx.limits.max_ooo_bytes_per_dir);
         if room < seg.payload.len() {
             cx.stats.ooo_cap_hits += 1;
         }
-        {
-            let TcpFlow { halves, pend, app, tcx, .. } = &mut **t;
-            let mut parser = AppRef { app, tcx };
-            let pend = &mut pend[d];
-            halves[d].segment(SeqNum(seg.seq), seg.syn, seg.fin, seg.payload, missing, buffered + room, &mut |c| match c {
-                Chunk::Data(b) => pend.push(&mut parser, dir, b, &mut cx),
-                Chunk::Gap(n) => pend.gap(&mut parser, dir, n, &mut cx),
-            });
-        }
-        *ooo_total = (*ooo_total + t.halves[d].buffered()).saturating_sub(buffered);
-        add_counters(cx.stats, before, t.halves[d].counters);
+        let cap = t.halves[d].buffered() + room;
+        t.reassemble(dir, &mut cx, ooo_total, |h, mut out| h.segment(SeqNum(seg.seq), seg.syn, seg.fin, seg.payload, missing, cap, &mut out));
         // the other direction may have waited for this one (an Upgrade's response)
         if t.pend[o].blocked {
             let TcpFlow { pend, app, tcx, .. } = &mut **t;
             pend[o].retry(&mut AppRef { app, tcx }, dir.flip(), 0, &mut cx);
         }
-        if t.halves[d].fin_delivered() && !t.closed[d] {
-            t.closed[d] = true;
-            let TcpFlow { pend, app, tcx, .. } = &mut **t;
-            pend[d].close(&mut AppRef { app, tcx }, dir, &mut cx);
+        if t.halves[d].fin_delivered() {
+            t.close(dir, &mut cx);
         }
         if seg.rst || t.closed == [true, true] {
             self.remove_flow(key);
@@ -381,24 +384,11 @@ impl Dissector {
         let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
         match &mut flow.kind {
             FlowKind::Tcp(t) => {
-                let TcpFlow { halves, pend, app, tcx, closed } = &mut **t;
-                let mut parser = AppRef { app, tcx };
                 for dir in [Dir::A, Dir::B] {
-                    let d = dir.idx();
-                    let before = halves[d].counters;
-                    *ooo_total = ooo_total.saturating_sub(halves[d].buffered());
-                    let p = &mut pend[d];
-                    halves[d].flush(&mut |c| match c {
-                        Chunk::Data(b) => p.push(&mut parser, dir, b, &mut cx),
-                        Chunk::Gap(n) => p.gap(&mut parser, dir, n, &mut cx),
-                    });
-                    add_counters(cx.stats, before, halves[d].counters);
-                    if !closed[d] {
-                        closed[d] = true;
-                        pend[d].close(&mut parser, dir, &mut cx);
-                    }
+                    t.reassemble(dir, &mut cx, ooo_total, |h, mut out| h.flush(&mut out));
+                    t.close(dir, &mut cx);
                 }
-                app.finish(&mut cx);
+                t.app.finish(&mut cx);
             }
             FlowKind::Udp(UdpApp::Dns(p)) => p.finish(&mut cx),
             FlowKind::Udp(_) => {}

@@ -144,14 +144,6 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
     /// Feeds `data` (arrived at `cx.ts`) to `p`, after whatever was held back.
     pub fn push<P: StreamParser + ?Sized>(&mut self, p: &mut P, dir: Dir, data: &[u8], cx: &mut Cx<'_>) {
         if self.dead {

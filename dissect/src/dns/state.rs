@@ -8,7 +8,7 @@ use crate::stream::{Cx, Progress, StreamParser};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Query {
     id: u16,
     /// The direction the query travelled in (from the client).
@@ -77,8 +77,7 @@ impl DnsPairing {
             let q = self.pending.remove(i).expect("found");
             self.emit_answered(q, m, size, ts, an, cx);
         } else if let Some(i) = self.answered.iter().rposition(matches) {
-            let q = &self.answered[i];
-            let copy = Query { id: q.id, dir: q.dir, ts: q.ts, size: q.size, req: q.req.clone(), malformed: q.malformed };
+            let copy = self.answered[i].clone();
             an.push(Anomaly::DuplicateResponse);
             self.emit(Some(copy), Some((response_of(m), size, ts)), None, an, cx);
         } else {
@@ -90,7 +89,7 @@ impl DnsPairing {
     }
 
     fn emit_answered(&mut self, q: Query, m: Message, size: u64, ts: Timestamp, an: Vec<Anomaly>, cx: &mut Cx<'_>) {
-        let keep = Query { id: q.id, dir: q.dir, ts: q.ts, size: q.size, req: q.req.clone(), malformed: q.malformed };
+        let keep = q.clone();
         self.emit(Some(q), Some((response_of(m), size, ts)), None, an, cx);
         if self.answered.len() >= MAX_ANSWERED {
             self.answered.pop_front();

@@ -35,19 +35,12 @@ fn endpoint(e: &crate::entry::Endpoint) -> String {
 pub fn row(e: &Entry) -> String {
     let time = e.timestamp.to_string();
     let time = time.get(11..23).unwrap_or(&time).to_string();
-    let (method, what) = match &e.request {
-        Some(Request::Http(r)) => (r.method.clone(), r.url.clone()),
-        Some(Request::Dns(r)) => {
-            let q = r.questions.first();
-            (q.map(|q| q.qtype.clone()).unwrap_or_default(), q.map(|q| q.name.clone()).unwrap_or_default())
-        }
-        None => match &e.response {
-            Some(Response::Dns(r)) => {
-                let q = r.questions.first();
-                (q.map(|q| q.qtype.clone()).unwrap_or_default(), q.map(|q| q.name.clone()).unwrap_or_default())
-            }
-            _ => ("-".into(), "-".into()),
-        },
+    let question = |qs: &[crate::entry::DnsQuestion]| qs.first().map(|q| (q.qtype.clone(), q.name.clone())).unwrap_or_default();
+    let (method, what) = match (&e.request, &e.response) {
+        (Some(Request::Http(r)), _) => (r.method.clone(), r.url.clone()),
+        (Some(Request::Dns(r)), _) => question(&r.questions),
+        (None, Some(Response::Dns(r))) => question(&r.questions),
+        _ => ("-".into(), "-".into()),
     };
     let status = match &e.response {
         Some(Response::Http(r)) => r.status_code.to_string(),

@@ -99,10 +99,6 @@ impl Http1 {
         Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new() }
     }
 
-    pub fn client(&self) -> Dir {
-        self.client
-    }
-
     fn is_req(&self, dir: Dir) -> bool {
         dir == self.client
     }
