@@ -2,7 +2,8 @@
 # Installs what kshark's demo, tests and benchmark need on a fresh Debian machine of this
 # kind (run as root). Idempotent: packages already there are left alone.
 set -euo pipefail
-PKGS=(python3 tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev)
+PKGS=(python3 python3-venv tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev
+      nghttp2-client nghttp2-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,3 +17,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust stable) is needed and not found" >&2; exit 1; }
+
+# a real gRPC peer for the tests and the benchmark: Python grpcio from PyPI, in a venv of
+# its own outside the repository
+VENV="${KSHARK_CACHE:-$HOME/.cache/kshark}/venv"
+if ! "$VENV/bin/python" -c "import grpc" 2>/dev/null; then
+  echo "setup: installing grpcio into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "grpcio==1.76.0"
+fi

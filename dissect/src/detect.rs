@@ -3,6 +3,7 @@
 use crate::dns::state::probe_tcp;
 use crate::flow::Dir;
 use crate::http1;
+use crate::http2;
 use crate::Probe;
 
 /// What the first bytes of a direction say.
@@ -10,6 +11,12 @@ use crate::Probe;
 pub enum Detected {
     /// HTTP/1.x; the direction requests travel in.
     Http1 { client: Dir },
+    /// HTTP/2 with prior knowledge: the client preface.
+    Http2Preface { client: Dir },
+    /// HTTP/2 frames on a connection joined mid-way.
+    Http2Joined { client: Dir },
+    /// HTTP/2 frames whose roles are not known yet: wait for the other direction.
+    Http2Undecided,
     DnsTcp,
 }
 
@@ -21,6 +28,11 @@ pub fn dns_port(p: u16) -> bool {
 /// Probes the start of `data`, sent in `dir`.
 pub fn probe_tcp_stream(dir: Dir, data: &[u8], ports: (u16, u16)) -> Result<Detected, Probe> {
     let mut need = false;
+    match crate::http2::frame::probe_preface(data) {
+        Probe::Match => return Ok(Detected::Http2Preface { client: dir }),
+        Probe::NeedMore => need = true,
+        Probe::NoMatch => {}
+    }
     match http1::probe_request(data) {
         Probe::Match => return Ok(Detected::Http1 { client: dir }),
         Probe::NeedMore => need = true,
@@ -35,6 +47,14 @@ pub fn probe_tcp_stream(dir: Dir, data: &[u8], ports: (u16, u16)) -> Result<Dete
         Probe::Match => return Ok(Detected::DnsTcp),
         Probe::NeedMore => need = true,
         Probe::NoMatch => {}
+    }
+    if !need {
+        match http2::probe_frames(dir, data) {
+            Ok(http2::Found::Client(client)) => return Ok(Detected::Http2Joined { client }),
+            Ok(http2::Found::Undecided) => return Ok(Detected::Http2Undecided),
+            Err(Probe::NeedMore) => need = true,
+            Err(_) => {}
+        }
     }
     Err(if need { Probe::NeedMore } else { Probe::NoMatch })
 }

@@ -8,6 +8,7 @@ use crate::entry::{CaptureSource, Entry, Transport};
 use crate::flow::tcp::{Chunk, HalfStream, TcpCounters};
 use crate::flow::{Dir, FlowKey, SeqNum};
 use crate::http1::Http1;
+use crate::http2::Http2;
 use crate::limits::Limits;
 use crate::stats::Stats;
 use crate::stream::{ConnInfo, Cx, EntryMeta, IdGen, Pending, Progress, StreamParser};
@@ -24,11 +25,13 @@ pub struct Config {
     /// The node (host) the packets were captured on; every entry carries it.
     pub node: String,
     pub capture_source: CaptureSource,
+    /// Protobuf schemas for typed gRPC messages; without them messages get the wire view.
+    pub schema: Option<Arc<prost_reflect::DescriptorPool>>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { limits: Limits::default(), node: "local".into(), capture_source: CaptureSource::File }
+        Config { limits: Limits::default(), node: "local".into(), capture_source: CaptureSource::File, schema: None }
     }
 }
 
@@ -37,6 +40,7 @@ impl Default for Config {
 enum TcpApp {
     Unknown { probed: usize },
     Http1(Box<Http1>),
+    Http2(Box<Http2>),
     Dns(Box<DnsTcp>),
     Opaque,
 }
@@ -50,13 +54,37 @@ struct TcpCtx {
 impl TcpApp {
     fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>, tcx: &TcpCtx) -> Progress {
         match self {
-            TcpApp::Http1(p) => p.feed(dir, data, cx),
+            TcpApp::Http1(p) => {
+                let r = p.feed(dir, data, cx);
+                if let Some(up) = p.take_h2c() {
+                    // the 101 was read: what follows on this connection is HTTP/2
+                    let client = p.client();
+                    *self = TcpApp::Http2(Box::new(Http2::upgraded(client, up, cx.limits.max_hpack_table)));
+                }
+                r
+            }
+            TcpApp::Http2(p) => p.feed(dir, data, cx),
             TcpApp::Dns(p) => p.feed(dir, data, cx),
             TcpApp::Opaque => Progress::Consumed(data.len()),
             TcpApp::Unknown { probed } => match detect::probe_tcp_stream(dir, data, tcx.ports) {
                 Ok(Detected::Http1 { client }) => {
                     *self = TcpApp::Http1(Box::new(Http1::new(client)));
                     self.feed(dir, data, cx, tcx)
+                }
+                Ok(Detected::Http2Preface { client }) => {
+                    *self = TcpApp::Http2(Box::new(Http2::prior_knowledge(client, cx.limits.max_hpack_table)));
+                    self.feed(dir, data, cx, tcx)
+                }
+                Ok(Detected::Http2Joined { client }) => {
+                    *self = TcpApp::Http2(Box::new(Http2::joined(client, dir, cx.limits.max_hpack_table)));
+                    self.feed(dir, data, cx, tcx)
+                }
+                // frames, but whose? The other direction (a preface, a header block) will say
+                Ok(Detected::Http2Undecided) if data.len() < cx.limits.max_pending_bytes / 2 => Progress::NeedMore { consumed: 0, needed: 0 },
+                Ok(Detected::Http2Undecided) => {
+                    cx.stats.unknown_protocol_flows += 1;
+                    *self = TcpApp::Opaque;
+                    Progress::Consumed(data.len())
                 }
                 Ok(Detected::DnsTcp) => {
                     *self = TcpApp::Dns(Box::default());
@@ -80,6 +108,7 @@ impl TcpApp {
     fn on_gap(&mut self, dir: Dir, len: u64, cx: &mut Cx<'_>) {
         match self {
             TcpApp::Http1(p) => p.on_gap(dir, len, cx),
+            TcpApp::Http2(p) => p.on_gap(dir, len, cx),
             TcpApp::Dns(p) => p.on_gap(dir, len, cx),
             _ => {}
         }
@@ -88,6 +117,7 @@ impl TcpApp {
     fn on_close(&mut self, dir: Dir, leftover: &[u8], cx: &mut Cx<'_>) {
         match self {
             TcpApp::Http1(p) => p.on_close(dir, leftover, cx),
+            TcpApp::Http2(p) => p.on_close(dir, leftover, cx),
             TcpApp::Dns(p) => p.on_close(dir, leftover, cx),
             _ => {}
         }
@@ -96,6 +126,7 @@ impl TcpApp {
     fn finish(&mut self, cx: &mut Cx<'_>) {
         match self {
             TcpApp::Http1(p) => p.finish(cx),
+            TcpApp::Http2(p) => p.finish(cx),
             TcpApp::Dns(p) => p.pairing.finish(cx),
             _ => {}
         }
@@ -193,7 +224,7 @@ impl Dissector {
     pub fn new(config: Config) -> Self {
         Dissector {
             limits: config.limits,
-            meta: EntryMeta { node: Arc::from(config.node), capture_source: config.capture_source },
+            meta: EntryMeta { node: Arc::from(config.node), capture_source: config.capture_source, schema: config.schema },
             flows: HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
             defrag: Default::default(),
             stats: Stats::default(),

@@ -83,7 +83,8 @@ pub enum Anomaly {
     NoResponse,
     /// A second response to a request that already had one.
     DuplicateResponse,
-    /// HTTP/2 header state was missing (issue 3).
+    /// A header block referred to HPACK state never seen (the capture joined the connection
+    /// mid-way); the fields that could be decoded are kept, the others listed as unresolved.
     HpackDesync,
     /// The message broke its protocol's rules; what could be read is kept.
     Malformed,
@@ -91,6 +92,48 @@ pub enum Anomaly {
     BodyDecodeError,
     /// A cap from `Limits` cut something short.
     LimitReached,
+    /// The HTTP/2 stream was reset (RST_STREAM); the error code is the `h2_*` anomaly beside it.
+    RstStream,
+    /// The connection was shut down (GOAWAY) with an error, or before this stream was processed.
+    Goaway,
+    /// HTTP/2 error codes (RFC 9113 §7) carried by RST_STREAM or GOAWAY.
+    H2ProtocolError,
+    H2InternalError,
+    H2FlowControlError,
+    H2SettingsTimeout,
+    H2StreamClosed,
+    H2FrameSizeError,
+    H2RefusedStream,
+    H2Cancel,
+    H2CompressionError,
+    H2ConnectError,
+    H2EnhanceYourCalm,
+    H2InadequateSecurity,
+    H2Http11Required,
+    H2UnknownError,
+}
+
+impl Anomaly {
+    /// The anomaly for an HTTP/2 error code; `None` for NO_ERROR.
+    pub fn h2_error(code: u32) -> Option<Anomaly> {
+        Some(match code {
+            0 => return None,
+            1 => Anomaly::H2ProtocolError,
+            2 => Anomaly::H2InternalError,
+            3 => Anomaly::H2FlowControlError,
+            4 => Anomaly::H2SettingsTimeout,
+            5 => Anomaly::H2StreamClosed,
+            6 => Anomaly::H2FrameSizeError,
+            7 => Anomaly::H2RefusedStream,
+            8 => Anomaly::H2Cancel,
+            9 => Anomaly::H2CompressionError,
+            10 => Anomaly::H2ConnectError,
+            11 => Anomaly::H2EnhanceYourCalm,
+            12 => Anomaly::H2InadequateSecurity,
+            13 => Anomaly::H2Http11Required,
+            _ => Anomaly::H2UnknownError,
+        })
+    }
 }
 
 /// One side of an exchange. Identity fields are filled by the identity stage (issue 5).
@@ -158,6 +201,23 @@ pub struct Body {
     pub truncated: bool,
 }
 
+/// HTTP/2 facts about a request: which stream, and what HPACK could not resolve.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct H2Info {
+    pub stream_id: u32,
+    /// The stream was promised by the server (PUSH_PROMISE) on this stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promised_on: Option<u32>,
+}
+
+/// A header field whose name (or whole field) referred to an HPACK dynamic table entry
+/// never seen; `value` is there when only the name was missing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UnresolvedHeader {
+    pub index: usize,
+    pub value: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HttpRequest {
     pub method: String,
@@ -169,6 +229,10 @@ pub struct HttpRequest {
     #[serde(skip_serializing_if = "Headers::is_empty")]
     pub trailers: Headers,
     pub body: Body,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2: Option<H2Info>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_headers: Vec<UnresolvedHeader>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -183,6 +247,71 @@ pub struct HttpResponse {
     /// Interim (1xx) statuses that came before this final one, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub informational: Vec<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_headers: Vec<UnresolvedHeader>,
+}
+
+/// One gRPC message of a call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct GrpcMessage {
+    /// The length its prefix declared (compressed size when compressed).
+    pub size: u32,
+    pub compressed: bool,
+    /// Typed JSON (protobuf field names), when a schema knows the method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub json: Option<serde_json::Value>,
+    /// The full name of the type `json` was decoded as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_type: Option<String>,
+    /// The schema-less wire view (see `grpc::protobuf`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<serde_json::Value>,
+    /// The bytes, when they are neither (not protobuf, cut short, not decompressible).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+    pub truncated: bool,
+    /// Why the message is shown less decoded than it might be.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrpcRequest {
+    /// `/package.Service/Method`
+    pub path: String,
+    pub service: String,
+    pub method: String,
+    /// `:authority`
+    pub host: Option<String>,
+    pub headers: Headers,
+    pub messages: Vec<GrpcMessage>,
+    /// Messages seen but not kept (over `Limits::max_grpc_messages`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub messages_dropped: u64,
+    pub http2: H2Info,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_headers: Vec<UnresolvedHeader>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrpcResponse {
+    /// The HTTP `:status`.
+    pub status_code: u16,
+    /// From the trailers, or from the headers of a trailers-only response.
+    pub grpc_status: Option<i32>,
+    /// Percent-decoded.
+    pub grpc_message: Option<String>,
+    pub headers: Headers,
+    pub trailers: Headers,
+    pub messages: Vec<GrpcMessage>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub messages_dropped: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unresolved_headers: Vec<UnresolvedHeader>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -228,6 +357,7 @@ pub struct DnsResponse {
 #[serde(untagged)]
 pub enum Request {
     Http(HttpRequest),
+    Grpc(GrpcRequest),
     Dns(DnsRequest),
 }
 
@@ -236,6 +366,7 @@ pub enum Request {
 #[serde(untagged)]
 pub enum Response {
     Http(HttpResponse),
+    Grpc(GrpcResponse),
     Dns(DnsResponse),
 }
 
@@ -272,6 +403,20 @@ impl Entry {
     pub fn http_response(&self) -> Option<&HttpResponse> {
         match &self.response {
             Some(Response::Http(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn grpc_request(&self) -> Option<&GrpcRequest> {
+        match &self.request {
+            Some(Request::Grpc(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn grpc_response(&self) -> Option<&GrpcResponse> {
+        match &self.response {
+            Some(Response::Grpc(r)) => Some(r),
             _ => None,
         }
     }

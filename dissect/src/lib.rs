@@ -9,7 +9,8 @@
 //! 2. keeps a flow table and puts each TCP direction back in order (`flow::tcp`), handing
 //!    holes on as gaps;
 //! 3. finds the protocol by content (`detect`), and feeds a parser per connection through
-//!    one streaming contract (`stream`): HTTP/1.x (`http1`), DNS over TCP and UDP (`dns`);
+//!    one streaming contract (`stream`): HTTP/1.x (`http1`), HTTP/2 with HPACK (`http2`) and
+//!    gRPC with protobuf decoding (`grpc`), DNS over TCP and UDP (`dns`);
 //! 4. pairs responses with requests and emits entries (`entry`), with `anomalies` where an
 //!    exchange was not seen whole, and counts every drop in [`Stats`].
 //!
@@ -24,7 +25,9 @@ pub mod entry;
 pub mod error;
 pub mod export;
 pub mod flow;
+pub mod grpc;
 pub mod http1;
+pub mod http2;
 pub mod json;
 pub mod limits;
 pub mod stats;

@@ -30,6 +30,15 @@ pub struct Limits {
     pub dns_timeout_ns: u64,
     /// Time an incomplete IP datagram waits for its missing fragments.
     pub fragment_timeout_ns: u64,
+    /// Bytes of one HTTP/2 header block (HEADERS or PUSH_PROMISE and its CONTINUATIONs), and
+    /// of any other non-DATA frame; larger ones are skipped with `limit_reached`.
+    pub max_header_block: usize,
+    /// Decoded header bytes of one HTTP/2 header block (a HEADERS bomb stops here).
+    pub max_decoded_headers: usize,
+    /// HPACK dynamic table size a peer may ask for; beyond it the table is not followed.
+    pub max_hpack_table: usize,
+    /// gRPC messages kept per direction of one call; the rest are counted.
+    pub max_grpc_messages: usize,
     /// Depth of nested encapsulation (VLAN, MPLS, VXLAN) followed.
     pub max_encap_depth: usize,
 }
@@ -52,6 +61,10 @@ impl Default for Limits {
             dns_timeout_ns: 10 * S,
             fragment_timeout_ns: 30 * S,
             max_encap_depth: 16,
+            max_header_block: 256 << 10,
+            max_decoded_headers: 256 << 10,
+            max_hpack_table: 64 << 10,
+            max_grpc_messages: 128,
         }
     }
 }

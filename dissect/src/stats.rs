@@ -61,6 +61,27 @@ counters! {
     http_malformed,
     dns_messages,
     dns_malformed,
+    /// HTTP/2 frames read, on every connection.
+    h2_frames,
+    /// HTTP/2 streams that became entries (pushed streams included).
+    h2_streams,
+    /// HTTP/2 frames that broke the protocol's rules (bad length for the type, stream 0 where
+    /// a stream is needed, a frame inside a header block, over the peer's frame size).
+    h2_frame_errors,
+    /// HTTP/2 frames skipped unread because they exceeded `Limits::max_header_block`.
+    h2_frames_skipped,
+    /// Header blocks that referred to HPACK state never seen (joined mid-connection, or
+    /// after a block that could not be read).
+    hpack_desyncs,
+    /// Header blocks that HPACK could not decode (bad integers, bad Huffman, bad index).
+    hpack_errors,
+    /// Frames for streams already finished or never opened, ignored.
+    h2_frames_for_closed_streams,
+    grpc_messages,
+    /// gRPC messages kept as sent: unsupported grpc-encoding, or decompression failed.
+    grpc_decode_errors,
+    /// gRPC messages counted but not kept because `Limits::max_grpc_messages` was reached.
+    grpc_messages_dropped,
     entries,
     entries_with_anomalies,
     requests_without_response,
@@ -82,6 +103,9 @@ impl Stats {
             ("out-of-order cap hits", self.ooo_cap_hits),
             ("pending overflows", self.pending_overflows),
             ("parser desyncs", self.parse_desyncs),
+            ("HTTP/2 frames skipped", self.h2_frames_skipped),
+            ("HPACK desyncs", self.hpack_desyncs),
+            ("gRPC messages dropped", self.grpc_messages_dropped),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

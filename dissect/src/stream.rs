@@ -39,6 +39,8 @@ pub struct ConnInfo {
 pub struct EntryMeta {
     pub node: Arc<str>,
     pub capture_source: CaptureSource,
+    /// Protobuf schemas for typed gRPC messages (`--proto`).
+    pub schema: Option<Arc<prost_reflect::DescriptorPool>>,
 }
 
 /// Makes entry ids: unique, and sorting as the timestamps sort.

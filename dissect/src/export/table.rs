@@ -38,12 +38,17 @@ pub fn row(e: &Entry) -> String {
     let question = |qs: &[crate::entry::DnsQuestion]| qs.first().map(|q| (q.qtype.clone(), q.name.clone())).unwrap_or_default();
     let (method, what) = match (&e.request, &e.response) {
         (Some(Request::Http(r)), _) => (r.method.clone(), r.url.clone()),
+        (Some(Request::Grpc(r)), _) => ("RPC".into(), r.path.clone()),
         (Some(Request::Dns(r)), _) => question(&r.questions),
         (None, Some(Response::Dns(r))) => question(&r.questions),
         _ => ("-".into(), "-".into()),
     };
     let status = match &e.response {
         Some(Response::Http(r)) => r.status_code.to_string(),
+        Some(Response::Grpc(r)) => match r.grpc_status {
+            Some(g) => format!("{} g{g}", r.status_code),
+            None => r.status_code.to_string(),
+        },
         Some(Response::Dns(r)) => r.rcode.clone(),
         None => "-".into(),
     };

@@ -5,6 +5,7 @@ use super::wire;
 use crate::body::BodyAcc;
 use crate::entry::{Anomaly, Entry, Headers, HttpRequest, HttpResponse, HttpVersion, Protocol, Request, Response};
 use crate::flow::Dir;
+use crate::http2::H2cUpgrade;
 use crate::stream::{Cx, Progress, StreamParser};
 use crate::time::Timestamp;
 use crate::Probe;
@@ -92,11 +93,24 @@ pub struct Http1 {
     queue: VecDeque<Slot>,
     /// Interim responses seen with no request waiting.
     orphan_interims: Vec<u16>,
+    /// The connection switched to h2c: the request that becomes HTTP/2 stream 1.
+    h2c: Option<H2cUpgrade>,
 }
 
 impl Http1 {
     pub fn new(client: Dir) -> Self {
-        Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new() }
+        Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new(), h2c: None }
+    }
+
+    /// The direction requests travel in.
+    pub fn client(&self) -> Dir {
+        self.client
+    }
+
+    /// After a `101` to `Upgrade: h2c`: the upgraded request, for the HTTP/2 parser that
+    /// takes the connection over.
+    pub fn take_h2c(&mut self) -> Option<H2cUpgrade> {
+        self.h2c.take()
     }
 
     fn is_req(&self, dir: Dir) -> bool {
@@ -244,7 +258,23 @@ impl Http1 {
             let status = msg.status();
             let tunnel = status == Some(101)
                 || (self.queue.front().is_some_and(|s| s.is_connect) && status.is_some_and(|s| (200..300).contains(&s)));
+            let h2c = status == Some(101) && msg.headers.get("upgrade").is_some_and(|u| u.to_ascii_lowercase().contains("h2c"));
             match self.queue.front_mut() {
+                Some(slot) if slot.req.is_some() && h2c => {
+                    let mut slot = self.queue.pop_front().expect("checked");
+                    let q = slot.req.take().expect("checked");
+                    let Head::Request { method, target, .. } = q.head else { unreachable!("a request") };
+                    let mut fields = vec![(":method".to_string(), method), (":path".to_string(), target), (":scheme".to_string(), "http".to_string())];
+                    fields.extend(q.headers.0);
+                    self.h2c = Some(H2cUpgrade {
+                        fields,
+                        body: q.body,
+                        start: q.start,
+                        wire: q.wire,
+                        switch_wire: msg.wire + slot.interim_bytes,
+                        anomalies: q.anomalies,
+                    });
+                }
                 Some(slot) if slot.req.is_some() => {
                     let slot = self.queue.pop_front().expect("checked");
                     self.emit_slot(slot, Some(msg), cx);
@@ -302,6 +332,8 @@ impl Http1 {
                     headers: q.headers,
                     trailers: q.trailers,
                     body,
+                    http2: None,
+                    unresolved_headers: Vec::new(),
                 }));
             }
         }
@@ -321,6 +353,7 @@ impl Http1 {
                 trailers: r.trailers,
                 body,
                 informational: interims,
+                unresolved_headers: Vec::new(),
             }));
         }
         for a in an {
