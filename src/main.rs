@@ -3,6 +3,7 @@
 //! usage or bad input).
 
 mod read;
+mod schema;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

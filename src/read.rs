@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  kshark read capture.pcap\n  kshark read capture.pcapng --format ndjson | jq 'select(.response.status_code >= 500)'\n  kshark read a.pcap b.pcap --format har --output flows.har\n  tcpdump -U -w - -i lo port 8080 | kshark read - --format table\n\nExit codes: 0 success; 1 runtime failure (e.g. cannot write the output); 2 bad usage or\nan unreadable capture file. A capture cut short is read up to the cut, with a warning.")]
+#[command(after_help = "Examples:\n  kshark read capture.pcap\n  kshark read capture.pcapng --format ndjson | jq 'select(.response.status_code >= 500)'\n  kshark read a.pcap b.pcap --format har --output flows.har\n  kshark read grpc.pcap --proto protos/ --format ndjson\n  tcpdump -U -w - -i lo port 8080 | kshark read - --format table\n\nExit codes: 0 success; 1 runtime failure (e.g. cannot write the output); 2 bad usage or\nan unreadable capture file. A capture cut short is read up to the cut, with a warning.")]
 pub struct ReadArgs {
     /// Capture files (pcap or pcapng); `-` reads standard input
     #[arg(required = true, value_name = "FILE")]
@@ -40,6 +40,10 @@ pub struct ReadArgs {
     /// Print every counter (packets, drops, gaps, ...) as JSON on stderr at the end
     #[arg(long)]
     stats: bool,
+    /// Protobuf schemas for gRPC messages: a .proto file, a folder of them, or a descriptor
+    /// set; repeatable. Without one, messages are shown as their wire fields
+    #[arg(long, value_name = "FILE|DIR")]
+    proto: Vec<PathBuf>,
 }
 
 /// Output is built in memory and written in blocks of this size: serde_json writes a string
@@ -86,6 +90,7 @@ fn broken_pipe(e: &io::Error) -> bool {
 }
 
 pub fn run(a: ReadArgs) -> Result<(), Failure> {
+    let schema = crate::schema::load(&a.proto).map_err(Failure::Input)?;
     let out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(BufWriter::with_capacity(
             256 << 10,
@@ -109,7 +114,7 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
     let mut failed: Option<Failure> = None;
     for path in &a.files {
         let mut src = FileSource::open(path).map_err(capture_err)?;
-        let mut d = Dissector::new(Config { limits: limits.clone(), node: a.node.clone(), ..Config::default() });
+        let mut d = Dissector::new(Config { limits: limits.clone(), node: a.node.clone(), schema: schema.clone(), ..Config::default() });
         if let Some(p) = &prev {
             d.continue_ids_from(p);
         }
