@@ -141,6 +141,21 @@ impl Http2 {
             return Progress::NeedMore { consumed: 0, needed: HEADER_LEN };
         };
         let d = dir.idx();
+        let total = HEADER_LEN as u64 + h.len as u64;
+        let cap = cx.limits.max_header_block.min(cx.limits.max_pending_bytes.saturating_sub(HEADER_LEN));
+        // what must be here before anything happens (so a frame is counted once)
+        let needed = if h.violation().is_some() {
+            HEADER_LEN
+        } else if h.kind == kind::DATA {
+            HEADER_LEN + (h.has(flag::PADDED) && h.len > 0) as usize
+        } else if h.len as usize > cap {
+            HEADER_LEN
+        } else {
+            total as usize
+        };
+        if data.len() < needed {
+            return Progress::NeedMore { consumed: 0, needed };
+        }
         cx.stats.h2_frames += 1;
         if self.resets > 0 {
             self.expire_resets(cx);
@@ -151,7 +166,6 @@ impl Http2 {
                 s.mark(Anomaly::Malformed);
             }
         }
-        let total = HEADER_LEN as u64 + h.len as u64;
         if h.violation().is_some() {
             cx.stats.h2_frame_errors += 1;
             return self.skip(dir, total, data.len());
@@ -170,9 +184,7 @@ impl Http2 {
             let mut used = HEADER_LEN;
             let mut pad = 0u32;
             if h.has(flag::PADDED) {
-                let Some(&p) = data.get(HEADER_LEN) else {
-                    return Progress::NeedMore { consumed: 0, needed: HEADER_LEN + 1 };
-                };
+                let p = data.get(HEADER_LEN).copied().unwrap_or(0);
                 if h.len == 0 || p as u32 > h.len - 1 {
                     cx.stats.h2_frame_errors += 1;
                     return self.skip(dir, total, data.len());
@@ -187,7 +199,6 @@ impl Http2 {
             }
             return Progress::Consumed(used);
         }
-        let cap = cx.limits.max_header_block.min(cx.limits.max_pending_bytes.saturating_sub(HEADER_LEN));
         if h.len as usize > cap {
             cx.stats.h2_frames_skipped += 1;
             if matches!(h.kind, kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION) {
@@ -195,9 +206,6 @@ impl Http2 {
                 self.block_lost(dir, h.stream, Anomaly::LimitReached);
             }
             return self.skip(dir, total, data.len());
-        }
-        if data.len() < total as usize {
-            return Progress::NeedMore { consumed: 0, needed: total as usize };
         }
         let payload = &data[HEADER_LEN..total as usize];
         self.control(dir, h, payload, cx);
