@@ -52,3 +52,23 @@ fn dns_duplicate_response() {
 fn http_09() {
     golden("zeek_http_http_09.pcap");
 }
+
+#[test]
+fn h2c_upgrade_becomes_stream_1() {
+    golden("sv_http2-keywords2.pcap");
+}
+
+#[test]
+fn grpc_through_a_connect_tunnel_and_direct() {
+    golden("sv_http2-errorcode.pcap");
+}
+
+#[test]
+fn grpc_cart_with_bin_metadata() {
+    golden("deepflow_h2c_ascii.pcap");
+}
+
+#[test]
+fn http2_continuation_frames() {
+    golden("sv_http2-continuation.pcap");
+}

@@ -60,6 +60,10 @@ impl TcpApp {
                     // the 101 was read: what follows on this connection is HTTP/2
                     let client = p.client();
                     *self = TcpApp::Http2(Box::new(Http2::upgraded(client, up, cx.limits.max_hpack_table)));
+                } else if p.take_connect_tunnel() {
+                    // a proxy tunnel: usually TLS (opaque), sometimes cleartext HTTP/2 or HTTP/1
+                    p.finish(cx);
+                    *self = TcpApp::Unknown { probed: 0 };
                 }
                 r
             }

@@ -95,11 +95,13 @@ pub struct Http1 {
     orphan_interims: Vec<u16>,
     /// The connection switched to h2c: the request that becomes HTTP/2 stream 1.
     h2c: Option<H2cUpgrade>,
+    /// A CONNECT was accepted: what follows is another protocol, to be found anew.
+    connected: bool,
 }
 
 impl Http1 {
     pub fn new(client: Dir) -> Self {
-        Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new(), h2c: None }
+        Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new(), h2c: None, connected: false }
     }
 
     /// The direction requests travel in.
@@ -111,6 +113,11 @@ impl Http1 {
     /// takes the connection over.
     pub fn take_h2c(&mut self) -> Option<H2cUpgrade> {
         self.h2c.take()
+    }
+
+    /// After a CONNECT answered 2xx: true once, when the tunnel opens.
+    pub fn take_connect_tunnel(&mut self) -> bool {
+        std::mem::take(&mut self.connected)
     }
 
     fn is_req(&self, dir: Dir) -> bool {
@@ -256,8 +263,9 @@ impl Http1 {
             }
         } else {
             let status = msg.status();
-            let tunnel = status == Some(101)
-                || (self.queue.front().is_some_and(|s| s.is_connect) && status.is_some_and(|s| (200..300).contains(&s)));
+            let connect_ok = self.queue.front().is_some_and(|s| s.is_connect) && status.is_some_and(|s| (200..300).contains(&s));
+            let tunnel = status == Some(101) || connect_ok;
+            self.connected |= connect_ok;
             let h2c = status == Some(101) && msg.headers.get("upgrade").is_some_and(|u| u.to_ascii_lowercase().contains("h2c"));
             match self.queue.front_mut() {
                 Some(slot) if slot.req.is_some() && h2c => {
