@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Times the bare packet read, `kshark read` and tshark on one capture, one after the other.
 
-usage: bench/measure.py CAPTURE
+usage: bench/measure.py CAPTURE [--http2-ports P1,P2]
+With --http2-ports, tshark is told those ports carry HTTP/2 and both tools count HTTP/2
+streams and gRPC messages instead of HTTP/1 requests and DNS messages.
 Prints a table (wall time, throughput, CPU time, peak RSS, what each one found) and the
 ratios that the README's performance table reports. Needs /usr/bin/time (Debian's `time`).
 """
 import json, os, subprocess, sys, tempfile
 
 cap = sys.argv[1]
+h2_ports = sys.argv[3].split(",") if len(sys.argv) > 3 and sys.argv[2] == "--http2-ports" else None
 size = os.path.getsize(cap)
 root = os.path.dirname(os.path.abspath(__file__)) + "/.."
 rel = os.path.join(root, "target/release")
@@ -27,10 +30,23 @@ with open(os.devnull, "w") as null:
     rows.append(("bare read (kshark's reader)", w, cpu, rss, "-"))
     w, cpu, rss, err = timed([rel + "/kshark", "read", cap, "--format", "ndjson", "--stats"], null)
     stats = json.loads([l for l in err.splitlines() if l.startswith("{")][-1])
-    found = "%d entries (%d http req, %d dns msgs)" % (stats["entries"], stats["http_requests"], stats["dns_messages"])
+    if h2_ports:
+        found = "%d entries (%d h2 streams, %d grpc msgs)" % (stats["entries"], stats["h2_streams"], stats["grpc_messages"])
+    else:
+        found = "%d entries (%d http req, %d dns msgs)" % (stats["entries"], stats["http_requests"], stats["dns_messages"])
     rows.append(("kshark read --format ndjson", w, cpu, rss, found))
     kshark_wall = w
     with tempfile.NamedTemporaryFile("w+") as tout:
+      if h2_ports:
+        decode = sum((["-d", "tcp.port==%s,http2" % p] for p in h2_ports), [])
+        w, cpu, rss, _ = timed(["tshark", "-n", "-r", cap] + decode + ["-Y", "http2.headers.method or grpc.message_length",
+                                "-T", "fields", "-e", "http2.headers.method", "-e", "grpc.message_length"], tout)
+        lines = [l for l in open(tout.name).read().splitlines()]
+        req = sum(len([x for x in l.split("\t")[0].split(",") if x]) for l in lines)
+        msgs = sum(len([x for x in l.split("\t")[-1].split(",") if x]) for l in lines)
+        rows.append(("tshark (HTTP/2 + gRPC, reassembly)", w, cpu, rss, "%d h2 requests, %d grpc msgs" % (req, msgs)))
+        tshark_wall = w
+      else:
         w, cpu, rss, _ = timed(["tshark", "-n", "-r", cap, "-Y", "http.request or http.response or dns",
                                 "-T", "fields", "-e", "http.request.method", "-e", "http.response.code", "-e", "dns.id"], tout)
         lines = [l for l in open(tout.name).read().splitlines()]
