@@ -5,7 +5,7 @@
 //! or as base64, so the JSON is always valid.
 
 use crate::time::Timestamp;
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::Serializer;
 use serde::Serialize;
 use std::net::IpAddr;
 
@@ -158,6 +158,17 @@ impl Endpoint {
 pub struct Headers(pub Vec<(String, String)>);
 
 impl Headers {
+    /// Like [`Self::append`], taking the strings it is given.
+    pub fn append_owned(&mut self, mut name: String, value: String) {
+        if let Some((_, v)) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            v.push_str(", ");
+            v.push_str(&value);
+        } else {
+            name.make_ascii_lowercase();
+            self.0.push((name, value));
+        }
+    }
+
     pub fn append(&mut self, name: &str, value: &str) {
         if let Some((_, v)) = self.0.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
             v.push_str(", ");
@@ -179,11 +190,7 @@ impl Headers {
 
 impl Serialize for Headers {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
+        crate::json::serialize_pairs(&self.0, s)
     }
 }
 

@@ -101,6 +101,30 @@ pub fn push_json_str(out: &mut String, s: &str) {
 
 thread_local! {
     static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+    static PAIRS: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A list of (name, value) pairs as one JSON object, escaped by [`push_json_str`] and handed
+/// to serde_json already encoded (header maps: many short strings, each through serde_json's
+/// escaper, cost more than this).
+pub fn serialize_pairs<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    PAIRS.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        buf.push('{');
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                buf.push(',');
+            }
+            push_json_str(&mut buf, k);
+            buf.push(':');
+            push_json_str(&mut buf, v);
+        }
+        buf.push('}');
+        // SAFETY: as in serialize_text: `buf` holds one valid JSON object.
+        let raw: &RawValue = unsafe { std::mem::transmute::<&str, &RawValue>(buf.as_str()) };
+        serde::Serialize::serialize(raw, s)
+    })
 }
 
 /// `serialize_with` for large text: escaped by [`push_json_str`] and handed to serde_json as

@@ -318,10 +318,8 @@ impl Http2 {
                 let o = dir.flip().idx();
                 for (id, v) in frame::settings(payload) {
                     match id {
-                        frame::setting::MAX_FRAME_SIZE if (frame::DEFAULT_MAX_FRAME..=frame::MAX_FRAME_LIMIT).contains(&v) => {
-                            if !self.joined {
-                                self.sides[o].max_frame = v;
-                            }
+                        frame::setting::MAX_FRAME_SIZE if !self.joined && (frame::DEFAULT_MAX_FRAME..=frame::MAX_FRAME_LIMIT).contains(&v) => {
+                            self.sides[o].max_frame = v;
                         }
                         frame::setting::HEADER_TABLE_SIZE => self.sides[o].hpack.allow_table(v as usize),
                         _ => {}
@@ -417,7 +415,7 @@ impl Http2 {
             return false;
         }
         // a response to a request never seen: only when the capture joined mid-way
-        self.joined && (id > self.opened[0] || id % 2 == 0)
+        self.joined && (id > self.opened[0] || id.is_multiple_of(2))
     }
 
     /// Adds a stream, making room under `Limits::max_pending_requests`.

@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod frame;
 pub mod hpack;
+pub mod huffman;
 pub mod streams;
 
 pub use conn::{H2cUpgrade, Http2};

@@ -195,32 +195,32 @@ impl H2Stream {
         let [qt, rt] = std::mem::take(&mut self.trailers);
         let [qu, ru] = std::mem::take(&mut self.unresolved);
         if let Some(f) = self.req.take() {
-            let headers = to_headers(&f);
-            let target = pseudo(&f, ":path").unwrap_or_default().to_string();
+            let headers = to_headers(f);
+            let target = headers.get(":path").unwrap_or_default().to_string();
             let (path, query) = split_target(&target);
             let (path, query) = (path.to_string(), query.to_string());
             let body = body(qp).finish(headers.get("content-type"), headers.get("content-encoding"), max, an);
             e.request = Some(Request::Http(HttpRequest {
-                method: pseudo(&f, ":method").unwrap_or_default().to_string(),
+                method: headers.get(":method").unwrap_or_default().to_string(),
                 path,
                 query_string: query,
                 url: target,
-                host: pseudo(&f, ":authority").or_else(|| headers.get("host")).map(str::to_string),
+                host: headers.get(":authority").or_else(|| headers.get("host")).map(str::to_string),
                 headers,
-                trailers: to_headers(&qt),
+                trailers: to_headers(qt),
                 body,
                 http2: Some(h2),
                 unresolved_headers: qu,
             }));
         }
         if let Some(f) = self.resp.take() {
-            let headers = to_headers(&f);
+            let headers = to_headers(f);
             let body = body(rp).finish(headers.get("content-type"), headers.get("content-encoding"), max, an);
             e.response = Some(Response::Http(HttpResponse {
-                status_code: status(&f),
+                status_code: status(&headers),
                 reason: None,
                 headers,
-                trailers: to_headers(&rt),
+                trailers: to_headers(rt),
                 body,
                 informational: std::mem::take(&mut self.informational),
                 unresolved_headers: ru,
@@ -251,14 +251,14 @@ impl H2Stream {
             Payload::None => (Vec::new(), 0),
         };
         if let Some(f) = self.req.take() {
-            let headers = to_headers(&f);
+            let headers = to_headers(f);
             let (service, method) = grpc::split_path(&path).unwrap_or(("", ""));
             let (messages, dropped) = render(qp, headers.get("grpc-encoding"), types.as_ref().map(|t| &t.0), an);
             e.request = Some(Request::Grpc(GrpcRequest {
                 path: path.clone(),
                 service: service.to_string(),
                 method: method.to_string(),
-                host: pseudo(&f, ":authority").or_else(|| headers.get("host")).map(str::to_string),
+                host: headers.get(":authority").or_else(|| headers.get("host")).map(str::to_string),
                 headers,
                 messages,
                 messages_dropped: dropped,
@@ -267,12 +267,12 @@ impl H2Stream {
             }));
         }
         if let Some(f) = self.resp.take() {
-            let headers = to_headers(&f);
-            let trailers = to_headers(&rt);
+            let headers = to_headers(f);
+            let trailers = to_headers(rt);
             let (messages, dropped) = render(rp, headers.get("grpc-encoding"), types.as_ref().map(|t| &t.1), an);
             let from = |n: &str| trailers.get(n).or_else(|| headers.get(n));
             e.response = Some(Response::Grpc(GrpcResponse {
-                status_code: status(&f),
+                status_code: status(&headers),
                 grpc_status: from("grpc-status").and_then(|s| s.trim().parse().ok()),
                 grpc_message: from("grpc-message").map(percent_decode),
                 headers,
@@ -296,14 +296,14 @@ fn pseudo<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
     f.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
-fn status(f: &[(String, String)]) -> u16 {
-    pseudo(f, ":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+fn status(h: &Headers) -> u16 {
+    h.get(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-fn to_headers(f: &[(String, String)]) -> Headers {
-    let mut h = Headers::default();
+fn to_headers(f: Vec<(String, String)>) -> Headers {
+    let mut h = Headers(Vec::with_capacity(f.len()));
     for (n, v) in f {
-        h.append(n, v);
+        h.append_owned(n, v);
     }
     h
 }
