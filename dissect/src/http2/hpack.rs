@@ -180,10 +180,7 @@ impl Table {
                     // indexed field
                     let (idx, used) = integer(&b[i..], 7)?;
                     match self.get(idx)? {
-                        Some((n, v)) => {
-                            let (n, v) = (n.to_vec(), v.to_vec());
-                            push(&mut out, &n, &v);
-                        }
+                        Some((n, v)) => push(&mut out, n, v),
                         None => out.unresolved.push((idx, None)),
                     }
                     Ok(used)
