@@ -300,9 +300,18 @@ fn status(h: &Headers) -> u16 {
     h.get(":status").and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
+/// Header fields as the entry shows them: repeats joined with ", ", except `cookie`, which
+/// HTTP/2 splits into one field per crumb and RFC 9113 §8.2.3 joins again with "; ".
 fn to_headers(f: Vec<(String, String)>) -> Headers {
     let mut h = Headers(Vec::with_capacity(f.len()));
     for (n, v) in f {
+        if n == "cookie" {
+            if let Some((_, c)) = h.0.iter_mut().find(|(k, _)| k == "cookie") {
+                c.push_str("; ");
+                c.push_str(&v);
+                continue;
+            }
+        }
         h.append_owned(n, v);
     }
     h
@@ -331,6 +340,14 @@ pub fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookie_crumbs_join_with_semicolons() {
+        let f = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let h = to_headers(vec![f("cookie", "a=1"), f("accept", "x"), f("cookie", "b=2"), f("accept", "y")]);
+        assert_eq!(h.get("cookie"), Some("a=1; b=2"));
+        assert_eq!(h.get("accept"), Some("x, y"));
+    }
 
     #[test]
     fn grpc_message_percent_decoding() {
