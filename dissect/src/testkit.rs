@@ -1,5 +1,6 @@
 //! Builders of real frames (through etherparse's `PacketBuilder`) and pcap files, for tests.
 
+use crate::{Config, Dissector, Limits, Stats, Timestamp};
 use etherparse::PacketBuilder;
 use std::io::Write;
 
@@ -97,4 +98,38 @@ pub fn pcap_bytes(linktype: u32, frames: &[(u64, Vec<u8>)]) -> Vec<u8> {
         b.write_all(f).unwrap();
     }
     b
+}
+
+/// One HTTP/2 frame: a 9-byte header (length from the payload) and the payload.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    v.push(kind);
+    v.push(flags);
+    v.extend_from_slice(&stream.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Ethernet frames through a dissector with `limits`: the entries as JSON, without the
+/// fields that depend on timing (id, timestamp, elapsed_time, conn_id), and the counters.
+pub fn entries_json(frames: &[(u64, Vec<u8>)], limits: Limits) -> (Vec<serde_json::Value>, Stats) {
+    let mut d = Dissector::new(Config { limits, ..Config::default() });
+    let mut out = Vec::new();
+    for (ts, f) in frames {
+        d.packet(Timestamp(*ts), 1, f);
+        out.extend(d.drain_entries());
+    }
+    d.finish();
+    out.extend(d.drain_entries());
+    let v = out
+        .into_iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(&e).expect("entries serialize");
+            for k in ["id", "timestamp", "elapsed_time", "conn_id"] {
+                v.as_object_mut().expect("an object").remove(k);
+            }
+            v
+        })
+        .collect();
+    (v, d.stats().clone())
 }

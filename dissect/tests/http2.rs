@@ -2,8 +2,8 @@
 //! parser handles, the same connection cut at every byte (and in random chunkings) giving
 //! the same entries, and hostile connections that must end in anomalies and counters.
 
-use kshark_dissect::testkit::{TcpConv, C2S, S2C};
-use kshark_dissect::{Config, Dissector, Limits, Stats, Timestamp};
+use kshark_dissect::testkit::{entries_json, h2_frame as frame, TcpConv, C2S, S2C};
+use kshark_dissect::{Limits, Stats};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -26,15 +26,6 @@ const END_STREAM: u8 = 1;
 const END_HEADERS: u8 = 4;
 const PADDED: u8 = 8;
 const PRIO: u8 = 0x20;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut v = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    v.push(kind);
-    v.push(flags);
-    v.extend_from_slice(&stream.to_be_bytes());
-    v.extend_from_slice(payload);
-    v
-}
 
 fn padded(pad: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![pad];
@@ -122,27 +113,10 @@ fn connection() -> (Vec<u8>, Vec<u8>) {
 }
 
 fn run_with(frames: &[(u64, Vec<u8>)], limits: Limits) -> (Vec<Value>, Stats) {
-    let mut d = Dissector::new(Config { limits, ..Config::default() });
-    let mut out = Vec::new();
-    for (ts, f) in frames {
-        d.packet(Timestamp(*ts), 1, f);
-        out.extend(d.drain_entries());
-    }
-    d.finish();
-    out.extend(d.drain_entries());
-    let mut v: Vec<Value> = out
-        .into_iter()
-        .map(|e| {
-            let mut v = serde_json::to_value(&e).unwrap();
-            for k in ["id", "timestamp", "elapsed_time", "conn_id"] {
-                v.as_object_mut().unwrap().remove(k);
-            }
-            v
-        })
-        .collect();
+    let (mut v, st) = entries_json(frames, limits);
     // entries leave as streams finish, which depends on where segments end: compare by stream
     v.sort_by_key(|e| e["request"]["http2"]["stream_id"].as_u64());
-    (v, d.stats().clone())
+    (v, st)
 }
 
 fn conversation(c: &[u8], s: &[u8], cuts_c: &[usize], cuts_s: &[usize]) -> Vec<Value> {

@@ -2,8 +2,8 @@
 //! uniform chunking, gives the same entries as when it is sent whole. Times are the only
 //! thing that may differ (each segment is a millisecond later), so they are left out.
 
-use kshark_dissect::testkit::{TcpConv, C2S, S2C};
-use kshark_dissect::{Config, Dissector, Timestamp};
+use kshark_dissect::testkit::{entries_json, TcpConv, C2S, S2C};
+use kshark_dissect::{Config, Dissector, Limits, Timestamp};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -11,23 +11,7 @@ const CLIENT: ([u8; 4], u16) = ([10, 0, 0, 1], 40000);
 const SERVER: ([u8; 4], u16) = ([10, 0, 0, 2], 8080);
 
 fn run(frames: &[(u64, Vec<u8>)]) -> Vec<Value> {
-    let mut d = Dissector::new(Config::default());
-    let mut out = Vec::new();
-    for (ts, f) in frames {
-        d.packet(Timestamp(*ts), 1, f);
-        out.extend(d.drain_entries());
-    }
-    d.finish();
-    out.extend(d.drain_entries());
-    out.into_iter()
-        .map(|e| {
-            let mut v = serde_json::to_value(&e).unwrap();
-            for k in ["id", "timestamp", "elapsed_time", "conn_id"] {
-                v.as_object_mut().unwrap().remove(k);
-            }
-            v
-        })
-        .collect()
+    entries_json(frames, Limits::default()).0
 }
 
 /// A conversation cut by `cuts_c` (client bytes) and `cuts_s` (server bytes).
@@ -141,7 +125,7 @@ proptest! {
 #[test]
 fn pending_request_cap_reports_the_oldest() {
     // a client that pipelines more requests than the cap, and never gets an answer
-    let limits = kshark_dissect::Limits { max_pending_requests: 4, ..Default::default() };
+    let limits = Limits { max_pending_requests: 4, ..Default::default() };
     let mut c = TcpConv::new(CLIENT, SERVER, [1, 1]);
     c.handshake().send(C2S, &b"GET /x HTTP/1.1\r\n\r\n".repeat(6), &[]);
     let mut d = Dissector::new(Config { limits, ..Config::default() });

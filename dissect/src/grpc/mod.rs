@@ -29,8 +29,6 @@ pub struct Framer {
     prefix_len: usize,
     cur: Option<(RawMessage, u64)>,
     pub messages: Vec<RawMessage>,
-    /// Messages that ended (kept or not).
-    pub count: u64,
     /// Messages counted but not kept (over `Limits::max_grpc_messages`).
     pub dropped: u64,
     /// Framing was lost (bytes never captured): the rest of this direction is not read.
@@ -72,8 +70,12 @@ impl Framer {
         }
     }
 
+    /// Messages that ended, kept or not.
+    pub fn count(&self) -> u64 {
+        self.messages.len() as u64 + self.dropped
+    }
+
     fn done(&mut self, m: RawMessage, max: usize, stats: &mut Stats) {
-        self.count += 1;
         stats.grpc_messages += 1;
         if self.messages.len() < max {
             self.messages.push(m);
@@ -208,7 +210,7 @@ mod tests {
         for b in wire.chunks(1) {
             f.push(b, 4, 2, &mut st);
         }
-        assert_eq!(f.count, 3);
+        assert_eq!(f.count(), 3);
         assert_eq!(f.dropped, 1);
         assert_eq!(f.messages[0].data, b"\x08\x01");
         assert_eq!(f.messages[1].declared, 0);
@@ -261,7 +263,7 @@ mod tests {
                 at = c;
             }
             prop_assert_eq!(&f.messages, &whole.messages);
-            prop_assert_eq!(f.count, 4);
+            prop_assert_eq!(f.count(), 4);
         }
     }
 }

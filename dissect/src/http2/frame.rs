@@ -134,27 +134,6 @@ pub fn goaway(payload: &[u8]) -> Option<(u32, u32)> {
     Some((last, u32::from_be_bytes(payload.get(4..8)?.try_into().ok()?)))
 }
 
-/// The error codes of RFC 9113 §7, as kshark names them in anomalies.
-pub fn error_name(code: u32) -> &'static str {
-    match code {
-        0x0 => "no_error",
-        0x1 => "protocol_error",
-        0x2 => "internal_error",
-        0x3 => "flow_control_error",
-        0x4 => "settings_timeout",
-        0x5 => "stream_closed",
-        0x6 => "frame_size_error",
-        0x7 => "refused_stream",
-        0x8 => "cancel",
-        0x9 => "compression_error",
-        0xa => "connect_error",
-        0xb => "enhance_your_calm",
-        0xc => "inadequate_security",
-        0xd => "http_1_1_required",
-        _ => "unknown_error",
-    }
-}
-
 /// Does `b` begin with (a prefix of) the client preface?
 pub fn probe_preface(b: &[u8]) -> crate::Probe {
     let n = b.len().min(PREFACE.len());
@@ -214,7 +193,6 @@ mod tests {
     fn control_payloads() {
         assert_eq!(settings(&[0, 1, 0, 0, 0x10, 0, 0, 5, 0, 0, 0x40, 0]).collect::<Vec<_>>(), vec![(1, 4096), (5, 16384)]);
         assert_eq!(goaway(&[0x80, 0, 0, 3, 0, 0, 0, 2]), Some((3, 2)));
-        assert_eq!(error_name(8), "cancel");
         assert_eq!(probe_preface(b"PRI * HT"), crate::Probe::NeedMore);
         assert_eq!(probe_preface(b"PRI * HTTP/1.1"), crate::Probe::NoMatch);
     }
