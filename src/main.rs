@@ -9,6 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod read;
 mod schema;
+mod tap;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Dissect pcap or pcapng files into entries
     Read(read::ReadArgs),
+    /// Capture live traffic of pods (or interfaces) and print entries as they complete
+    Tap(tap::TapArgs),
 }
 
 /// A failure with its exit code.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Read(args) => read::run(args),
+        Command::Tap(args) => tap::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

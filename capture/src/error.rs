@@ -17,4 +17,8 @@ pub enum Error {
     Read { path: PathBuf, offset: u64 },
     #[error("{path}: link-layer type {linktype} is not supported (Ethernet, NULL/loopback, raw IP, Linux SLL/SLL2 and NFLOG are)")]
     UnsupportedLinkType { path: PathBuf, linktype: u32 },
+    #[error("{engine} on {iface}: {detail}")]
+    Capture { engine: &'static str, iface: String, detail: String },
+    #[error("{path}: {detail}")]
+    Inventory { path: PathBuf, detail: String },
 }

@@ -1,13 +1,21 @@
-//! kshark's packet sources and the loop that feeds them to the dissector.
+//! kshark's packet sources and the worker loop that feeds them to the dissector.
 //!
-//! [`file::FileSource`] streams pcap and pcapng files (or standard input) packet by
-//! packet; [`pipeline::dissect_file`] runs one through a [`kshark_dissect::Dissector`] and
-//! hands each entry to a sink as soon as it is complete. Live sources (libpcap, eBPF) and
-//! identity arrive with their own issues.
+//! Sources ([`source::Source`]): capture files ([`file::FileSource`], and
+//! [`replay::ReplaySource`] to play one as if live), libpcap on live interfaces
+//! ([`live_pcap::PcapSource`]) and eBPF ([`ebpf::EbpfSource`]). [`worker::run`] spreads
+//! their packets over dissector shards; [`inventory::Inventory`] names the endpoints;
+//! [`netns`] finds the host-side interfaces of pods.
 
+pub mod ebpf;
 pub mod error;
 pub mod file;
+pub mod inventory;
+pub mod live_pcap;
+pub mod netns;
 pub mod pipeline;
+pub mod replay;
+pub mod source;
+pub mod worker;
 
 pub use error::Error;
 pub use file::{FileSource, Packet, ReadSummary};

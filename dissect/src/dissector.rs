@@ -245,6 +245,12 @@ impl Dissector {
         self.ids.next = other.ids.next;
     }
 
+    /// Starts entry numbering at `base`, so dissectors running side by side (one per
+    /// shard) never make the same id.
+    pub fn set_id_base(&mut self, base: u64) {
+        self.ids.next = base;
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -427,6 +433,14 @@ impl Dissector {
             }
             FlowKind::Udp(UdpApp::Dns(p)) => p.finish(&mut cx),
             FlowKind::Udp(_) => {}
+        }
+    }
+
+    /// Live capture: time passes even when no packet arrives. Expires what has been idle
+    /// too long as of `now` (wall-clock time), at most once a second.
+    pub fn tick(&mut self, now: Timestamp) {
+        if now.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_NS) {
+            self.sweep(now);
         }
     }
 

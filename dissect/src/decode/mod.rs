@@ -147,6 +147,31 @@ pub fn vxlan_inner(payload: &[u8]) -> Option<&[u8]> {
     }
 }
 
+/// Which shard a frame belongs to when connections are spread over threads: the same
+/// value for both directions of a TCP connection (addresses and ports), and for every
+/// fragment of a UDP datagram (addresses only, as later fragments carry no ports).
+/// Frames that are not IP get 0.
+pub fn shard_hash(linktype: u32, frame: &[u8]) -> u64 {
+    let Ok(link::Net::Ip(b)) = link::strip(linktype, frame, 4) else { return 0 };
+    let (a, z, ports): (&[u8], &[u8], Option<&[u8]>) = match b.first().map(|v| v >> 4) {
+        Some(4) if b.len() >= 20 => {
+            let ihl = usize::from(b[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([b[6], b[7]]) & 0x3fff != 0;
+            let tcp = b[9] == PROTO_TCP && !fragment;
+            (&b[12..16], &b[16..20], if tcp { b.get(ihl..ihl + 4) } else { None })
+        }
+        Some(6) if b.len() >= 40 => (&b[8..24], &b[24..40], if b[6] == PROTO_TCP { b.get(40..44) } else { None }),
+        _ => return 0,
+    };
+    let (pa, pz) = ports.map_or((0, 0), |p| (u16::from_be_bytes([p[0], p[1]]), u16::from_be_bytes([p[2], p[3]])));
+    let (lo, hi) = if (a, pa) <= (z, pz) { ((a, pa), (z, pz)) } else { ((z, pz), (a, pa)) };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for x in lo.0.iter().chain(hi.0).chain(&lo.1.to_be_bytes()).chain(&hi.1.to_be_bytes()) {
+        h = (h ^ u64::from(*x)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ (h >> 29)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,176 @@
+//! The libpcap engine: one non-blocking handle per interface, polled together with
+//! `poll(2)` (libpcap 1.10's blocking read never times out on an idle interface), each with
+//! a kernel-side BPF filter made from the targets.
+
+use crate::error::Error;
+use crate::source::{Iface, IfaceKind, Plan, Poll, RawPacket, Source, SourceStats};
+use kshark_dissect::Timestamp;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// Big enough for the GSO/GRO super-packets a veth hands up (up to 64 KiB).
+const SNAPLEN: i32 = 262_144;
+const BUFFER_BYTES: i32 = 64 << 20;
+/// Packets read from one handle per poll round, so one busy interface cannot starve others.
+const BURST: usize = 4096;
+
+struct Handle {
+    iface: Iface,
+    cap: pcap::Capture<pcap::Active>,
+    linktype: u32,
+    filter: String,
+    /// Counters of handles already closed, kept so totals never go down.
+    last: pcap::Stat,
+}
+
+pub struct PcapSource {
+    handles: Vec<Handle>,
+    closed: SourceStats,
+    packets: u64,
+}
+
+impl PcapSource {
+    /// Opens every interface of the plan; fails with a message naming the interface.
+    pub fn open(plan: &Plan) -> Result<Self, Error> {
+        let mut s = PcapSource { handles: Vec::new(), closed: SourceStats::default(), packets: 0 };
+        s.apply(plan)?;
+        Ok(s)
+    }
+
+    fn open_one(iface: &Iface, filter: &str) -> Result<Handle, Error> {
+        let fail = |e: pcap::Error| Error::Capture { engine: "libpcap", iface: iface.name.clone(), detail: e.to_string() };
+        let cap = pcap::Capture::from_device(iface.name.as_str())
+            .map_err(fail)?
+            .snaplen(SNAPLEN)
+            .immediate_mode(true)
+            .buffer_size(BUFFER_BYTES)
+            .precision(pcap::Precision::Nano)
+            .open()
+            .map_err(fail)?;
+        let mut cap = cap.setnonblock().map_err(fail)?;
+        if !filter.is_empty() {
+            cap.filter(filter, true).map_err(|e| Error::Capture {
+                engine: "libpcap",
+                iface: iface.name.clone(),
+                detail: format!("filter {filter:?}: {e}"),
+            })?;
+        }
+        let linktype = cap.get_datalink().0 as u32;
+        Ok(Handle { iface: iface.clone(), cap, linktype, filter: filter.to_string(), last: pcap::Stat { received: 0, dropped: 0, if_dropped: 0 } })
+    }
+}
+
+/// The kernel-side filter for one interface: only targeted traffic, and on a pod's veth
+/// only the copy that counts (a packet between two targets is taken at its sender's veth).
+pub fn filter_for(iface: &Iface, targets: Option<&[IpAddr]>) -> String {
+    let Some(targets) = targets else { return String::new() };
+    if targets.is_empty() {
+        return "less 1".into(); // nothing is targeted yet: take nothing
+    }
+    let any = |dir: &str, addrs: &[IpAddr]| -> String {
+        let parts: Vec<String> = addrs.iter().map(|a| format!("{dir}host {a}")).collect();
+        format!("({})", parts.join(" or "))
+    };
+    match iface.kind {
+        IfaceKind::PodVeth if !iface.addrs.is_empty() => {
+            format!("{} or ({} and not {})", any("src ", &iface.addrs), any("dst ", &iface.addrs), any("src ", targets))
+        }
+        _ => any("", targets),
+    }
+}
+
+impl Source for PcapSource {
+    fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(RawPacket<'_>)) -> Result<Poll, Error> {
+        if self.handles.is_empty() {
+            std::thread::sleep(timeout);
+            return Ok(Poll::More);
+        }
+        let mut fds: Vec<libc::pollfd> =
+            self.handles.iter().map(|h| libc::pollfd { fd: h.cap.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(Poll::More);
+            }
+            return Err(Error::Capture { engine: "libpcap", iface: "*".into(), detail: format!("poll: {e}") });
+        }
+        // Read every handle, not only those poll flagged: with TPACKET_V3 a block can be
+        // ready while poll still waits for the block timeout.
+        for h in &mut self.handles {
+            for _ in 0..BURST {
+                match h.cap.next_packet() {
+                    Ok(p) => {
+                        let ts = Timestamp::from_parts(p.header.ts.tv_sec as u64, p.header.ts.tv_usec as u64);
+                        self.packets += 1;
+                        f(RawPacket { ts, linktype: h.linktype, data: p.data });
+                    }
+                    Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
+                    Err(e) => {
+                        return Err(Error::Capture { engine: "libpcap", iface: h.iface.name.clone(), detail: e.to_string() })
+                    }
+                }
+            }
+        }
+        Ok(Poll::More)
+    }
+
+    fn apply(&mut self, plan: &Plan) -> Result<(), Error> {
+        let wanted: HashMap<&str, &Iface> = plan.ifaces.iter().map(|i| (i.name.as_str(), i)).collect();
+        // leave interfaces that are gone (their pod went away) or changed kind
+        let mut kept = Vec::new();
+        for mut h in std::mem::take(&mut self.handles) {
+            if wanted.get(h.iface.name.as_str()).is_some_and(|i| i.kind == h.iface.kind) {
+                kept.push(h);
+            } else {
+                if let Ok(s) = h.cap.stats() {
+                    h.last = s;
+                }
+                self.closed.kernel_drops += u64::from(h.last.dropped) + u64::from(h.last.if_dropped);
+            }
+        }
+        self.handles = kept;
+        for iface in &plan.ifaces {
+            let filter = filter_for(iface, plan.targets.as_deref());
+            match self.handles.iter_mut().find(|h| h.iface.name == iface.name) {
+                Some(h) => {
+                    if h.filter != filter || h.iface.addrs != iface.addrs {
+                        h.cap.filter(&filter, true).map_err(|e| Error::Capture {
+                            engine: "libpcap",
+                            iface: iface.name.clone(),
+                            detail: format!("filter {filter:?}: {e}"),
+                        })?;
+                        h.filter = filter;
+                        h.iface = iface.clone();
+                    }
+                }
+                None => self.handles.push(Self::open_one(iface, &filter)?),
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&mut self) -> SourceStats {
+        let mut s = self.closed;
+        s.packets = self.packets;
+        for h in &mut self.handles {
+            if let Ok(st) = h.cap.stats() {
+                h.last = st;
+            }
+            s.kernel_drops += u64::from(h.last.dropped) + u64::from(h.last.if_dropped);
+        }
+        s
+    }
+
+    fn engine(&self) -> &'static str {
+        "libpcap"
+    }
+
+    fn attached(&self) -> Vec<String> {
+        self.handles.iter().map(|h| h.iface.name.clone()).collect()
+    }
+}

@@ -1,0 +1,240 @@
+//! The worker loop: one thread polls the source and spreads packets over dissector
+//! shards by connection (both directions of a TCP connection, and every fragment of a
+//! datagram, land on the same shard); each shard owns a [`Dissector`]. Queues are
+//! bounded: when a shard falls behind, whole batches are dropped and counted rather than
+//! memory growing. Entries go to one bounded output channel.
+
+use crate::error::Error;
+use crate::source::{self, Plan, Poll, Source, SourceStats};
+use kshark_dissect::decode::shard_hash;
+use kshark_dissect::{Config, Dissector, Entry, Stats, Timestamp};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Packets per batch handed to a shard.
+const BATCH: usize = 512;
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub dissect: Config,
+    /// Dissector threads.
+    pub shards: usize,
+    /// Batches each shard's queue holds before the source drops.
+    pub queue_batches: usize,
+    /// How often the plan (interfaces, targets) is asked for again.
+    pub replan_every: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(dissect: Config) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 256, replan_every: Duration::from_secs(1) }
+    }
+}
+
+/// Every stage's counters, for the end-of-run summary and (later) the hub's /api/stats.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerStats {
+    pub engine: &'static str,
+    pub source: SourceStats,
+    /// Packets dropped because a shard's queue was full.
+    pub queue_drops: u64,
+    pub dissect: Stats,
+    pub entries: u64,
+}
+
+impl WorkerStats {
+    /// Every counter as one JSON object (the dissector's under `dissect`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let s = &self.source;
+        serde_json::json!({
+            "engine": self.engine,
+            "packets": s.packets,
+            "kernel_drops": s.kernel_drops,
+            "ring_drops": s.ring_drops,
+            "truncated_packets": s.truncated,
+            "incomplete_packets": s.incomplete,
+            "filtered_in_kernel": s.filtered,
+            "queue_drops": self.queue_drops,
+            "entries": self.entries,
+            "reassembly_gaps": self.dissect.tcp_gaps,
+            "parse_errors": self.dissect.losses().iter().map(|(_, n)| n).sum::<u64>(),
+            "dissect": serde_json::to_value(&self.dissect).unwrap_or_default(),
+        })
+    }
+
+    /// Drops at any stage, by name, the non-zero ones.
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("kernel", self.source.kernel_drops),
+            ("ring", self.source.ring_drops),
+            ("queue", self.queue_drops),
+            ("incomplete", self.source.incomplete),
+            ("truncated", self.source.truncated),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+struct Batch {
+    data: Vec<u8>,
+    pkts: Vec<(Timestamp, u32, u32, u32)>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch { data: Vec::with_capacity(BATCH * 256), pkts: Vec::with_capacity(BATCH) }
+    }
+}
+
+struct Shard {
+    tx: SyncSender<Batch>,
+    batch: Batch,
+    handle: JoinHandle<Stats>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, out: SyncSender<Entry>, live: bool, shared: Arc<Mutex<Stats>>) -> Stats {
+    let mut published = Instant::now();
+    let emit = |d: &mut Dissector| {
+        for e in d.drain_entries() {
+            // the receiver gone means the run is over: keep draining, nobody listens
+            let _ = out.send(e);
+        }
+    };
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(b) => {
+                for &(ts, lt, off, len) in &b.pkts {
+                    d.packet(ts, lt, &b.data[off as usize..(off + len) as usize]);
+                }
+                emit(&mut d);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if live {
+            d.tick(source::now());
+            emit(&mut d);
+        }
+        if published.elapsed() >= Duration::from_millis(250) {
+            published = Instant::now();
+            if let Ok(mut s) = shared.lock() {
+                *s = d.stats().clone();
+            }
+        }
+    }
+    d.finish();
+    emit(&mut d);
+    d.stats().clone()
+}
+
+/// A running worker's live counters, readable from other threads.
+#[derive(Clone, Default)]
+pub struct Progress {
+    pub packets: Arc<AtomicU64>,
+    pub queue_drops: Arc<AtomicU64>,
+}
+
+/// Runs `source` until it ends or `stop` is set, calling `replan` every
+/// `replan_every` for a new plan (`None`: unchanged). Entries go to `out` as shards
+/// complete them. Returns every stage's counters.
+pub fn run(
+    mut source: Box<dyn Source>,
+    cfg: &WorkerConfig,
+    stop: &AtomicBool,
+    mut replan: impl FnMut() -> Option<Plan>,
+    out: SyncSender<Entry>,
+    progress: Progress,
+) -> Result<WorkerStats, Error> {
+    let live = source.live();
+    let n = cfg.shards.max(1);
+    let mut shards: Vec<Shard> = (0..n)
+        .map(|i| {
+            let (tx, rx) = sync_channel::<Batch>(cfg.queue_batches.max(1));
+            let mut d = Dissector::new(cfg.dissect.clone());
+            // entry ids stay unique across shards: each shard numbers its own block
+            d.set_id_base((i as u64) << 28);
+            let out = out.clone();
+            let stats = Arc::new(Mutex::new(Stats::default()));
+            let shared = stats.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("kshark-dissect-{i}"))
+                .spawn(move || shard_loop(d, rx, out, live, shared))
+                .expect("spawn dissector thread");
+            Shard { tx, batch: Batch::new(), handle, stats }
+        })
+        .collect();
+    drop(out);
+    let mut queue_drops = 0u64;
+    let flush = |s: &mut Shard, drops: &mut u64| {
+        if s.batch.pkts.is_empty() {
+            return;
+        }
+        let b = std::mem::replace(&mut s.batch, Batch::new());
+        match s.tx.try_send(b) {
+            Ok(()) => {}
+            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
+                *drops += b.pkts.len() as u64;
+                let mut b = b;
+                b.data.clear();
+                b.pkts.clear();
+                s.batch = b;
+            }
+        }
+    };
+    let mut last_plan = Instant::now();
+    let mut result = Ok(());
+    while !stop.load(Ordering::Relaxed) {
+        if last_plan.elapsed() >= cfg.replan_every {
+            last_plan = Instant::now();
+            if let Some(plan) = replan() {
+                if let Err(e) = source.apply(&plan) {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut count = 0u64;
+        let polled = source.poll(Duration::from_millis(20), &mut |p| {
+            count += 1;
+            let i = if n == 1 { 0 } else { (shard_hash(p.linktype, p.data) % n as u64) as usize };
+            let s = &mut shards[i];
+            let off = s.batch.data.len() as u32;
+            s.batch.data.extend_from_slice(p.data);
+            s.batch.pkts.push((p.ts, p.linktype, off, p.data.len() as u32));
+            if s.batch.pkts.len() >= BATCH {
+                flush(s, &mut queue_drops);
+            }
+        });
+        for s in &mut shards {
+            flush(s, &mut queue_drops);
+        }
+        progress.packets.fetch_add(count, Ordering::Relaxed);
+        progress.queue_drops.store(queue_drops, Ordering::Relaxed);
+        match polled {
+            Ok(Poll::More) => {}
+            Ok(Poll::End) => break,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let source_stats = source.stats();
+    let engine = source.engine();
+    drop(source); // detaches from the kernel before the shards finish
+    let mut dissect = Stats::default();
+    for s in shards {
+        drop(s.tx);
+        let st = s.handle.join().unwrap_or_else(|_| s.stats.lock().map(|s| s.clone()).unwrap_or_default());
+        dissect.add(&st);
+    }
+    result?;
+    Ok(WorkerStats { engine, source: source_stats, queue_drops, entries: 0, dissect })
+}

@@ -1,0 +1,384 @@
+//! `kshark tap`: capture live traffic of the targeted pods (or interfaces), dissect it,
+//! name both ends, and print entries as they complete.
+
+use crate::Failure;
+use clap::{Args, ValueEnum};
+use kshark_capture::ebpf::EbpfSource;
+use kshark_capture::inventory::Inventory;
+use kshark_capture::live_pcap::PcapSource;
+use kshark_capture::replay::ReplaySource;
+use kshark_capture::source::{Iface, IfaceKind, Plan, Source};
+use kshark_capture::worker::{self, Progress, WorkerConfig};
+use kshark_capture::{netns, FileSource};
+use kshark_dissect::entry::CaptureSource;
+use kshark_dissect::export::table;
+use kshark_dissect::{Config, Entry, Limits};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// eBPF when it loads, else libpcap (and says why)
+    Auto,
+    /// A TC classifier and a ring buffer (needs root and clang at build time)
+    Ebpf,
+    /// libpcap, one handle per interface
+    Libpcap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TapFormat {
+    Ndjson,
+    Table,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  sudo kshark lab up && sudo kshark lab traffic\n  sudo kshark tap -n sock-shop --no-tui --format ndjson --duration 10s\n  sudo kshark tap 'front-end|catalogue' -n sock-shop --engine libpcap --no-tui\n  sudo kshark tap -i lo --no-tui --duration 30s\n  kshark tap --replay capture.pcap --no-tui --format table\n\nTargets come from the inventory (`--inventory`, or the lab's when it is up): the pods of\nthe namespaces given with -n (or all with -A), narrowed by POD_REGEX. Their host-side veths\nare found through their network namespaces, and followed as pods come and go; only their\naddresses pass the kernel-side filter. With -i, those interfaces are captured instead.\nOn exit (Ctrl-C or --duration) a summary of every stage's counters goes to stderr.")]
+pub struct TapArgs {
+    /// Only pods whose name matches this regular expression
+    #[arg(value_name = "POD_REGEX")]
+    pattern: Option<String>,
+    /// Pods of this namespace (repeatable)
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
+    namespaces: Vec<String>,
+    /// Pods of every namespace
+    #[arg(short = 'A', long = "all-namespaces")]
+    all: bool,
+    /// Capture engine
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: Engine,
+    /// Capture on these interfaces instead of the pods' veths (repeatable)
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    ifaces: Vec<String>,
+    /// Identity and targets from this file (`kubectl get pods,services -A -o json`); repeatable
+    #[arg(long, value_name = "FILE")]
+    inventory: Vec<PathBuf>,
+    /// Print entries to stdout (the terminal UI is not built yet, so this is what tap does)
+    #[arg(long)]
+    no_tui: bool,
+    /// Output format [default: table on a terminal, ndjson otherwise]
+    #[arg(long, value_enum)]
+    format: Option<TapFormat>,
+    /// Stop after this long (e.g. 10s, 5m, 1h); default: until Ctrl-C
+    #[arg(long, value_parser = parse_duration, value_name = "D")]
+    duration: Option<Duration>,
+    /// Play a capture file as live traffic instead of capturing
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ifaces", "engine"])]
+    replay: Option<PathBuf>,
+    /// With --replay: times the recorded pace (0 = as fast as possible)
+    #[arg(long, default_value_t = 1.0, requires = "replay")]
+    speed: f64,
+    /// The node name entries carry [default: this host's name]
+    #[arg(long)]
+    node: Option<String>,
+    /// Dissector threads [default: the number of cores, up to 8]
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Body bytes kept per message
+    #[arg(long, default_value_t = Limits::default().max_body, value_name = "BYTES")]
+    max_body: usize,
+    /// Print every counter as JSON on stderr at the end
+    #[arg(long)]
+    stats: bool,
+    /// Protobuf schemas for gRPC messages (as for `read`)
+    #[arg(long, value_name = "FILE|DIR")]
+    proto: Vec<PathBuf>,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (say 10s, 5m, 1h, 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "local".into())
+}
+
+/// What is targeted, and how to find it again as things change.
+struct Targeting {
+    inventory: Vec<PathBuf>,
+    namespaces: Vec<String>,
+    all: bool,
+    pattern: Option<regex::Regex>,
+    ifaces: Vec<String>,
+    loaded: Option<SystemTime>,
+    inv: Arc<Inventory>,
+    last: Option<Plan>,
+    warned: HashSet<String>,
+}
+
+impl Targeting {
+    fn selecting(&self) -> bool {
+        !self.namespaces.is_empty() || self.all || self.pattern.is_some()
+    }
+
+    /// Reloads the inventory when a file changed.
+    fn reload(&mut self) -> Result<bool, String> {
+        let newest = self.inventory.iter().filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).max();
+        if newest.is_some() && newest == self.loaded {
+            return Ok(false);
+        }
+        self.inv = Arc::new(Inventory::load(&self.inventory).map_err(|e| e.to_string())?);
+        self.loaded = newest;
+        Ok(true)
+    }
+
+    fn plan(&mut self) -> Result<Plan, String> {
+        let selected: Vec<_> = if self.selecting() {
+            self.inv.select(&self.namespaces, self.all, self.pattern.as_ref()).into_iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let targets: Option<Vec<_>> = self.selecting().then(|| {
+            let mut t: Vec<_> = selected.iter().flat_map(|p| p.ips.iter().copied()).collect();
+            t.sort();
+            t.dedup();
+            t
+        });
+        let ifaces = if !self.ifaces.is_empty() {
+            self.ifaces.iter().map(|i| Iface::named(i)).collect()
+        } else {
+            let wanted: HashSet<_> = targets.iter().flatten().copied().collect();
+            let found = netns::host_veths(&wanted).map_err(|e| format!("cannot read the host's interfaces: {e}"))?;
+            let mut by_iface: BTreeMap<String, Vec<_>> = BTreeMap::new();
+            for p in &selected {
+                let mut any = false;
+                for a in &p.ips {
+                    if let Some(i) = found.get(a) {
+                        by_iface.entry(i.clone()).or_default().push(*a);
+                        any = true;
+                    }
+                }
+                if !any && self.warned.insert(p.name.clone()) {
+                    eprintln!("kshark: pod {}/{} ({}): no host-side interface found on this node; not captured", p.namespace, p.name, p.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+                }
+            }
+            by_iface.into_iter().map(|(name, addrs)| Iface { name, kind: IfaceKind::PodVeth, addrs }).collect()
+        };
+        Ok(Plan { ifaces, targets })
+    }
+}
+
+/// Where `kshark lab up` writes its inventory.
+pub const LAB_INVENTORY: &str = "/run/kshark-lab/inventory.json";
+
+fn open_source(engine: Engine, plan: &Plan) -> Result<Box<dyn Source>, Failure> {
+    let root_hint = || if unsafe { libc::geteuid() } != 0 { " (live capture needs root: run with sudo)" } else { "" };
+    match engine {
+        Engine::Ebpf => EbpfSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| Failure::Runtime(format!("{e}{}", root_hint()))),
+        Engine::Libpcap => PcapSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| Failure::Runtime(format!("{e}{}", root_hint()))),
+        Engine::Auto => match EbpfSource::open(plan) {
+            Ok(s) => {
+                eprintln!("kshark: engine auto: eBPF loaded ({:?} attach)", s.attach_mode());
+                Ok(Box::new(s))
+            }
+            Err(e) => {
+                eprintln!("kshark: engine auto: eBPF unavailable ({e}{}); using libpcap", root_hint());
+                PcapSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| Failure::Runtime(format!("{e}{}", root_hint())))
+            }
+        },
+    }
+}
+
+pub fn run(a: TapArgs) -> Result<(), Failure> {
+    let schema = crate::schema::load(&a.proto).map_err(Failure::Input)?;
+    let pattern = a
+        .pattern
+        .as_deref()
+        .map(|p| regex::Regex::new(p).map_err(|e| Failure::Input(format!("POD_REGEX {p:?}: {e}"))))
+        .transpose()?;
+    let mut inventory = a.inventory.clone();
+    if inventory.is_empty() && a.replay.is_none() && std::path::Path::new(LAB_INVENTORY).exists() {
+        eprintln!("kshark: identity from the lab's inventory {LAB_INVENTORY}");
+        inventory.push(LAB_INVENTORY.into());
+    }
+    let mut t = Targeting {
+        inventory,
+        namespaces: a.namespaces.clone(),
+        all: a.all,
+        pattern,
+        ifaces: a.ifaces.clone(),
+        loaded: None,
+        inv: Arc::new(Inventory::default()),
+        last: None,
+        warned: HashSet::new(),
+    };
+    t.reload().map_err(Failure::Input)?;
+    if a.replay.is_none() && t.ifaces.is_empty() {
+        if !t.selecting() {
+            return Err(Failure::Input("say what to tap: -n NAMESPACE, -A, a POD_REGEX, or -i IFACE".into()));
+        }
+        if t.inventory.is_empty() {
+            return Err(Failure::Input(
+                "no identity source: pass --inventory FILE (`kubectl get pods,services -A -o json`), or start the lab with `kshark lab up`".into(),
+            ));
+        }
+    }
+    let capture_source = match (&a.replay, a.engine) {
+        (Some(_), _) => CaptureSource::File,
+        (None, Engine::Libpcap) => CaptureSource::Libpcap,
+        _ => CaptureSource::Ebpf,
+    };
+    let dissect = Config {
+        limits: Limits { max_body: a.max_body, ..Limits::default() },
+        node: a.node.clone().unwrap_or_else(hostname),
+        capture_source,
+        schema,
+    };
+    let source: Box<dyn Source> = match &a.replay {
+        Some(p) => {
+            let f = FileSource::open(p).map_err(|e| Failure::Input(e.to_string()))?;
+            Box::new(ReplaySource::start(f, (a.speed > 0.0).then_some(a.speed)))
+        }
+        None => {
+            let plan = t.plan().map_err(Failure::Runtime)?;
+            if let Some(targets) = &plan.targets {
+                eprintln!(
+                    "kshark: tapping {} pod addresses on {} interfaces",
+                    targets.len(),
+                    plan.ifaces.len()
+                );
+            }
+            let s = open_source(a.engine, &plan)?;
+            eprintln!("kshark: capturing with {} on {}", s.engine(), s.attached().join(", "));
+            t.last = Some(plan);
+            s
+        }
+    };
+    let mut cfg = WorkerConfig::new(Config { capture_source: if source.engine() == "libpcap" { CaptureSource::Libpcap } else { dissect.capture_source }, ..dissect });
+    if let Some(n) = a.shards {
+        cfg.shards = n.max(1);
+    }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let (tx, rx) = sync_channel::<Entry>(65_536);
+    let progress = Progress::default();
+    let replay = a.replay.is_some();
+    let inv_for_worker = std::sync::Mutex::new(t);
+    let shared_inv = Arc::new(std::sync::Mutex::new(inv_for_worker.lock().unwrap().inv.clone()));
+    let shared2 = shared_inv.clone();
+    let worker = std::thread::spawn(move || {
+        let mut scans = 0u32;
+        let replan = move || -> Option<kshark_capture::source::Plan> {
+            if replay {
+                return None;
+            }
+            let mut t = inv_for_worker.lock().ok()?;
+            let changed = match t.reload() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("kshark: inventory: {e}; keeping the last one");
+                    false
+                }
+            };
+            if changed {
+                if let Ok(mut s) = shared2.lock() {
+                    *s = t.inv.clone();
+                }
+            }
+            // the namespace scan costs a thread per namespace: every other second
+            scans += 1;
+            if !changed && scans % 2 == 1 {
+                return None;
+            }
+            match t.plan() {
+                Ok(p) if t.last.as_ref() != Some(&p) => {
+                    if let Some(old) = &t.last {
+                        let before: HashSet<_> = old.ifaces.iter().map(|i| &i.name).collect();
+                        let added: Vec<_> = p.ifaces.iter().filter(|i| !before.contains(&i.name)).map(|i| i.name.as_str()).collect();
+                        if !added.is_empty() {
+                            eprintln!("kshark: now also capturing on {}", added.join(", "));
+                        }
+                    }
+                    t.last = Some(p.clone());
+                    Some(p)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    eprintln!("kshark: {e}");
+                    None
+                }
+            }
+        };
+        worker::run(source, &cfg, &STOP, replan, tx, progress)
+    });
+
+    let format = a.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
+    if !a.no_tui {
+        eprintln!("kshark: the terminal UI is not part of this build yet; printing entries (as with --no-tui)");
+    }
+    let mut out = io::stdout().lock();
+    if format == TapFormat::Table {
+        let _ = writeln!(out, "{}", table::header());
+    }
+    let deadline = a.duration.map(|d| Instant::now() + d);
+    let mut entries = 0u64;
+    let mut write_failed = false;
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            STOP.store(true, Ordering::Relaxed);
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(mut e) => {
+                if let Ok(inv) = shared_inv.lock() {
+                    inv.tag(&mut e);
+                }
+                entries += 1;
+                if write_failed {
+                    continue;
+                }
+                let r = match format {
+                    TapFormat::Ndjson => serde_json::to_writer(&mut out, &e).map_err(io::Error::from).and_then(|_| out.write_all(b"\n")),
+                    TapFormat::Table => writeln!(out, "{}", table::row(&e)),
+                };
+                if r.and_then(|_| out.flush()).is_err() {
+                    // the reader went away (a closed pipe): stop capturing
+                    write_failed = true;
+                    STOP.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let mut stats = worker.join().map_err(|_| Failure::Runtime("the capture thread panicked".into()))?.map_err(|e| Failure::Runtime(e.to_string()))?;
+    stats.entries = entries;
+    let drops = stats.drops();
+    let drop_text = if drops.is_empty() {
+        "no drops".to_string()
+    } else {
+        drops.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ") + " dropped"
+    };
+    eprintln!(
+        "kshark: {} packets, {} entries; {}; {} reassembly gaps",
+        stats.source.packets, entries, drop_text, stats.dissect.tcp_gaps
+    );
+    if a.stats {
+        eprintln!("{}", stats.to_json());
+    }
+    Ok(())
+}
