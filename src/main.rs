@@ -7,6 +7,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod lab;
 mod read;
 mod schema;
 mod tap;
@@ -34,6 +35,8 @@ enum Command {
     Read(read::ReadArgs),
     /// Capture live traffic of pods (or interfaces) and print entries as they complete
     Tap(tap::TapArgs),
+    /// A local sock-shop in network namespaces, to tap without a cluster (needs root)
+    Lab(lab::LabArgs),
 }
 
 /// A failure with its exit code.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Read(args) => read::run(args),
         Command::Tap(args) => tap::run(args),
+        Command::Lab(args) => lab::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -181,7 +181,7 @@ impl Targeting {
 }
 
 /// Where `kshark lab up` writes its inventory.
-pub const LAB_INVENTORY: &str = "/run/kshark-lab/inventory.json";
+pub const LAB_INVENTORY: &str = concat!("/run/kshark-lab", "/inventory.json");
 
 fn open_source(engine: Engine, plan: &Plan) -> Result<Box<dyn Source>, Failure> {
     let root_hint = || if unsafe { libc::geteuid() } != 0 { " (live capture needs root: run with sudo)" } else { "" };
@@ -381,4 +381,9 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         eprintln!("{}", stats.to_json());
     }
     Ok(())
+}
+
+/// Whether a network interface of this name exists in our namespace.
+pub fn link_exists(name: &str) -> bool {
+    netns::ifindex(name).is_some()
 }

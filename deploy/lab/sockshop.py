@@ -1,0 +1,418 @@
+"""kshark's lab: small sock-shop services, each run in its own network namespace ("pod").
+
+    python sockshop.py serve ROLE PORT      a service (see ROLES)
+    python sockshop.py load RATE SECONDS ERRORS SLOW
+                                            the load generator: RATE requests/s to
+                                            front-end for SECONDS (0: until stopped), a
+                                            share ERRORS of failing calls and SLOW of slow ones
+
+They call each other as sock-shop does, by short names resolved through the lab's DNS
+server (dnsmasq as kube-dns: catalogue -> catalogue.sock-shop.svc.cluster.local via the
+search path in the namespace's resolv.conf): HTTP/1.1 everywhere, and gRPC from orders
+to payment (sockshop.Payment/Authorise, payment.proto; messages encoded by hand so the
+only dependency is grpcio). A service writes $LAB_DIR/ready/$POD once it listens.
+"""
+import json
+import os
+import random
+import struct
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LAB_DIR = os.environ.get("LAB_DIR", "/run/kshark-lab")
+POD = os.environ.get("POD", "?")
+
+URL = {
+    "catalogue": "http://catalogue",
+    "carts": "http://carts",
+    "orders": "http://orders",
+    "user": "http://user",
+    "shipping": "http://shipping",
+    "catalogue-db": "http://catalogue-db:3306",
+    "carts-db": "http://carts-db:27017",
+    "orders-db": "http://orders-db:27017",
+    "user-db": "http://user-db:27017",
+    "rabbitmq": "http://rabbitmq:15672",
+    "front-end": "http://front-end:8079",
+}
+
+SOCKS = [
+    {"id": "3395a43e-2d88-40de-b95f-e00e1502085b", "name": "Colourful", "price": 18.0, "count": 438},
+    {"id": "510a0d7e-8e83-4193-b483-e27e09ddc34d", "name": "SuperSport XL", "price": 15.0, "count": 820},
+    {"id": "808a2de1-1aaa-4c25-a9b9-6612e8f29a38", "name": "Crossed", "price": 17.32, "count": 738},
+    {"id": "819e1fbf-8b7e-4f6d-811f-693534916a8b", "name": "Figueroa", "price": 14.0, "count": 808},
+    {"id": "a0a4f044-b040-410d-8ead-4de0446aec7e", "name": "Nerd leg", "price": 7.99, "count": 115},
+]
+
+
+def call(method, url, body=None, timeout=5.0):
+    """One HTTP/1.1 call; returns (status, parsed JSON or None)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", "User-Agent": "sock-shop/" + POD})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        e.read()
+        return e.code, None
+    except Exception as e:  # noqa: BLE001 - an upstream that is down is a 503, not a crash
+        print(f"{POD}: {method} {url}: {e}", flush=True)
+        return 503, None
+
+
+# --- protobuf by hand: sockshop.AuthoriseRequest / AuthoriseResponse ------------------------
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def read_varint(b, i):
+    v, shift = 0, 0
+    while True:
+        x = b[i]
+        i += 1
+        v |= (x & 0x7F) << shift
+        shift += 7
+        if not x & 0x80:
+            return v, i
+
+
+def pb_string(field, s):
+    t = s.encode()
+    return varint(field << 3 | 2) + varint(len(t)) + t
+
+
+def fields(b):
+    i, out = 0, {}
+    while i < len(b):
+        key, i = read_varint(b, i)
+        f, wt = key >> 3, key & 7
+        if wt == 0:
+            out[f], i = read_varint(b, i)
+        elif wt == 1:
+            out[f] = struct.unpack("<d", b[i:i + 8])[0]
+            i += 8
+        elif wt == 2:
+            n, i = read_varint(b, i)
+            out[f] = b[i:i + n]
+            i += n
+        elif wt == 5:
+            i += 4
+        else:
+            raise ValueError("bad wire type")
+    return out
+
+
+def auth_request(customer, amount, order):
+    return pb_string(1, customer) + b"\x11" + struct.pack("<d", amount) + pb_string(3, order)
+
+
+def auth_response(ok, message):
+    return (b"\x08\x01" if ok else b"") + pb_string(2, message)
+
+
+# --- services ------------------------------------------------------------------------------
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "sock-shop"
+    sys_version = ""
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def reply(self, status, body):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n) or b"null") if n else None
+
+    def do_GET(self):
+        self.route("GET")
+
+    def do_POST(self):
+        self.route("POST")
+
+    def do_DELETE(self):
+        self.route("DELETE")
+
+    def route(self, method):
+        path, _, query = self.path.partition("?")
+        try:
+            status, body = ROLE_FN(method, path, query, self)
+        except Exception as e:  # noqa: BLE001 - a bug in a lab service is a 500, as in a real one
+            status, body = 500, {"error": str(e)}
+        self.reply(status, body)
+
+
+def front_end(method, path, query, h):
+    if path == "/" or path == "/index.html":
+        return 200, {"page": "index"}
+    if path == "/catalogue":
+        return call("GET", URL["catalogue"] + "/catalogue?" + query)
+    if path.startswith("/catalogue/"):
+        return call("GET", URL["catalogue"] + path)
+    if path == "/cart" and method == "GET":
+        return call("GET", URL["carts"] + "/carts/57a98d98e4b00679b4e9ae4b/items" + ("?fail=1" if "fail" in query else ""))
+    if path == "/cart" and method == "POST":
+        return call("POST", URL["carts"] + "/carts/57a98d98e4b00679b4e9ae4b/items", h.body())
+    if path == "/login":
+        return call("GET", URL["user"] + "/login")
+    if path.startswith("/customers/"):
+        return call("GET", URL["user"] + path)
+    if path == "/orders" and method == "POST":
+        return call("POST", URL["orders"] + "/orders", h.body())
+    return 404, {"error": "not found", "path": path}
+
+
+def catalogue(method, path, query, h):
+    if "slow" in query:
+        time.sleep(random.uniform(0.3, 0.8))
+    if path == "/catalogue":
+        st, rows = call("GET", URL["catalogue-db"] + "/socks")
+        return st, rows
+    if path.startswith("/catalogue/"):
+        sid = path.rsplit("/", 1)[1]
+        st, row = call("GET", URL["catalogue-db"] + "/socks/" + sid)
+        return (404, {"error": "Not found"}) if st == 404 else (st, row)
+    return 404, {"error": "not found"}
+
+
+def database(method, path, query, h):
+    """A document store with a REST API, one per service that keeps data."""
+    if POD.startswith("catalogue-db"):
+        if path == "/socks":
+            return 200, SOCKS
+        for s in SOCKS:
+            if path == "/socks/" + s["id"]:
+                return 200, s
+        return 404, {"error": "no such document"}
+    if method == "POST":
+        doc = h.body() or {}
+        doc["_id"] = "%024x" % random.getrandbits(96)
+        return 201, doc
+    return 200, [{"_id": "57a98d98e4b00679b4e9ae4b", "items": 2}]
+
+
+def carts(method, path, query, h):
+    if "fail" in query:
+        return 500, {"error": "carts-db connection reset"}
+    if method == "POST":
+        return call("POST", URL["carts-db"] + "/carts", h.body())
+    return call("GET", URL["carts-db"] + "/carts?customer=57a98d98e4b00679b4e9ae4b")
+
+
+def user(method, path, query, h):
+    if path == "/login":
+        return 200, {"user": {"id": "57a98d98e4b00679b4e9ae4b", "username": "user"}}
+    if path.startswith("/customers/"):
+        st, rows = call("GET", URL["user-db"] + "/customers/" + path.rsplit("/", 1)[1])
+        return st, {"customer": rows}
+    return 404, {"error": "not found"}
+
+
+def shipping(method, path, query, h):
+    body = h.body()
+    call("POST", URL["rabbitmq"] + "/api/exchanges/%2F/shipping-task/publish", {"payload": json.dumps(body)})
+    return 201, {"shipment": body}
+
+
+QUEUE = []
+
+
+def rabbitmq(method, path, query, h):
+    if method == "POST":
+        QUEUE.append(h.body())
+        return 200, {"routed": True}
+    items = QUEUE[:]
+    del QUEUE[:len(items)]
+    return 200, items
+
+
+_channel = None
+_stub = None
+
+
+def payment_stub():
+    global _channel, _stub
+    if _stub is None:
+        import grpc
+        _channel = grpc.insecure_channel("payment:50051")
+        _stub = _channel.unary_unary(
+            "/sockshop.Payment/Authorise",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+    return _stub
+
+
+def orders(method, path, query, h):
+    import grpc
+    order = h.body() or {}
+    call("GET", URL["carts"] + "/carts/57a98d98e4b00679b4e9ae4b/items")
+    call("GET", URL["user"] + "/customers/57a98d98e4b00679b4e9ae4b")
+    oid = "%016x" % random.getrandbits(64)
+    try:
+        raw = payment_stub()(auth_request("57a98d98e4b00679b4e9ae4b", float(order.get("amount", 20.0)), oid), timeout=5)
+    except grpc.RpcError as e:
+        return 500, {"error": "payment: " + e.code().name}
+    f = fields(raw)
+    if not f.get(1):
+        return 406, {"error": f.get(2, b"").decode()}
+    call("POST", URL["shipping"] + "/shipping", {"order": oid})
+    return call("POST", URL["orders-db"] + "/orders", {"order": oid, "amount": order.get("amount", 20.0)})
+
+
+ROLES = {
+    "front-end": front_end,
+    "catalogue": catalogue,
+    "catalogue-db": database,
+    "carts": carts,
+    "carts-db": database,
+    "orders": orders,
+    "orders-db": database,
+    "user": user,
+    "user-db": database,
+    "shipping": shipping,
+    "rabbitmq": rabbitmq,
+}
+ROLE_FN = None
+
+
+def ready():
+    os.makedirs(os.path.join(LAB_DIR, "ready"), exist_ok=True)
+    open(os.path.join(LAB_DIR, "ready", POD), "w").close()
+
+
+def serve_payment(port):
+    from concurrent import futures
+
+    import grpc
+
+    def authorise(raw, ctx):
+        f = fields(raw)
+        amount = f.get(2, 0.0)
+        if amount < 0:
+            ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "amount must not be negative")
+        if amount > 100:
+            return auth_response(False, "Payment declined: amount exceeds 100.00")
+        return auth_response(True, "Payment authorised")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    handler = grpc.unary_unary_rpc_method_handler(authorise, request_deserializer=lambda b: b, response_serializer=lambda b: b)
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("sockshop.Payment", {"Authorise": handler})])
+    server.add_insecure_port(f"0.0.0.0:{port}")
+    server.start()
+    ready()
+    server.wait_for_termination()
+
+
+def queue_master():
+    ready()
+    while True:
+        call("GET", URL["rabbitmq"] + "/api/queues/%2F/shipping-task/get")
+        time.sleep(1.0)
+
+
+def serve(role, port):
+    global ROLE_FN
+    if role == "payment":
+        return serve_payment(port)
+    if role == "queue-master":
+        return queue_master()
+    ROLE_FN = ROLES[role]
+    ThreadingHTTPServer.daemon_threads = True
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    ready()
+    server.serve_forever()
+
+
+# --- load generator --------------------------------------------------------------------------
+
+def load(rate, seconds, errors, slow):
+    fe = "http://front-end.sock-shop:8079"  # another namespace: the name says which
+    normal = [
+        (30, "GET", "/catalogue", None),
+        (20, "GET", "/catalogue/" + SOCKS[1]["id"], None),
+        (10, "GET", "/", None),
+        (10, "GET", "/cart", None),
+        (10, "POST", "/cart", {"itemId": SOCKS[0]["id"], "unitPrice": 18.0}),
+        (8, "GET", "/login", None),
+        (4, "GET", "/customers/57a98d98e4b00679b4e9ae4b", None),
+        (8, "POST", "/orders", {"amount": 33.0}),
+    ]
+    failing = [
+        (1, "GET", "/catalogue/no-such-sock", None),  # 404 from catalogue
+        (1, "GET", "/cart?fail=1", None),  # 500 from carts
+        (1, "POST", "/orders", {"amount": 250.0}),  # payment declines: 406
+    ]
+    slowed = [(1, "GET", "/catalogue?slow=1", None)]
+
+    def pick(choices):
+        total = sum(c[0] for c in choices)
+        x = random.uniform(0, total)
+        for c in choices:
+            x -= c[0]
+            if x <= 0:
+                return c
+        return choices[-1]
+
+    counts = {}
+    lock = threading.Lock()
+    sem = threading.Semaphore(32)
+
+    def one(method, path, body):
+        try:
+            st, _ = call(method, fe + path, body, timeout=10)
+            with lock:
+                counts[st] = counts.get(st, 0) + 1
+        finally:
+            sem.release()
+
+    ready()
+    start = time.monotonic()
+    n = 0
+    last_report = start
+    while seconds <= 0 or time.monotonic() - start < seconds:
+        r = random.random()
+        choice = pick(failing) if r < errors else pick(slowed) if r < errors + slow else pick(normal)
+        sem.acquire()
+        threading.Thread(target=one, args=choice[1:], daemon=True).start()
+        n += 1
+        due = start + n / rate
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        if time.monotonic() - last_report >= 10:
+            last_report = time.monotonic()
+            with lock:
+                print(f"load: {n} requests sent; statuses {dict(sorted(counts.items()))}", flush=True)
+    for _ in range(32):
+        sem.acquire()
+    print(f"load: done, {n} requests; statuses {dict(sorted(counts.items()))}", flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "load":
+        load(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
+    else:
+        sys.exit(__doc__)

@@ -1,0 +1,326 @@
+//! Live capture against the lab: `kshark lab up`, traffic on, `kshark tap -n sock-shop`
+//! with each engine while tshark records the lab's bridge; both must see the same
+//! requests, with pod names on both ends and no drops. Then the lab's own promises: `up`
+//! twice is harmless, a failure half-way cleans up, `down` leaves nothing behind.
+//!
+//! Needs root (network namespaces, veths, TC programs), tshark, dnsmasq, clang at build
+//! time and the grpcio venv; `sudo bash scripts/setup.sh` installs them. When one is
+//! missing the test fails and says which. The lab is one per machine: the tests here take
+//! turns through a lock.
+
+mod common;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static LAB: Mutex<()> = Mutex::new(());
+
+fn kshark_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kshark")
+}
+
+fn need_root() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(root, "the lab and live capture need root (namespaces, veths, eBPF): run the tests as root, as CI does");
+}
+
+fn need(tool: &str) {
+    let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|d| Path::new(d).join(tool).exists());
+    assert!(found, "{tool} is missing: run `sudo bash scripts/setup.sh`");
+}
+
+fn lab(args: &[&str]) -> String {
+    let o = Command::new(kshark_bin()).arg("lab").args(args).output().expect("run kshark lab");
+    let text = format!("{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(o.status.success(), "kshark lab {} failed: {text}", args.join(" "));
+    text
+}
+
+/// What the lab leaves in the system: namespaces, links, processes.
+fn leftovers() -> Vec<String> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("ksl-") {
+            v.push(format!("netns {n}"));
+        }
+    }
+    for e in std::fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("ksl-") {
+            v.push(format!("link {n}"));
+        }
+    }
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("/run/kshark-lab") {
+            v.push(format!("process {}: {cmd}", e.file_name().to_string_lossy()));
+        }
+    }
+    if Path::new("/run/kshark-lab").exists() {
+        v.push("/run/kshark-lab".into());
+    }
+    v
+}
+
+/// A child whose stderr is collected by a thread, so it never blocks on a full pipe.
+struct Watched {
+    child: Child,
+    err: std::sync::Arc<Mutex<String>>,
+}
+
+impl Watched {
+    fn new(mut child: Child) -> Watched {
+        let err = std::sync::Arc::new(Mutex::new(String::new()));
+        let sink = err.clone();
+        let mut r = BufReader::new(child.stderr.take().expect("stderr piped"));
+        std::thread::spawn(move || loop {
+            let mut l = String::new();
+            if r.read_line(&mut l).unwrap_or(0) == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&l);
+        });
+        Watched { child, err }
+    }
+
+    fn wait_for(&mut self, needle: &str, what: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let text = self.err.lock().unwrap().clone();
+            if text.contains(needle) {
+                return text;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("{what} ended ({st}) before it was ready: {text}");
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "{what} not ready: {text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.err.lock().unwrap().clone()
+    }
+}
+
+/// A request as both tools can name it: client address and port, method, path.
+type Req = (String, u16, String, String);
+
+/// The lab's services speak HTTP on the ports of the databases they stand in for (MySQL's
+/// 3306, MongoDB's 27017): tshark is told so, as it would be told with "Decode As".
+fn tshark_requests(pcap: &Path, from: f64, to: f64) -> (BTreeSet<Req>, BTreeSet<Req>, BTreeSet<(String, u16, String)>) {
+    let fields = |filter: &str, f: &[&str]| -> Vec<Vec<String>> {
+        let mut args: Vec<String> =
+            ["-r", pcap.to_str().unwrap(), "-d", "tcp.port==50051,http2", "-d", "tcp.port==3306,http", "-d", "tcp.port==27017,http", "-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        args.extend(["-e", "frame.time_epoch"].iter().map(|s| s.to_string()));
+        for x in f {
+            args.push("-e".into());
+            args.push(x.to_string());
+        }
+        let o = Command::new("tshark").args(&args).output().expect("run tshark");
+        assert!(o.status.success(), "tshark failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split('\t').map(String::from).collect()).collect()
+    };
+    let inside = |row: &Vec<String>| row[0].parse::<f64>().is_ok_and(|t| t >= from && t <= to);
+    let http = fields("http.request", &["ip.src", "tcp.srcport", "http.request.method", "http.request.uri"])
+        .into_iter()
+        .filter(inside)
+        .map(|r| (r[1].clone(), r[2].parse().unwrap(), r[3].clone(), r[4].clone()))
+        .collect();
+    let grpc = fields("http2.header.name == \":path\" && tcp.dstport == 50051", &["ip.src", "tcp.srcport", "http2.headers.method", "http2.headers.path"])
+        .into_iter()
+        .filter(inside)
+        .map(|r| (r[1].clone(), r[2].parse().unwrap(), r[3].clone(), r[4].clone()))
+        .collect();
+    let dns = fields("dns.flags.response == 0", &["ip.src", "udp.srcport", "dns.qry.name"])
+        .into_iter()
+        .filter(inside)
+        .map(|r| (r[1].clone(), r[2].parse().unwrap_or(0), r[3].clone()))
+        .collect();
+    (http, grpc, dns)
+}
+
+fn epoch(ts: &str) -> f64 {
+    // 2026-11-21T03:00:10.551727171Z
+    let (date, time) = ts.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (y, m, day) = (d[0], d[1], d[2]);
+    // days from civil (Howard Hinnant)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    days as f64 * 86400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
+}
+
+fn tap_with(engine: &str) {
+    lab(&["down"]);
+    let up = lab(&["up"]);
+    assert!(up.contains("front-end") && up.contains("/run/kshark-lab/inventory.json"), "lab up printed: {up}");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("bridge.pcapng");
+    let mut tshark = Watched::new(
+        Command::new("tshark")
+            .args(["-i", "ksl-br0", "-q", "-w"])
+            .arg(&pcap)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tshark"),
+    );
+    tshark.wait_for("Capturing on", "tshark");
+    let mut tap = Watched::new(
+        Command::new(kshark_bin())
+            .args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "12s", "--stats"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kshark tap"),
+    );
+    let head = tap.wait_for("capturing with", "kshark tap");
+    assert!(head.contains(&format!("capturing with {engine}")), "tap did not use {engine}: {head}");
+    let stdout = tap.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        s
+    });
+    let t_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    lab(&["traffic", "--rate", "10", "--duration", "6s", "--wait"]);
+    let t_end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let status = tap.child.wait().unwrap();
+    let out = reader.join().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let tail = tap.stderr();
+    assert!(status.success(), "tap failed: {tail}");
+    // give tshark a moment to write its last packets, then end it (it is ours)
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the tshark we started
+    unsafe { libc::kill(tshark.child.id() as i32, libc::SIGINT) };
+    let _ = tshark.child.wait();
+
+    let stats: Value = serde_json::from_str(tail.lines().rev().find(|l| l.starts_with('{')).expect("--stats line")).unwrap();
+    for k in ["kernel_drops", "ring_drops", "queue_drops", "incomplete_packets"] {
+        assert_eq!(stats[k], 0, "{engine}: {k} at the lab's default rate: {stats}");
+    }
+    let entries: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).expect("NDJSON")).collect();
+    let lab_ip = |e: &Value, side: &str| e[side]["ip"].as_str().unwrap_or("").starts_with("10.244.1.");
+    for e in &entries {
+        for side in ["src", "dst"] {
+            if lab_ip(e, side) {
+                assert!(e[side]["pod"]["name"].is_string(), "{engine}: {side} without a pod name: {e}");
+                assert_eq!(e[side]["pod"]["workload"]["kind"], "Deployment");
+            }
+        }
+        let ns = [e["src"]["namespace"].as_str(), e["dst"]["namespace"].as_str()];
+        assert!(ns.contains(&Some("sock-shop")), "{engine}: an entry outside sock-shop: {e}");
+    }
+    let in_window = |e: &&Value| epoch(e["timestamp"].as_str().unwrap()) >= t_start && epoch(e["timestamp"].as_str().unwrap()) <= t_end;
+    let ours_http: BTreeSet<Req> = entries
+        .iter()
+        .filter(in_window)
+        .filter(|e| e["protocol"] == "http" && e["request"]["method"].is_string())
+        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["method"].as_str().unwrap().to_string(), e["request"]["url"].as_str().unwrap().to_string()))
+        .collect();
+    let ours_grpc: BTreeSet<Req> = entries
+        .iter()
+        .filter(in_window)
+        .filter(|e| e["protocol"] == "grpc")
+        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, "POST".to_string(), e["request"]["path"].as_str().unwrap().to_string()))
+        .collect();
+    let ours_dns: BTreeSet<(String, u16, String)> = entries
+        .iter()
+        .filter(in_window)
+        .filter(|e| e["protocol"] == "dns" && e["request"].is_object())
+        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["questions"][0]["name"].as_str().unwrap().trim_end_matches('.').to_string()))
+        .collect();
+    let (their_http, their_grpc, their_dns) = tshark_requests(&pcap, t_start, t_end);
+    assert!(ours_http.len() >= 40, "{engine}: only {} HTTP requests in 6 s of traffic", ours_http.len());
+    assert!(!ours_grpc.is_empty(), "{engine}: no gRPC call (orders -> payment)");
+    assert!(ours_grpc.iter().all(|r| r.3 == "/sockshop.Payment/Authorise"));
+    assert!(ours_dns.iter().any(|r| r.2 == "catalogue.sock-shop.svc.cluster.local"), "{engine}: no DNS lookup of catalogue");
+    let diff = |a: &BTreeSet<Req>, b: &BTreeSet<Req>| a.symmetric_difference(b).cloned().collect::<Vec<_>>();
+    assert_eq!(diff(&ours_http, &their_http), vec![], "{engine}: HTTP requests differ from tshark's ({} vs {})", ours_http.len(), their_http.len());
+    assert_eq!(diff(&ours_grpc, &their_grpc), vec![], "{engine}: gRPC calls differ from tshark's");
+    // tshark sees every DNS query on the bridge, kube-system's too; the tapped pods' are ours
+    let their_dns: BTreeSet<_> = their_dns.into_iter().filter(|(ip, _, _)| ip != "10.244.1.30" && ip != "10.244.1.10").collect();
+    assert_eq!(ours_dns.symmetric_difference(&their_dns).collect::<Vec<_>>(), Vec::<&(String, u16, String)>::new(), "{engine}: DNS queries differ");
+    eprintln!("{engine}: {} HTTP, {} gRPC, {} DNS requests, same as tshark; no drops", ours_http.len(), ours_grpc.len(), ours_dns.len());
+}
+
+#[test]
+fn lab_tap_each_engine_agrees_with_tshark_and_down_leaves_nothing() {
+    let _g = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    need_root();
+    for t in ["tshark", "dnsmasq", "ip"] {
+        need(t);
+    }
+    tap_with("ebpf");
+    tap_with("libpcap");
+    // up twice is harmless: same processes
+    let pids = std::fs::read_to_string("/run/kshark-lab/pids/front-end").unwrap();
+    assert!(lab(&["up"]).contains("already up"));
+    assert_eq!(std::fs::read_to_string("/run/kshark-lab/pids/front-end").unwrap(), pids);
+    let st = lab(&["status"]);
+    assert!(st.contains("payment") && st.contains("running"), "{st}");
+    lab(&["down"]);
+    assert_eq!(leftovers(), Vec::<String>::new(), "lab down left things behind");
+}
+
+#[test]
+fn lab_failing_half_way_cleans_up() {
+    let _g = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    need_root();
+    lab(&["down"]);
+    // a Python that passes the grpcio check but cannot run a service
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("python");
+    std::fs::write(&fake, "#!/bin/sh\n[ \"$1\" = -c ] && exit 0\necho 'service refuses to start' >&2\nexit 3\n").unwrap();
+    Command::new("chmod").arg("755").arg(&fake).status().unwrap();
+    let o = Command::new(kshark_bin()).args(["lab", "up"]).env("KSHARK_PYTHON", &fake).output().unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("lab up failed") && err.contains("cleaned up"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(leftovers(), Vec::<String>::new(), "a failed lab up left things behind");
+}
+
+#[test]
+fn missing_privileges_are_one_clear_line() {
+    need_root();
+    // run as nobody: setpriv is in util-linux
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", kshark_bin()])
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    let o = as_nobody(&["lab", "up"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(common::stderr(&o).contains("needs root"), "{}", common::stderr(&o));
+    let o = as_nobody(&["tap", "-i", "lo", "--engine", "ebpf", "--no-tui", "--duration", "1s"]);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("ebpf") && err.contains("root"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // auto says why eBPF is out, then libpcap fails the same way
+    let o = as_nobody(&["tap", "-i", "lo", "--no-tui", "--duration", "1s"]);
+    let err = common::stderr(&o);
+    assert!(err.contains("eBPF unavailable") && err.contains("using libpcap"), "{err}");
+    assert!(err.contains("libpcap on lo") && err.contains("root"), "{err}");
+}
