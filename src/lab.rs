@@ -497,7 +497,7 @@ fn traffic(t: TrafficArgs) -> Result<(), Failure> {
     if t.stop {
         return Ok(());
     }
-    if !(t.rate > 0.0) || !(0.0..=1.0).contains(&t.errors) || !(0.0..=1.0).contains(&t.slow) {
+    if t.rate.is_nan() || t.rate <= 0.0 || !(0.0..=1.0).contains(&t.errors) || !(0.0..=1.0).contains(&t.slow) {
         return Err(Failure::Input("--rate must be above 0; --errors and --slow are shares between 0 and 1".into()));
     }
     let py = python().map_err(Failure::Runtime)?;

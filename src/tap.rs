@@ -313,6 +313,11 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
                         if !added.is_empty() {
                             eprintln!("kshark: now also capturing on {}", added.join(", "));
                         }
+                        let after: HashSet<_> = p.ifaces.iter().map(|i| &i.name).collect();
+                        let gone: Vec<_> = old.ifaces.iter().filter(|i| !after.contains(&i.name)).map(|i| i.name.as_str()).collect();
+                        if !gone.is_empty() {
+                            eprintln!("kshark: no longer capturing on {} (pod gone or no longer targeted)", gone.join(", "));
+                        }
                     }
                     t.last = Some(p.clone());
                     Some(p)

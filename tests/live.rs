@@ -110,12 +110,14 @@ impl Watched {
     }
 }
 
-/// A request as both tools can name it: client address and port, method, path.
+/// A request as both tools can name it: client address and port, method (for gRPC: the
+/// HTTP/2 stream id), path.
 type Req = (String, u16, String, String);
+type Query = (String, u16, String);
 
 /// The lab's services speak HTTP on the ports of the databases they stand in for (MySQL's
 /// 3306, MongoDB's 27017): tshark is told so, as it would be told with "Decode As".
-fn tshark_requests(pcap: &Path, from: f64, to: f64) -> (BTreeSet<Req>, BTreeSet<Req>, BTreeSet<(String, u16, String)>) {
+fn tshark_requests(pcap: &Path, from: f64, to: f64) -> (BTreeSet<Req>, BTreeSet<Req>, BTreeSet<Query>) {
     let fields = |filter: &str, f: &[&str]| -> Vec<Vec<String>> {
         let mut args: Vec<String> =
             ["-r", pcap.to_str().unwrap(), "-d", "tcp.port==50051,http2", "-d", "tcp.port==3306,http", "-d", "tcp.port==27017,http", "-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]
@@ -137,7 +139,7 @@ fn tshark_requests(pcap: &Path, from: f64, to: f64) -> (BTreeSet<Req>, BTreeSet<
         .filter(inside)
         .map(|r| (r[1].clone(), r[2].parse().unwrap(), r[3].clone(), r[4].clone()))
         .collect();
-    let grpc = fields("http2.header.name == \":path\" && tcp.dstport == 50051", &["ip.src", "tcp.srcport", "http2.headers.method", "http2.headers.path"])
+    let grpc = fields("http2.header.name == \":path\" && tcp.dstport == 50051", &["ip.src", "tcp.srcport", "http2.streamid", "http2.headers.path"])
         .into_iter()
         .filter(inside)
         .map(|r| (r[1].clone(), r[2].parse().unwrap(), r[3].clone(), r[4].clone()))
@@ -240,9 +242,9 @@ fn tap_with(engine: &str) {
         .iter()
         .filter(in_window)
         .filter(|e| e["protocol"] == "grpc")
-        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, "POST".to_string(), e["request"]["path"].as_str().unwrap().to_string()))
+        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["http2"]["stream_id"].to_string(), e["request"]["path"].as_str().unwrap().to_string()))
         .collect();
-    let ours_dns: BTreeSet<(String, u16, String)> = entries
+    let ours_dns: BTreeSet<Query> = entries
         .iter()
         .filter(in_window)
         .filter(|e| e["protocol"] == "dns" && e["request"].is_object())
@@ -258,7 +260,7 @@ fn tap_with(engine: &str) {
     assert_eq!(diff(&ours_grpc, &their_grpc), vec![], "{engine}: gRPC calls differ from tshark's");
     // tshark sees every DNS query on the bridge, kube-system's too; the tapped pods' are ours
     let their_dns: BTreeSet<_> = their_dns.into_iter().filter(|(ip, _, _)| ip != "10.244.1.30" && ip != "10.244.1.10").collect();
-    assert_eq!(ours_dns.symmetric_difference(&their_dns).collect::<Vec<_>>(), Vec::<&(String, u16, String)>::new(), "{engine}: DNS queries differ");
+    assert_eq!(ours_dns.symmetric_difference(&their_dns).collect::<Vec<_>>(), Vec::<&Query>::new(), "{engine}: DNS queries differ");
     eprintln!("{engine}: {} HTTP, {} gRPC, {} DNS requests, same as tshark; no drops", ours_http.len(), ours_grpc.len(), ours_dns.len());
 }
 
@@ -323,4 +325,71 @@ fn missing_privileges_are_one_clear_line() {
     let err = common::stderr(&o);
     assert!(err.contains("eBPF unavailable") && err.contains("using libpcap"), "{err}");
     assert!(err.contains("libpcap on lo") && err.contains("root"), "{err}");
+}
+
+/// Pods that appear while tapping are picked up, and ones that go are let go: the
+/// inventory first lacks `user`, then has it, then lacks `carts`.
+fn follows_pods(engine: &str) {
+    lab(&["down"]);
+    lab(&["up"]);
+    let full: Value = serde_json::from_slice(&std::fs::read("/run/kshark-lab/inventory.json").unwrap()).unwrap();
+    let without = |app: &str| {
+        let mut v = full.clone();
+        v["items"].as_array_mut().unwrap().retain(|i| i["metadata"]["labels"]["name"] != app);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inventory.json");
+    std::fs::write(&inv, without("user")).unwrap();
+    let mut tap = Watched::new(
+        Command::new(kshark_bin())
+            .args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "16s", "--inventory"])
+            .arg(&inv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kshark tap"),
+    );
+    let head = tap.wait_for("capturing with", "kshark tap");
+    assert!(head.contains("tapping 12 pod addresses on 12 interfaces"), "{head}");
+    let stdout = tap.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        s
+    });
+    lab(&["traffic", "--rate", "20", "--duration", "13s"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let t_user = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    std::fs::write(&inv, serde_json::to_vec(&full).unwrap()).unwrap();
+    tap.wait_for("now also capturing on", "the new pod");
+    std::thread::sleep(Duration::from_secs(4));
+    std::fs::write(&inv, without("carts")).unwrap();
+    let t_carts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(tap.child.wait().unwrap().success(), "{}", tap.stderr());
+    let entries: Vec<Value> = reader.join().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let time = |e: &Value| epoch(e["timestamp"].as_str().unwrap());
+    let touches = |e: &Value, app: &str| ["src", "dst"].iter().any(|s| e[s]["pod"]["labels"]["name"] == app);
+    // user's own traffic (user -> user-db) only once it was in the inventory
+    let user_db: Vec<f64> = entries.iter().filter(|e| e["src"]["pod"]["labels"]["name"] == "user" && e["protocol"] == "http").map(time).collect();
+    assert!(!user_db.is_empty(), "{engine}: no traffic from the pod that appeared");
+    assert!(user_db.iter().all(|t| *t > t_user), "{engine}: user's traffic before it was targeted");
+    // carts is let go: its veth is left, and its DNS lookups (to kube-dns, not tapped)
+    // are no longer seen; its calls to carts-db still are, as carts-db is tapped
+    let carts_dns: Vec<f64> = entries.iter().filter(|e| e["protocol"] == "dns" && e["src"]["ip"] == "10.244.1.14").map(time).collect();
+    assert!(carts_dns.iter().any(|t| *t < t_carts), "{engine}: no DNS lookups from carts before it went");
+    assert!(carts_dns.iter().all(|t| *t < t_carts + 3.0), "{engine}: carts' DNS lookups still captured 3 s after it went");
+    assert!(tap.stderr().contains("no longer capturing on ksl-"), "{}", tap.stderr());
+    assert!(entries.iter().any(|e| e["src"]["ip"] == "10.244.1.14" && touches(e, "carts-db") && time(e) > t_carts + 3.0));
+    lab(&["traffic", "--stop"]);
+}
+
+#[test]
+fn tap_follows_pods_as_they_come_and_go() {
+    let _g = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    need_root();
+    need("dnsmasq");
+    follows_pods("ebpf");
+    follows_pods("libpcap");
+    lab(&["down"]);
 }
