@@ -2,7 +2,7 @@
 # kshark's throughput and memory benchmark, with tshark and the bare packet read in the
 # same run on the same file.
 #
-#   bench/run.sh [--size 2G] [--keep]
+#   bench/run.sh [--size 2G] [--keep] [--capture-only | --no-capture]
 #
 # 1. Records real traffic on loopback with tcpdump: wrk (keep-alive HTTP/1.1, 16
 #    connections) against nginx serving a 32 KiB JSON document and a 4 KiB page, and dig
@@ -11,16 +11,23 @@
 # 2. Times, one after the other: the bare read (every packet through kshark's reader),
 #    `kshark read --format ndjson`, and `tshark` dissecting HTTP and DNS with TCP
 #    reassembly, printing wall time, throughput and peak memory (RSS) of each.
-# Everything listens on 127.0.0.1 and stops by itself.
+# 3. The live-capture benchmark (bench/capture.py): each engine and `tcpdump -w /dev/null`
+#    on the same injected traffic in a network namespace pair: packets per second taken
+#    without loss, CPU seconds per million packets, peak memory, and the worker's memory
+#    with 100,000 open connections.
+# Everything listens on 127.0.0.1 or inside the benchmark's own namespaces and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=2G
 KEEP=0
+CAPTURE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --size) SIZE="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    *) echo "usage: bench/run.sh [--size 2G] [--keep]" >&2; exit 2 ;;
+    --capture-only) exec python3 bench/capture.py ;;
+    --no-capture) CAPTURE=0; shift ;;
+    *) echo "usage: bench/run.sh [--size 2G] [--keep] [--capture-only | --no-capture]" >&2; exit 2 ;;
   esac
 done
 BYTES=$(numfmt --from=iec "$SIZE")
@@ -99,3 +106,6 @@ cleanup; trap - EXIT
 # --- measure ---------------------------------------------------------------------------
 python3 bench/measure.py "$PCAP" | tee "$OUT/results.txt"
 [ "$KEEP" = 1 ] || rm -f "$PCAP"
+
+# --- live capture ------------------------------------------------------------------------
+[ "$CAPTURE" = 0 ] || python3 bench/capture.py | tee "$OUT/capture.txt"

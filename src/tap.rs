@@ -275,7 +275,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let (tx, rx) = sync_channel::<Entry>(65_536);
+    let (tx, rx) = sync_channel::<Entry>(4096);
     let progress = Progress::default();
     let replay = a.replay.is_some();
     let inv_for_worker = std::sync::Mutex::new(t);
@@ -336,39 +336,48 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
     if !a.no_tui {
         eprintln!("kshark: the terminal UI is not part of this build yet; printing entries (as with --no-tui)");
     }
-    let mut out = io::stdout().lock();
+    let mut out = io::BufWriter::with_capacity(256 << 10, io::stdout().lock());
     if format == TapFormat::Table {
         let _ = writeln!(out, "{}", table::header());
     }
     let deadline = a.duration.map(|d| Instant::now() + d);
     let mut entries = 0u64;
     let mut write_failed = false;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             STOP.store(true, Ordering::Relaxed);
         }
-        match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(mut e) => {
-                if let Ok(inv) = shared_inv.lock() {
-                    inv.tag(&mut e);
+        // everything that is ready now, then one write: a pipe reader sees each entry
+        // within the wait below, without a syscall per entry under load
+        let first = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(e) => e,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let inv = shared_inv.lock().map(|i| i.clone()).unwrap_or_default();
+        for mut e in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096)) {
+            inv.tag(&mut e);
+            entries += 1;
+            if write_failed {
+                continue;
+            }
+            match format {
+                TapFormat::Ndjson => {
+                    let _ = serde_json::to_writer(&mut buf, &e);
+                    buf.push(b'\n');
                 }
-                entries += 1;
-                if write_failed {
-                    continue;
-                }
-                let r = match format {
-                    TapFormat::Ndjson => serde_json::to_writer(&mut out, &e).map_err(io::Error::from).and_then(|_| out.write_all(b"\n")),
-                    TapFormat::Table => writeln!(out, "{}", table::row(&e)),
-                };
-                if r.and_then(|_| out.flush()).is_err() {
-                    // the reader went away (a closed pipe): stop capturing
-                    write_failed = true;
-                    STOP.store(true, Ordering::Relaxed);
+                TapFormat::Table => {
+                    let _ = writeln!(buf, "{}", table::row(&e));
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
         }
+        if !write_failed && out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+            // the reader went away (a closed pipe): stop capturing
+            write_failed = true;
+            STOP.store(true, Ordering::Relaxed);
+        }
+        buf.clear();
     }
     let mut stats = worker.join().map_err(|_| Failure::Runtime("the capture thread panicked".into()))?.map_err(|e| Failure::Runtime(e.to_string()))?;
     stats.entries = entries;

@@ -29,7 +29,7 @@
 
 #define CHUNK 16384                 /* power of two */
 #define MAX_CHUNKS 32               /* 512 KiB: the largest GSO/BIG TCP super-packet */
-#define RINGBUF_BYTES (64 << 20)
+#define RINGBUF_BYTES (32 << 20)
 #ifndef WAKEUP_BYTES
 #define WAKEUP_BYTES (256 << 10)
 #endif

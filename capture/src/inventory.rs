@@ -88,12 +88,14 @@ impl Inventory {
             None if v.get("kind").is_some() => vec![&v],
             None => return Err(bad("expected the output of `kubectl get pods,services -A -o json` (a List with items)".into())),
         };
+        // an API server's own lists (PodList, ServiceList) leave `kind` off their items
+        let list_kind = v.get("kind").and_then(Value::as_str).and_then(|k| k.strip_suffix("List")).filter(|k| !k.is_empty());
         for it in items {
             let meta = it.get("metadata").unwrap_or(&Value::Null);
             let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
             let namespace = meta.get("namespace").and_then(Value::as_str).unwrap_or("default").to_string();
             let spec = it.get("spec").unwrap_or(&Value::Null);
-            match it.get("kind").and_then(Value::as_str) {
+            match it.get("kind").and_then(Value::as_str).or(list_kind) {
                 Some("Pod") => {
                     let status = it.get("status").unwrap_or(&Value::Null);
                     let mut addrs = ips(status.get("podIPs").unwrap_or(&Value::Null), Some("ip"));
@@ -197,5 +199,89 @@ impl Inventory {
     pub fn tag(&self, e: &mut Entry) {
         self.name(&mut e.src);
         self.name(&mut e.dst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// A real HTTP exchange between two addresses, through the dissector.
+    fn http_entry(client: IpAddr, server: IpAddr) -> Entry {
+        use kshark_dissect::testkit::{TcpConv, C2S, S2C};
+        let v4 = |a: IpAddr| match a {
+            IpAddr::V4(v) => v.octets(),
+            IpAddr::V6(_) => panic!("IPv4 only"),
+        };
+        let mut c = TcpConv::new((v4(client), 40000), (v4(server), 80), [1, 2]);
+        c.handshake().send(C2S, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &[]).send(S2C, b"HTTP/1.1 204 No Content\r\n\r\n", &[]);
+        let mut d = kshark_dissect::Dissector::new(Default::default());
+        for (ts, f) in &c.frames {
+            d.packet(kshark_dissect::Timestamp(*ts), 1, f);
+        }
+        d.finish();
+        let e = d.drain_entries().next().expect("an entry");
+        e
+    }
+
+    fn fixtures() -> PathBuf {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/k8s");
+        assert!(p.join("api_v1_pods.json").exists(), "the shared fixtures are missing: expected {}", p.display());
+        p
+    }
+
+    #[test]
+    fn reads_an_api_servers_lists_and_names_pods_with_their_workload_and_service() {
+        let f = fixtures();
+        let inv = Inventory::load(&[f.join("api_v1_pods.json"), f.join("api_v1_services.json")]).unwrap();
+        assert_eq!(inv.pods.len(), 14);
+        let carts = inv.pods.iter().find(|p| p.name.starts_with("carts-")).unwrap();
+        assert_eq!(carts.workload, Some(("Deployment".into(), "carts".into())));
+        assert_eq!(inv.service_of(carts).map(|s| s.name.as_str()), Some("carts"));
+        let ip = carts.ips[0];
+        let mut e = http_entry(ip, "10.103.33.1".parse().unwrap());
+        inv.tag(&mut e);
+        assert_eq!(e.src.name, carts.name);
+        assert_eq!(e.src.pod.as_ref().unwrap()["workload"]["name"], "carts");
+        // a Service's ClusterIP names the Service
+        assert_eq!(e.dst.name, "carts");
+        assert_eq!(e.dst.service.as_ref().unwrap()["namespace"], "sock-shop");
+        assert!(e.dst.pod.is_none());
+    }
+
+    #[test]
+    fn selects_by_namespace_and_pattern_and_leaves_host_network_pods_unnamed() {
+        let doc = serde_json::json!({"kind": "List", "items": [
+            {"kind": "Pod", "metadata": {"name": "front-end-1", "namespace": "shop"}, "status": {"podIP": "10.0.0.1"}},
+            {"kind": "Pod", "metadata": {"name": "catalogue-1", "namespace": "shop"}, "status": {"podIPs": [{"ip": "10.0.0.2"}, {"ip": "fd00::2"}]}},
+            {"kind": "Pod", "metadata": {"name": "kube-proxy-x", "namespace": "kube-system"}, "spec": {"hostNetwork": true}, "status": {"podIP": "192.168.1.5"}},
+            {"kind": "Pod", "metadata": {"name": "pending", "namespace": "shop"}, "status": {}},
+        ]});
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.json");
+        std::fs::write(&path, doc.to_string()).unwrap();
+        let inv = Inventory::load(&[path]).unwrap();
+        let names = |v: Vec<&Pod>| v.into_iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(inv.select(&["shop".into()], false, None)), ["front-end-1", "catalogue-1"]);
+        let re = regex::Regex::new("^cat").unwrap();
+        assert_eq!(names(inv.select(&["shop".into()], false, Some(&re))), ["catalogue-1"]);
+        assert_eq!(names(inv.select(&[], true, None)).len(), 2);
+        assert_eq!(inv.pod(&"fd00::2".parse().unwrap()).unwrap().name, "catalogue-1");
+        assert!(inv.pod(&IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5))).is_none());
+    }
+
+    #[test]
+    fn bad_files_say_which_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.json");
+        std::fs::write(&path, "{not json").unwrap();
+        let e = Inventory::load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        assert!(e.contains("x.json") && e.contains("not JSON"), "{e}");
+        std::fs::write(&path, "[1, 2]").unwrap();
+        let e = Inventory::load(&[path]).unwrap_err().to_string();
+        assert!(e.contains("kubectl get pods,services -A -o json"), "{e}");
+        let e = Inventory::load(&[dir.path().join("missing.json")]).unwrap_err().to_string();
+        assert!(e.contains("missing.json") && e.contains("cannot read"), "{e}");
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 /// Big enough for the GSO/GRO super-packets a veth hands up (up to 64 KiB).
 const SNAPLEN: i32 = 262_144;
 const BUFFER_BYTES: i32 = 64 << 20;
+/// The longest a packet waits in a TPACKET_V3 block before user space gets it.
+const BLOCK_TIMEOUT_MS: i32 = 10;
 /// Packets read from one handle per poll round, so one busy interface cannot starve others.
 const BURST: usize = 4096;
 
@@ -44,7 +46,11 @@ impl PcapSource {
         let cap = pcap::Capture::from_device(iface.name.as_str())
             .map_err(fail)?
             .snaplen(SNAPLEN)
-            .immediate_mode(true)
+            // not immediate mode: that makes libpcap use TPACKET_V2, one ring slot of
+            // SNAPLEN bytes per packet (a 64 MiB buffer then holds 256 packets). TPACKET_V3
+            // packs packets into blocks, handed over when full or after the timeout.
+            .immediate_mode(false)
+            .timeout(BLOCK_TIMEOUT_MS)
             .buffer_size(BUFFER_BYTES)
             .precision(pcap::Precision::Nano)
             .open()
@@ -172,5 +178,31 @@ impl Source for PcapSource {
 
     fn attached(&self) -> Vec<String> {
         self.handles.iter().map(|h| h.iface.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiles(filter: &str) {
+        let cap = pcap::Capture::dead(pcap::Linktype::ETHERNET).unwrap();
+        cap.compile(filter, true).unwrap_or_else(|e| panic!("{filter:?} does not compile: {e}"));
+    }
+
+    #[test]
+    fn filters_take_each_packet_once_and_compile() {
+        let veth = Iface { name: "veth1".into(), kind: IfaceKind::PodVeth, addrs: vec!["10.0.0.1".parse().unwrap()] };
+        let targets: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let f = filter_for(&veth, Some(&targets));
+        assert_eq!(f, "(src host 10.0.0.1) or ((dst host 10.0.0.1) and not (src host 10.0.0.1 or src host fd00::2))");
+        compiles(&f);
+        let plain = Iface::named("eth9");
+        let f = filter_for(&plain, Some(&targets));
+        assert_eq!(f, "(host 10.0.0.1 or host fd00::2)");
+        compiles(&f);
+        assert_eq!(filter_for(&plain, None), "");
+        let f = filter_for(&plain, Some(&[]));
+        compiles(&f);
     }
 }

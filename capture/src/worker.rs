@@ -31,7 +31,7 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     pub fn new(dissect: Config) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 256, replan_every: Duration::from_secs(1) }
+        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 64, replan_every: Duration::from_secs(1) }
     }
 }
 
@@ -94,12 +94,15 @@ impl Batch {
 
 struct Shard {
     tx: SyncSender<Batch>,
+    /// Batches the shard is done with, to fill again: fresh 128 KiB buffers for every
+    /// batch cost page faults that showed as a tenth of the worker's time.
+    free: Receiver<Batch>,
     batch: Batch,
     handle: JoinHandle<Stats>,
     stats: Arc<Mutex<Stats>>,
 }
 
-fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, out: SyncSender<Entry>, live: bool, shared: Arc<Mutex<Stats>>) -> Stats {
+fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, out: SyncSender<Entry>, live: bool, shared: Arc<Mutex<Stats>>) -> Stats {
     let mut published = Instant::now();
     let emit = |d: &mut Dissector| {
         for e in d.drain_entries() {
@@ -109,11 +112,14 @@ fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, out: SyncSender<Entry>, liv
     };
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(b) => {
+            Ok(mut b) => {
                 for &(ts, lt, off, len) in &b.pkts {
                     d.packet(ts, lt, &b.data[off as usize..(off + len) as usize]);
                 }
                 emit(&mut d);
+                b.data.clear();
+                b.pkts.clear();
+                let _ = free.try_send(b);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -157,6 +163,7 @@ pub fn run(
     let mut shards: Vec<Shard> = (0..n)
         .map(|i| {
             let (tx, rx) = sync_channel::<Batch>(cfg.queue_batches.max(1));
+            let (free_tx, free_rx) = sync_channel::<Batch>(8);
             let mut d = Dissector::new(cfg.dissect.clone());
             // entry ids stay unique across shards: each shard numbers its own block
             d.set_id_base((i as u64) << 28);
@@ -165,9 +172,9 @@ pub fn run(
             let shared = stats.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("kshark-dissect-{i}"))
-                .spawn(move || shard_loop(d, rx, out, live, shared))
+                .spawn(move || shard_loop(d, rx, free_tx, out, live, shared))
                 .expect("spawn dissector thread");
-            Shard { tx, batch: Batch::new(), handle, stats }
+            Shard { tx, free: free_rx, batch: Batch::new(), handle, stats }
         })
         .collect();
     drop(out);
@@ -176,7 +183,8 @@ pub fn run(
         if s.batch.pkts.is_empty() {
             return;
         }
-        let b = std::mem::replace(&mut s.batch, Batch::new());
+        let fresh = s.free.try_recv().unwrap_or_else(|_| Batch::new());
+        let b = std::mem::replace(&mut s.batch, fresh);
         match s.tx.try_send(b) {
             Ok(()) => {}
             Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {

@@ -223,6 +223,9 @@ pub struct Dissector {
 }
 
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+/// How long a UDP DNS flow with every query answered is kept (a late duplicate answer
+/// within it is still recognised as one).
+const DNS_DONE_NS: u64 = 2_000_000_000;
 
 impl Dissector {
     pub fn new(config: Config) -> Self {
@@ -451,8 +454,11 @@ impl Dissector {
         let mut idle: Vec<(u64, FlowKey)> = Vec::new();
         let Dissector { flows, limits, meta, stats, ids, out, .. } = self;
         for (k, f) in flows.iter_mut() {
-            let timeout = match f.kind {
+            let timeout = match &f.kind {
                 FlowKind::Tcp(_) => limits.tcp_idle_ns,
+                // a lookup answered is done: clients use a fresh port for the next one, so
+                // such flows would pile up for the whole UDP idle time
+                FlowKind::Udp(UdpApp::Dns(p)) if p.is_idle() => limits.udp_idle_ns.min(DNS_DONE_NS),
                 FlowKind::Udp(_) => limits.udp_idle_ns,
             };
             if now.0.saturating_sub(f.last_seen.0) > timeout {

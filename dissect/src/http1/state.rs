@@ -104,6 +104,16 @@ impl Http1 {
         Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new(), h2c: None, connected: false }
     }
 
+    /// The oldest request in flight. An idle connection gives its slot's room back: with
+    /// 100,000 open connections that is most of their memory.
+    fn pop_slot(&mut self) -> Option<Slot> {
+        let s = self.queue.pop_front();
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+        s
+    }
+
     /// The direction requests travel in.
     pub fn client(&self) -> Dir {
         self.client
@@ -183,11 +193,16 @@ impl Http1 {
             cx.stats.http_requests += 1;
             if self.queue.len() >= cx.limits.max_pending_requests {
                 // a client that never gets answers: report the oldest instead of growing
-                let mut old = self.queue.pop_front().expect("non-empty");
+                let mut old = self.pop_slot().expect("non-empty");
                 if let Some(r) = old.req.as_mut() {
                     r.anomalies.push(Anomaly::LimitReached);
                 }
                 self.emit_slot(old, None, cx);
+            }
+            // one slot is the common case: VecDeque's first growth would make room for four,
+            // kept for the connection's life (a Slot is large: it holds whole messages)
+            if self.queue.capacity() == 0 {
+                self.queue.reserve_exact(1);
             }
             self.queue.push_back(slot);
             let side = &mut self.sides[dir.idx()];
@@ -257,7 +272,7 @@ impl Http1 {
             slot.req = Some(msg);
             // the response may have finished first; emit in order from the front
             while self.queue.front().is_some_and(|s| s.req.is_some() && s.early.is_some()) {
-                let mut s = self.queue.pop_front().expect("checked");
+                let mut s = self.pop_slot().expect("checked");
                 let resp = s.early.take();
                 self.emit_slot(s, resp, cx);
             }
@@ -269,7 +284,7 @@ impl Http1 {
             let h2c = status == Some(101) && msg.headers.get("upgrade").is_some_and(|u| u.to_ascii_lowercase().contains("h2c"));
             match self.queue.front_mut() {
                 Some(slot) if slot.req.is_some() && h2c => {
-                    let mut slot = self.queue.pop_front().expect("checked");
+                    let mut slot = self.pop_slot().expect("checked");
                     let q = slot.req.take().expect("checked");
                     let Head::Request { method, target, .. } = q.head else { unreachable!("a request") };
                     let mut fields = vec![(":method".to_string(), method), (":path".to_string(), target), (":scheme".to_string(), "http".to_string())];
@@ -284,7 +299,7 @@ impl Http1 {
                     });
                 }
                 Some(slot) if slot.req.is_some() => {
-                    let slot = self.queue.pop_front().expect("checked");
+                    let slot = self.pop_slot().expect("checked");
                     self.emit_slot(slot, Some(msg), cx);
                 }
                 Some(slot) if slot.early.is_none() => slot.early = Some(msg),

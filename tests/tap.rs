@@ -1,0 +1,69 @@
+//! `kshark tap` without capture privileges: a capture replayed as live traffic through the
+//! sharded worker gives the same entries as `kshark read`, and bad usage is one line.
+
+mod common;
+use common::{corpus, kshark, ndjson, stderr};
+use serde_json::Value;
+
+/// What identifies an exchange regardless of which shard made it or when it was printed.
+fn key(e: &Value) -> String {
+    format!(
+        "{} {}:{} > {}:{} {} {} {}",
+        e["protocol"], e["src"]["ip"], e["src"]["port"], e["dst"]["ip"], e["dst"]["port"],
+        e["request"]["method"], e["request"]["url"], e["response"]["status_code"]
+    ) + &e["request"]["questions"].to_string() + &e["request"]["path"].to_string()
+}
+
+#[test]
+fn replay_through_shards_gives_what_read_gives() {
+    for file in ["sv_datasets-04-http-dns.pcap", "deepflow_grpc-server-stream.pcap", "arkime_http-content-gzip.pcap"] {
+        let path = corpus().join("pcaps").join(file);
+        let path = path.to_str().unwrap();
+        let read = kshark(&["read", path, "--format", "ndjson"]);
+        assert!(read.status.success(), "{}", stderr(&read));
+        let mut want: Vec<String> = ndjson(&read).iter().map(key).collect();
+        for shards in ["1", "3"] {
+            let tap = kshark(&["tap", "--replay", path, "--speed", "0", "--no-tui", "--format", "ndjson", "--shards", shards]);
+            assert!(tap.status.success(), "{}", stderr(&tap));
+            let mut got: Vec<String> = ndjson(&tap).iter().map(key).collect();
+            want.sort();
+            got.sort();
+            assert!(!got.is_empty());
+            assert_eq!(got, want, "{file} with {shards} shards");
+            let err = stderr(&tap);
+            assert!(err.contains("no drops"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn replay_at_the_recorded_pace_takes_the_recorded_time() {
+    // a capture with a gap of a few seconds between its packets: played at its pace it takes them
+    let path = corpus().join("pcaps/sv_dns-tcp-ts-gap.pcap");
+    let t = std::time::Instant::now();
+    let o = kshark(&["tap", "--replay", path.to_str().unwrap(), "--speed", "1", "--no-tui", "--format", "ndjson"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let fast = std::time::Instant::now();
+    let o2 = kshark(&["tap", "--replay", path.to_str().unwrap(), "--speed", "0", "--no-tui", "--format", "ndjson"]);
+    assert!(o2.status.success());
+    let (paced, quick) = (fast - t, fast.elapsed());
+    assert!(paced > quick, "paced {paced:?} vs as fast as possible {quick:?}");
+    // paced entries carry times moved to now
+    let e = &ndjson(&o)[0];
+    assert!(e["timestamp"].as_str().unwrap() > "2026-", "{}", e["timestamp"]);
+}
+
+#[test]
+fn bad_usage_is_one_line_and_exit_2() {
+    for (args, says) in [
+        (vec!["tap", "--no-tui"], "say what to tap"),
+        (vec!["tap", "-n", "x", "--no-tui", "--inventory", "/nonexistent.json"], "/nonexistent.json"),
+        (vec!["tap", "[", "-i", "lo", "--no-tui"], "POD_REGEX"),
+        (vec!["tap", "-i", "lo", "--duration", "5 parsecs"], "unknown unit"),
+    ] {
+        let o = kshark(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
