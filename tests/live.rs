@@ -232,6 +232,13 @@ fn tap_with(engine: &str) {
         assert!(ns.contains(&Some("sock-shop")), "{engine}: an entry outside sock-shop: {e}");
     }
     let in_window = |e: &&Value| epoch(e["timestamp"].as_str().unwrap()) >= t_start && epoch(e["timestamp"].as_str().unwrap()) <= t_end;
+    // nothing half-seen inside the window: every request has its response
+    let half: Vec<&Value> = entries
+        .iter()
+        .filter(in_window)
+        .filter(|e| e["request"].is_null() || e["response"].is_null())
+        .collect();
+    assert!(half.is_empty(), "{engine}: {} entries without their other half, e.g. {}", half.len(), half[0]);
     let ours_http: BTreeSet<Req> = entries
         .iter()
         .filter(in_window)

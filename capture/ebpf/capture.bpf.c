@@ -4,9 +4,11 @@
  * the packets kshark targets into a BPF ring buffer.
  *
  * - Which packets: CONFIG[0] says whether to filter at all. When it does, a packet is
- *   copied when its source or destination address is in TARGETS; on a pod's host-side
- *   veth (IFMODE = VETH) a packet between two targets is copied only where it leaves
- *   its sender (veth ingress), so each packet is seen once; on loopback (IFMODE = LO)
+ *   copied when its source or destination address is in TARGETS. On a pod's host-side
+ *   veth (IFMODE = VETH) what enters the host was sent by the pod and is copied; what
+ *   leaves towards the pod is copied unless its sender is LOCAL (a pod whose own veth is
+ *   attached here: the packet was copied where it left that pod), so each packet is seen
+ *   once, and traffic from pods on other nodes is still seen. On loopback (IFMODE = LO)
  *   only egress is used, as every packet crosses lo twice.
  * - Large packets (GSO/GRO make them up to 64 KiB on veths) are copied in chunks of
  *   CHUNK bytes through a per-CPU scratch buffer: bpf_ringbuf_output takes a variable
@@ -90,6 +92,13 @@ struct {
     __type(value, __u8);
 } TARGETS SEC(".maps");
 
+struct {                            /* pods whose veth is attached on this node */
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct addr_key);
+    __type(value, __u8);
+} LOCAL SEC(".maps");
+
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 4096);
@@ -148,14 +157,13 @@ static __always_inline int wanted(struct __sk_buff *skb, __u8 dir)
     struct addr_key src, dst;
     if (!addresses(skb, &src, &dst))
         return 0;
-    int s = is_target(&src);
     if (m == IF_VETH) {
         /* ingress on the host side = sent by the pod; egress = to the pod */
         if (dir == 0)
-            return s;
-        return !s && is_target(&dst);
+            return is_target(&src);
+        return is_target(&dst) && bpf_map_lookup_elem(&LOCAL, &src) == 0;
     }
-    return s || is_target(&dst);
+    return is_target(&src) || is_target(&dst);
 }
 
 static __always_inline int capture(struct __sk_buff *skb, __u8 dir)

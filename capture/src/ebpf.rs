@@ -71,6 +71,8 @@ pub struct EbpfSource {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     targets: BpfHashMap<MapData, [u8; 16], u8>,
+    local: BpfHashMap<MapData, [u8; 16], u8>,
+    local_set: HashSet<[u8; 16]>,
     ifmode: BpfHashMap<MapData, u32, u32>,
     config: Array<MapData, u32>,
     target_set: HashSet<[u8; 16]>,
@@ -153,11 +155,14 @@ impl EbpfSource {
         let ring = RingBuf::try_from(take(&mut ebpf, "EVENTS")?).map_err(|e| ebpf_err("*", chain(&e)))?;
         let targets = BpfHashMap::try_from(take(&mut ebpf, "TARGETS")?).map_err(|e| ebpf_err("*", chain(&e)))?;
         let ifmode = BpfHashMap::try_from(take(&mut ebpf, "IFMODE")?).map_err(|e| ebpf_err("*", chain(&e)))?;
+        let local = BpfHashMap::try_from(take(&mut ebpf, "LOCAL")?).map_err(|e| ebpf_err("*", chain(&e)))?;
         let config = Array::try_from(take(&mut ebpf, "CONFIG")?).map_err(|e| ebpf_err("*", chain(&e)))?;
         let mut s = EbpfSource {
             ebpf,
             ring,
             targets,
+            local,
+            local_set: HashSet::new(),
             ifmode,
             config,
             target_set: HashSet::new(),
@@ -302,6 +307,15 @@ impl Source for EbpfSource {
 
     fn apply(&mut self, plan: &Plan) -> Result<(), Error> {
         let wanted: HashMap<&str, &Iface> = plan.ifaces.iter().map(|i| (i.name.as_str(), i)).collect();
+        // A pod is LOCAL (its packets are taken where they leave it) only while its veth
+        // is attached: added after attaching, removed before leaving, so no packet falls
+        // between the two.
+        let local: HashSet<[u8; 16]> =
+            plan.ifaces.iter().filter(|i| i.kind == IfaceKind::PodVeth).flat_map(|i| i.addrs.iter().map(|a| key(*a))).collect();
+        for k in self.local_set.difference(&local) {
+            let _ = self.local.remove(k);
+        }
+        self.local_set.retain(|k| local.contains(k));
         let gone: Vec<String> = self
             .ifaces
             .iter()
@@ -311,7 +325,6 @@ impl Source for EbpfSource {
         for n in gone {
             self.detach(&n);
         }
-        // targets first, so a new interface never sees a packet under the old set
         let filter = u32::from(plan.targets.is_some());
         self.config.set(0, filter, 0).map_err(|e| ebpf_err("*", chain(&e)))?;
         let new: HashSet<[u8; 16]> = plan.targets.iter().flatten().map(|a| key(*a)).collect();
@@ -326,6 +339,10 @@ impl Source for EbpfSource {
             if !self.ifaces.contains_key(&iface.name) {
                 self.attach(iface)?;
             }
+        }
+        for k in local.difference(&self.local_set.clone()) {
+            self.local.insert(*k, 1, 0).map_err(|e| ebpf_err("*", format!("local map: {}", chain(&e))))?;
+            self.local_set.insert(*k);
         }
         Ok(())
     }

@@ -15,6 +15,10 @@ const SNAPLEN: i32 = 262_144;
 const BUFFER_BYTES: i32 = 64 << 20;
 /// The longest a packet waits in a TPACKET_V3 block before user space gets it.
 const BLOCK_TIMEOUT_MS: i32 = 10;
+/// Packets are held this long and handed on in time order: each interface's blocks come
+/// up to a block timeout late, so a response taken on one pod's veth can arrive before
+/// its request taken on another's.
+const REORDER_NS: u64 = 3 * BLOCK_TIMEOUT_MS as u64 * 1_000_000;
 /// Packets read from one handle per poll round, so one busy interface cannot starve others.
 const BURST: usize = 4096;
 
@@ -27,8 +31,13 @@ struct Handle {
     last: pcap::Stat,
 }
 
+/// A packet held for reordering: (time, arrival number, link type, bytes).
+type Held = std::cmp::Reverse<(u64, u64, u32, Vec<u8>)>;
+
 pub struct PcapSource {
     handles: Vec<Handle>,
+    held: std::collections::BinaryHeap<Held>,
+    arrivals: u64,
     closed: SourceStats,
     packets: u64,
 }
@@ -36,7 +45,7 @@ pub struct PcapSource {
 impl PcapSource {
     /// Opens every interface of the plan; fails with a message naming the interface.
     pub fn open(plan: &Plan) -> Result<Self, Error> {
-        let mut s = PcapSource { handles: Vec::new(), closed: SourceStats::default(), packets: 0 };
+        let mut s = PcapSource { handles: Vec::new(), held: Default::default(), arrivals: 0, closed: SourceStats::default(), packets: 0 };
         s.apply(plan)?;
         Ok(s)
     }
@@ -68,9 +77,21 @@ impl PcapSource {
     }
 }
 
+impl PcapSource {
+    /// Hands on, in time order, the held packets taken before `horizon`.
+    fn release(&mut self, horizon: u64, f: &mut dyn FnMut(RawPacket<'_>)) {
+        while self.held.peek().is_some_and(|p| p.0 .0 <= horizon) {
+            let std::cmp::Reverse((ts, _, linktype, data)) = self.held.pop().expect("peeked");
+            self.packets += 1;
+            f(RawPacket { ts: Timestamp(ts), linktype, data: &data });
+        }
+    }
+}
+
 /// The kernel-side filter for one interface: only targeted traffic, and on a pod's veth
-/// only the copy that counts (a packet between two targets is taken at its sender's veth).
-pub fn filter_for(iface: &Iface, targets: Option<&[IpAddr]>) -> String {
+/// only the copy that counts: a packet from another pod whose veth is captured here
+/// (`local`) was taken at that pod's veth.
+pub fn filter_for(iface: &Iface, targets: Option<&[IpAddr]>, local: &[IpAddr]) -> String {
     let Some(targets) = targets else { return String::new() };
     if targets.is_empty() {
         return "less 1".into(); // nothing is targeted yet: take nothing
@@ -81,7 +102,12 @@ pub fn filter_for(iface: &Iface, targets: Option<&[IpAddr]>) -> String {
     };
     match iface.kind {
         IfaceKind::PodVeth if !iface.addrs.is_empty() => {
-            format!("{} or ({} and not {})", any("src ", &iface.addrs), any("dst ", &iface.addrs), any("src ", targets))
+            let others: Vec<IpAddr> = local.iter().filter(|a| !iface.addrs.contains(a)).copied().collect();
+            if others.is_empty() {
+                format!("{} or {}", any("src ", &iface.addrs), any("dst ", &iface.addrs))
+            } else {
+                format!("{} or ({} and not {})", any("src ", &iface.addrs), any("dst ", &iface.addrs), any("src ", &others))
+            }
         }
         _ => any("", targets),
     }
@@ -112,8 +138,8 @@ impl Source for PcapSource {
                 match h.cap.next_packet() {
                     Ok(p) => {
                         let ts = Timestamp::from_parts(p.header.ts.tv_sec as u64, p.header.ts.tv_usec as u64);
-                        self.packets += 1;
-                        f(RawPacket { ts, linktype: h.linktype, data: p.data });
+                        self.arrivals += 1;
+                        self.held.push(std::cmp::Reverse((ts.0, self.arrivals, h.linktype, p.data.to_vec())));
                     }
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                     Err(e) => {
@@ -122,7 +148,13 @@ impl Source for PcapSource {
                 }
             }
         }
+        let horizon = crate::source::now().0.saturating_sub(REORDER_NS);
+        self.release(horizon, f);
         Ok(Poll::More)
+    }
+
+    fn flush(&mut self, f: &mut dyn FnMut(RawPacket<'_>)) {
+        self.release(u64::MAX, f);
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<(), Error> {
@@ -140,21 +172,38 @@ impl Source for PcapSource {
             }
         }
         self.handles = kept;
+        // New handles open with a filter that counts only pods already captured as local;
+        // once all are open every filter is set for the full set (so no packet is lost
+        // between two pods while their handles open one after the other).
+        let open_local = |handles: &[Handle]| -> Vec<IpAddr> {
+            handles.iter().filter(|h| h.iface.kind == IfaceKind::PodVeth).flat_map(|h| h.iface.addrs.iter().copied()).collect()
+        };
         for iface in &plan.ifaces {
-            let filter = filter_for(iface, plan.targets.as_deref());
-            match self.handles.iter_mut().find(|h| h.iface.name == iface.name) {
-                Some(h) => {
-                    if h.filter != filter || h.iface.addrs != iface.addrs {
-                        h.cap.filter(&filter, true).map_err(|e| Error::Capture {
-                            engine: "libpcap",
-                            iface: iface.name.clone(),
-                            detail: format!("filter {filter:?}: {e}"),
-                        })?;
-                        h.filter = filter;
-                        h.iface = iface.clone();
+            if !self.handles.iter().any(|h| h.iface.name == iface.name) {
+                let filter = filter_for(iface, plan.targets.as_deref(), &open_local(&self.handles));
+                self.handles.push(Self::open_one(iface, &filter)?);
+            }
+        }
+        let local = open_local(&self.handles);
+        for iface in &plan.ifaces {
+            let filter = filter_for(iface, plan.targets.as_deref(), &local);
+            if let Some(h) = self.handles.iter_mut().find(|h| h.iface.name == iface.name) {
+                if h.filter != filter || h.iface.addrs != iface.addrs {
+                    // libpcap filters what is already queued with the new filter: take it
+                    // first, or a packet that only the old filter let in here is lost
+                    while let Ok(p) = h.cap.next_packet() {
+                        let ts = Timestamp::from_parts(p.header.ts.tv_sec as u64, p.header.ts.tv_usec as u64);
+                        self.arrivals += 1;
+                        self.held.push(std::cmp::Reverse((ts.0, self.arrivals, h.linktype, p.data.to_vec())));
                     }
+                    h.cap.filter(&filter, true).map_err(|e| Error::Capture {
+                        engine: "libpcap",
+                        iface: iface.name.clone(),
+                        detail: format!("filter {filter:?}: {e}"),
+                    })?;
+                    h.filter = filter;
+                    h.iface = iface.clone();
                 }
-                None => self.handles.push(Self::open_one(iface, &filter)?),
             }
         }
         Ok(())
@@ -194,15 +243,20 @@ mod tests {
     fn filters_take_each_packet_once_and_compile() {
         let veth = Iface { name: "veth1".into(), kind: IfaceKind::PodVeth, addrs: vec!["10.0.0.1".parse().unwrap()] };
         let targets: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap()];
-        let f = filter_for(&veth, Some(&targets));
-        assert_eq!(f, "(src host 10.0.0.1) or ((dst host 10.0.0.1) and not (src host 10.0.0.1 or src host fd00::2))");
+        let local: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let f = filter_for(&veth, Some(&targets), &local);
+        assert_eq!(f, "(src host 10.0.0.1) or ((dst host 10.0.0.1) and not (src host fd00::2))");
+        compiles(&f);
+        // alone on the node: everything to and from the pod
+        let f = filter_for(&veth, Some(&targets), &local[..1]);
+        assert_eq!(f, "(src host 10.0.0.1) or (dst host 10.0.0.1)");
         compiles(&f);
         let plain = Iface::named("eth9");
-        let f = filter_for(&plain, Some(&targets));
+        let f = filter_for(&plain, Some(&targets), &[]);
         assert_eq!(f, "(host 10.0.0.1 or host fd00::2)");
         compiles(&f);
-        assert_eq!(filter_for(&plain, None), "");
-        let f = filter_for(&plain, Some(&[]));
+        assert_eq!(filter_for(&plain, None, &[]), "");
+        let f = filter_for(&plain, Some(&[]), &[]);
         compiles(&f);
     }
 }

@@ -84,6 +84,8 @@ pub struct SourceStats {
 pub trait Source: Send {
     /// Waits up to `timeout` for packets and hands every available one to `f`.
     fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(RawPacket<'_>)) -> Result<Poll, Error>;
+    /// At the end of a run: hands on whatever the source still holds.
+    fn flush(&mut self, _f: &mut dyn FnMut(RawPacket<'_>)) {}
     /// Follows a new plan (interfaces and targets): attaches to new interfaces, leaves
     /// gone ones, updates the kernel-side filter.
     fn apply(&mut self, plan: &Plan) -> Result<(), Error>;

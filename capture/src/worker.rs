@@ -140,6 +140,19 @@ fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, ou
     d.stats().clone()
 }
 
+/// Puts a packet into its shard's batch, handing the batch over when full.
+fn dispatch(shards: &mut [Shard], p: crate::source::RawPacket<'_>, drops: &mut u64, flush: &impl Fn(&mut Shard, &mut u64)) {
+    let n = shards.len();
+    let i = if n == 1 { 0 } else { (shard_hash(p.linktype, p.data) % n as u64) as usize };
+    let s = &mut shards[i];
+    let off = s.batch.data.len() as u32;
+    s.batch.data.extend_from_slice(p.data);
+    s.batch.pkts.push((p.ts, p.linktype, off, p.data.len() as u32));
+    if s.batch.pkts.len() >= BATCH {
+        flush(s, drops);
+    }
+}
+
 /// A running worker's live counters, readable from other threads.
 #[derive(Clone, Default)]
 pub struct Progress {
@@ -211,14 +224,7 @@ pub fn run(
         let mut count = 0u64;
         let polled = source.poll(Duration::from_millis(20), &mut |p| {
             count += 1;
-            let i = if n == 1 { 0 } else { (shard_hash(p.linktype, p.data) % n as u64) as usize };
-            let s = &mut shards[i];
-            let off = s.batch.data.len() as u32;
-            s.batch.data.extend_from_slice(p.data);
-            s.batch.pkts.push((p.ts, p.linktype, off, p.data.len() as u32));
-            if s.batch.pkts.len() >= BATCH {
-                flush(s, &mut queue_drops);
-            }
+            dispatch(&mut shards, p, &mut queue_drops, &flush);
         });
         for s in &mut shards {
             flush(s, &mut queue_drops);
@@ -233,6 +239,10 @@ pub fn run(
                 break;
             }
         }
+    }
+    source.flush(&mut |p| dispatch(&mut shards, p, &mut queue_drops, &flush));
+    for s in &mut shards {
+        flush(s, &mut queue_drops);
     }
     let source_stats = source.stats();
     let engine = source.engine();

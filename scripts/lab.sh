@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The main job on a machine with no cluster: installs what is needed (scripts/setup.sh),
+# builds kshark, starts the local sock-shop lab (`kshark lab up`), turns its traffic on,
+# and taps it live for 20 s (`kshark tap -n sock-shop`), printing each entry as it
+# completes. The lab stays up afterwards; `sudo ./target/release/kshark lab down` removes
+# all of it.
+#
+#   sudo bash scripts/lab.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "lab: needs root (network namespaces, veths, eBPF): sudo bash scripts/lab.sh" >&2; exit 1; }
+SECS="${1:-20}"
+bash scripts/setup.sh
+echo "lab: building kshark (release)"
+cargo build --release --quiet --bin kshark
+K=./target/release/kshark
+$K lab up
+$K lab traffic --rate 10
+echo
+echo "lab: tapping sock-shop for ${SECS}s (eBPF when it loads, else libpcap)"
+$K tap -n sock-shop --no-tui --format table --duration "${SECS}s" --proto /run/kshark-lab/payment.proto
+echo
+echo "lab: still up. Again:   sudo $K tap -n sock-shop --no-tui"
+echo "     as NDJSON:         sudo $K tap -n sock-shop --no-tui --format ndjson | jq ."
+echo "     remove it:         sudo $K lab down"
