@@ -18,6 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const DIR: &str = "/run/kshark-lab";
+/// The lab's Pods and Services as `kubectl get pods,services -A -o json` prints them;
+/// `tap` reads it when no other identity is given.
+pub const INVENTORY: &str = "/run/kshark-lab/inventory.json";
 const BRIDGE: &str = "ksl-br0";
 const NS_PREFIX: &str = "ksl-";
 const SERVICES: &str = include_str!("../deploy/lab/sockshop.py");
@@ -209,7 +212,7 @@ fn read_pid(name: &str) -> Option<i32> {
 
 /// Whether every pod runs.
 fn healthy() -> bool {
-    lab_path("inventory.json").exists()
+    Path::new(INVENTORY).exists()
         && PODS.iter().filter(|p| p.role != "load").all(|p| netns_exists(&p.netns()) && read_pid(p.app).is_some_and(pid_alive))
 }
 
@@ -326,7 +329,7 @@ fn build(py: &str) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(100));
     }
     let inv = inventory();
-    fs::write(lab_path("inventory.json"), serde_json::to_vec_pretty(&inv).unwrap_or_default()).map_err(io)?;
+    fs::write(INVENTORY, serde_json::to_vec_pretty(&inv).unwrap_or_default()).map_err(io)?;
     Ok(())
 }
 
@@ -439,7 +442,7 @@ fn down() -> Vec<String> {
         if netns_exists(&p.netns()) && ip(&["netns", "del", &p.netns()]).is_ok() {
             n += 1;
         }
-        if crate::tap::link_exists(&p.veth()) {
+        if kshark_capture::netns::ifindex(&p.veth()).is_some() {
             let _ = ip(&["link", "del", &p.veth()]);
         }
         let _ = fs::remove_dir_all(Path::new("/etc/netns").join(p.netns()));
@@ -447,7 +450,7 @@ fn down() -> Vec<String> {
     if n > 0 {
         removed.push(format!("{n} network namespaces"));
     }
-    if crate::tap::link_exists(BRIDGE) && ip(&["link", "del", BRIDGE]).is_ok() {
+    if kshark_capture::netns::ifindex(BRIDGE).is_some() && ip(&["link", "del", BRIDGE]).is_ok() {
         removed.push(format!("bridge {BRIDGE}"));
     }
     if Path::new(DIR).exists() && fs::remove_dir_all(DIR).is_ok() {
@@ -474,7 +477,7 @@ fn status() -> Result<(), Failure> {
         println!("{:<14} {:<38} {:<12} {:<14} {:<6} {:<12} {state}", p.app, p.pod_name(), p.namespace, p.ip().to_string(), port, p.veth());
     }
     println!("bridge: {BRIDGE} (no address, no route out)   DNS: {} (dnsmasq, *.svc.cluster.local)", PODS[0].ip());
-    println!("inventory: {DIR}/inventory.json   gRPC schema: {DIR}/payment.proto   logs: {DIR}/log/");
+    println!("inventory: {INVENTORY}   gRPC schema: {DIR}/payment.proto   logs: {DIR}/log/");
     println!("next: sudo kshark lab traffic; sudo kshark tap -n sock-shop --no-tui");
     Ok(())
 }

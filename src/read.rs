@@ -4,7 +4,7 @@ use crate::Failure;
 use clap::{Args, ValueEnum};
 use kshark_capture::{pipeline, Error as CaptureError, FileSource};
 use kshark_dissect::export::{har::HarWriter, table};
-use kshark_dissect::{Config, Dissector, Entry, Limits, Stats};
+use kshark_dissect::{Dissector, Entry, Stats};
 use std::fs::File;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -34,16 +34,11 @@ pub struct ReadArgs {
     /// The node name entries carry
     #[arg(long, default_value = "local")]
     node: String,
-    /// Body bytes kept per message; the rest is counted in the size
-    #[arg(long, default_value_t = Limits::default().max_body, value_name = "BYTES")]
-    max_body: usize,
     /// Print every counter (packets, drops, gaps, ...) as JSON on stderr at the end
     #[arg(long)]
     stats: bool,
-    /// Protobuf schemas for gRPC messages: a .proto file, a folder of them, or a descriptor
-    /// set; repeatable. Without one, messages are shown as their wire fields
-    #[arg(long, value_name = "FILE|DIR")]
-    proto: Vec<PathBuf>,
+    #[command(flatten)]
+    dissect: crate::schema::DissectArgs,
 }
 
 /// Output is built in memory and written in blocks of this size: serde_json writes a string
@@ -90,7 +85,7 @@ fn broken_pipe(e: &io::Error) -> bool {
 }
 
 pub fn run(a: ReadArgs) -> Result<(), Failure> {
-    let schema = crate::schema::load(&a.proto).map_err(Failure::Input)?;
+    let config = a.dissect.config(a.node.clone(), kshark_dissect::entry::CaptureSource::File)?;
     let out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(BufWriter::with_capacity(
             256 << 10,
@@ -108,13 +103,12 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
         }
         Format::Har => Sink::Har(HarWriter::new(out).map_err(write_err)?),
     };
-    let limits = Limits { max_body: a.max_body, ..Limits::default() };
     let mut total = Stats::default();
     let mut prev: Option<Dissector> = None;
     let mut failed: Option<Failure> = None;
     for path in &a.files {
         let mut src = FileSource::open(path).map_err(capture_err)?;
-        let mut d = Dissector::new(Config { limits: limits.clone(), node: a.node.clone(), schema: schema.clone(), ..Config::default() });
+        let mut d = Dissector::new(config.clone());
         if let Some(p) = &prev {
             d.continue_ids_from(p);
         }

@@ -59,3 +59,27 @@ fn find_protos(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Resu
     }
     Ok(())
 }
+
+/// The flags `read` and `tap` share: how much of a body to keep, and gRPC schemas.
+#[derive(clap::Args)]
+pub struct DissectArgs {
+    /// Body bytes kept per message; the rest is counted in the size
+    #[arg(long, default_value_t = kshark_dissect::Limits::default().max_body, value_name = "BYTES")]
+    pub max_body: usize,
+    /// Protobuf schemas for gRPC messages: a .proto file, a folder of them, or a descriptor
+    /// set; repeatable. Without one, messages are shown as their wire fields
+    #[arg(long, value_name = "FILE|DIR")]
+    pub proto: Vec<std::path::PathBuf>,
+}
+
+impl DissectArgs {
+    /// The dissector's configuration for these flags (the schemas compiled once).
+    pub fn config(&self, node: String, capture_source: kshark_dissect::entry::CaptureSource) -> Result<kshark_dissect::Config, crate::Failure> {
+        Ok(kshark_dissect::Config {
+            limits: kshark_dissect::Limits { max_body: self.max_body, ..Default::default() },
+            node,
+            capture_source,
+            schema: load(&self.proto).map_err(crate::Failure::Input)?,
+        })
+    }
+}

@@ -8,11 +8,11 @@ use kshark_capture::inventory::Inventory;
 use kshark_capture::live_pcap::PcapSource;
 use kshark_capture::replay::ReplaySource;
 use kshark_capture::source::{Iface, IfaceKind, Plan, Source};
-use kshark_capture::worker::{self, Progress, WorkerConfig};
+use kshark_capture::worker::{self, WorkerConfig};
 use kshark_capture::{netns, FileSource};
 use kshark_dissect::entry::CaptureSource;
 use kshark_dissect::export::table;
-use kshark_dissect::{Config, Entry, Limits};
+use kshark_dissect::{Config, Entry};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -79,15 +79,11 @@ pub struct TapArgs {
     /// Dissector threads [default: the number of cores, up to 8]
     #[arg(long)]
     shards: Option<usize>,
-    /// Body bytes kept per message
-    #[arg(long, default_value_t = Limits::default().max_body, value_name = "BYTES")]
-    max_body: usize,
     /// Print every counter as JSON on stderr at the end
     #[arg(long)]
     stats: bool,
-    /// Protobuf schemas for gRPC messages (as for `read`)
-    #[arg(long, value_name = "FILE|DIR")]
-    proto: Vec<PathBuf>,
+    #[command(flatten)]
+    dissect: crate::schema::DissectArgs,
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -180,38 +176,37 @@ impl Targeting {
     }
 }
 
-/// Where `kshark lab up` writes its inventory.
-pub const LAB_INVENTORY: &str = concat!("/run/kshark-lab", "/inventory.json");
-
 fn open_source(engine: Engine, plan: &Plan) -> Result<Box<dyn Source>, Failure> {
-    let root_hint = || if unsafe { libc::geteuid() } != 0 { " (live capture needs root: run with sudo)" } else { "" };
+    // SAFETY: geteuid has no preconditions.
+    let hint = if unsafe { libc::geteuid() } != 0 { " (live capture needs root: run with sudo)" } else { "" };
+    let failed = |e: kshark_capture::Error| Failure::Runtime(format!("{e}{hint}"));
+    let pcap = || PcapSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(failed);
     match engine {
-        Engine::Ebpf => EbpfSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| Failure::Runtime(format!("{e}{}", root_hint()))),
-        Engine::Libpcap => PcapSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| Failure::Runtime(format!("{e}{}", root_hint()))),
+        Engine::Libpcap => pcap(),
+        Engine::Ebpf => EbpfSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(failed),
         Engine::Auto => match EbpfSource::open(plan) {
             Ok(s) => {
                 eprintln!("kshark: engine auto: eBPF loaded ({:?} attach)", s.attach_mode());
                 Ok(Box::new(s))
             }
             Err(e) => {
-                eprintln!("kshark: engine auto: eBPF unavailable ({e}{}); using libpcap", root_hint());
-                PcapSource::open(plan).map(|s| Box::new(s) as Box<dyn Source>).map_err(|e| Failure::Runtime(format!("{e}{}", root_hint())))
+                eprintln!("kshark: engine auto: eBPF unavailable ({e}{hint}); using libpcap");
+                pcap()
             }
         },
     }
 }
 
 pub fn run(a: TapArgs) -> Result<(), Failure> {
-    let schema = crate::schema::load(&a.proto).map_err(Failure::Input)?;
     let pattern = a
         .pattern
         .as_deref()
         .map(|p| regex::Regex::new(p).map_err(|e| Failure::Input(format!("POD_REGEX {p:?}: {e}"))))
         .transpose()?;
     let mut inventory = a.inventory.clone();
-    if inventory.is_empty() && a.replay.is_none() && std::path::Path::new(LAB_INVENTORY).exists() {
-        eprintln!("kshark: identity from the lab's inventory {LAB_INVENTORY}");
-        inventory.push(LAB_INVENTORY.into());
+    if inventory.is_empty() && a.replay.is_none() && std::path::Path::new(crate::lab::INVENTORY).exists() {
+        eprintln!("kshark: identity from the lab's inventory {}", crate::lab::INVENTORY);
+        inventory.push(crate::lab::INVENTORY.into());
     }
     let mut t = Targeting {
         inventory,
@@ -240,12 +235,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         (None, Engine::Libpcap) => CaptureSource::Libpcap,
         _ => CaptureSource::Ebpf,
     };
-    let dissect = Config {
-        limits: Limits { max_body: a.max_body, ..Limits::default() },
-        node: a.node.clone().unwrap_or_else(hostname),
-        capture_source,
-        schema,
-    };
+    let dissect = a.dissect.config(a.node.clone().unwrap_or_else(hostname), capture_source)?;
     let source: Box<dyn Source> = match &a.replay {
         Some(p) => {
             let f = FileSource::open(p).map_err(|e| Failure::Input(e.to_string()))?;
@@ -276,7 +266,6 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     let (tx, rx) = sync_channel::<Entry>(4096);
-    let progress = Progress::default();
     let replay = a.replay.is_some();
     let inv_for_worker = std::sync::Mutex::new(t);
     let shared_inv = Arc::new(std::sync::Mutex::new(inv_for_worker.lock().unwrap().inv.clone()));
@@ -329,7 +318,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
                 }
             }
         };
-        worker::run(source, &cfg, &STOP, replan, tx, progress)
+        worker::run(source, &cfg, &STOP, replan, tx)
     });
 
     let format = a.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
@@ -397,7 +386,3 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Whether a network interface of this name exists in our namespace.
-pub fn link_exists(name: &str) -> bool {
-    netns::ifindex(name).is_some()
-}

@@ -245,6 +245,11 @@ impl EbpfSource {
 }
 
 impl Joiner {
+    /// A kernel monotonic time as wall-clock time.
+    fn wall(&self, mono_ns: u64) -> Timestamp {
+        Timestamp((i128::from(mono_ns) + self.mono_to_real).max(0) as u64)
+    }
+
     fn chunk(&mut self, item: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) {
         if item.len() < HDR {
             self.incomplete += 1;
@@ -257,8 +262,7 @@ impl Joiner {
         if h.offset == 0 && last {
             // the common case, a packet in one piece: no copy
             self.packets += 1;
-            let ts = Timestamp((i128::from(h.ts_ns) + self.mono_to_real).max(0) as u64);
-            f(RawPacket { ts, linktype: 1, data });
+            f(RawPacket { ts: self.wall(h.ts_ns), linktype: 1, data });
             return;
         }
         let p = self.partial.entry(h.cpu).or_default();
@@ -279,9 +283,8 @@ impl Joiner {
         if last {
             p.open = false;
             self.packets += 1;
-            let ts = Timestamp((i128::from(p.ts_ns) + self.mono_to_real).max(0) as u64);
-            let buf = std::mem::take(&mut p.data);
-            f(RawPacket { ts, linktype: 1, data: &buf });
+            let (ts_ns, buf) = (p.ts_ns, std::mem::take(&mut p.data));
+            f(RawPacket { ts: self.wall(ts_ns), linktype: 1, data: &buf });
         }
     }
 }

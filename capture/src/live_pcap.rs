@@ -77,6 +77,13 @@ impl PcapSource {
     }
 }
 
+/// Keeps a packet for reordering (nanosecond precision: `tv_usec` holds nanoseconds).
+fn hold(held: &mut std::collections::BinaryHeap<Held>, arrivals: &mut u64, linktype: u32, p: &pcap::Packet<'_>) {
+    let ts = Timestamp::from_parts(p.header.ts.tv_sec as u64, p.header.ts.tv_usec as u64);
+    *arrivals += 1;
+    held.push(std::cmp::Reverse((ts.0, *arrivals, linktype, p.data.to_vec())));
+}
+
 impl PcapSource {
     /// Hands on, in time order, the held packets taken before `horizon`.
     fn release(&mut self, horizon: u64, f: &mut dyn FnMut(RawPacket<'_>)) {
@@ -136,11 +143,7 @@ impl Source for PcapSource {
         for h in &mut self.handles {
             for _ in 0..BURST {
                 match h.cap.next_packet() {
-                    Ok(p) => {
-                        let ts = Timestamp::from_parts(p.header.ts.tv_sec as u64, p.header.ts.tv_usec as u64);
-                        self.arrivals += 1;
-                        self.held.push(std::cmp::Reverse((ts.0, self.arrivals, h.linktype, p.data.to_vec())));
-                    }
+                    Ok(p) => hold(&mut self.held, &mut self.arrivals, h.linktype, &p),
                     Err(pcap::Error::TimeoutExpired) | Err(pcap::Error::NoMorePackets) => break,
                     Err(e) => {
                         return Err(Error::Capture { engine: "libpcap", iface: h.iface.name.clone(), detail: e.to_string() })
@@ -192,9 +195,7 @@ impl Source for PcapSource {
                     // libpcap filters what is already queued with the new filter: take it
                     // first, or a packet that only the old filter let in here is lost
                     while let Ok(p) = h.cap.next_packet() {
-                        let ts = Timestamp::from_parts(p.header.ts.tv_sec as u64, p.header.ts.tv_usec as u64);
-                        self.arrivals += 1;
-                        self.held.push(std::cmp::Reverse((ts.0, self.arrivals, h.linktype, p.data.to_vec())));
+                        hold(&mut self.held, &mut self.arrivals, h.linktype, &p);
                     }
                     h.cap.filter(&filter, true).map_err(|e| Error::Capture {
                         engine: "libpcap",

@@ -8,9 +8,8 @@ use crate::error::Error;
 use crate::source::{self, Plan, Poll, Source, SourceStats};
 use kshark_dissect::decode::shard_hash;
 use kshark_dissect::{Config, Dissector, Entry, Stats, Timestamp};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -99,11 +98,9 @@ struct Shard {
     free: Receiver<Batch>,
     batch: Batch,
     handle: JoinHandle<Stats>,
-    stats: Arc<Mutex<Stats>>,
 }
 
-fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, out: SyncSender<Entry>, live: bool, shared: Arc<Mutex<Stats>>) -> Stats {
-    let mut published = Instant::now();
+fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, out: SyncSender<Entry>, live: bool) -> Stats {
     let emit = |d: &mut Dissector| {
         for e in d.drain_entries() {
             // the receiver gone means the run is over: keep draining, nobody listens
@@ -128,12 +125,6 @@ fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, ou
             d.tick(source::now());
             emit(&mut d);
         }
-        if published.elapsed() >= Duration::from_millis(250) {
-            published = Instant::now();
-            if let Ok(mut s) = shared.lock() {
-                *s = d.stats().clone();
-            }
-        }
     }
     d.finish();
     emit(&mut d);
@@ -153,13 +144,6 @@ fn dispatch(shards: &mut [Shard], p: crate::source::RawPacket<'_>, drops: &mut u
     }
 }
 
-/// A running worker's live counters, readable from other threads.
-#[derive(Clone, Default)]
-pub struct Progress {
-    pub packets: Arc<AtomicU64>,
-    pub queue_drops: Arc<AtomicU64>,
-}
-
 /// Runs `source` until it ends or `stop` is set, calling `replan` every
 /// `replan_every` for a new plan (`None`: unchanged). Entries go to `out` as shards
 /// complete them. Returns every stage's counters.
@@ -169,7 +153,6 @@ pub fn run(
     stop: &AtomicBool,
     mut replan: impl FnMut() -> Option<Plan>,
     out: SyncSender<Entry>,
-    progress: Progress,
 ) -> Result<WorkerStats, Error> {
     let live = source.live();
     let n = cfg.shards.max(1);
@@ -181,13 +164,11 @@ pub fn run(
             // entry ids stay unique across shards: each shard numbers its own block
             d.set_id_base((i as u64) << 28);
             let out = out.clone();
-            let stats = Arc::new(Mutex::new(Stats::default()));
-            let shared = stats.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("kshark-dissect-{i}"))
-                .spawn(move || shard_loop(d, rx, free_tx, out, live, shared))
+                .spawn(move || shard_loop(d, rx, free_tx, out, live))
                 .expect("spawn dissector thread");
-            Shard { tx, free: free_rx, batch: Batch::new(), handle, stats }
+            Shard { tx, free: free_rx, batch: Batch::new(), handle }
         })
         .collect();
     drop(out);
@@ -221,16 +202,10 @@ pub fn run(
                 }
             }
         }
-        let mut count = 0u64;
-        let polled = source.poll(Duration::from_millis(20), &mut |p| {
-            count += 1;
-            dispatch(&mut shards, p, &mut queue_drops, &flush);
-        });
+        let polled = source.poll(Duration::from_millis(20), &mut |p| dispatch(&mut shards, p, &mut queue_drops, &flush));
         for s in &mut shards {
             flush(s, &mut queue_drops);
         }
-        progress.packets.fetch_add(count, Ordering::Relaxed);
-        progress.queue_drops.store(queue_drops, Ordering::Relaxed);
         match polled {
             Ok(Poll::More) => {}
             Ok(Poll::End) => break,
@@ -250,8 +225,10 @@ pub fn run(
     let mut dissect = Stats::default();
     for s in shards {
         drop(s.tx);
-        let st = s.handle.join().unwrap_or_else(|_| s.stats.lock().map(|s| s.clone()).unwrap_or_default());
-        dissect.add(&st);
+        match s.handle.join() {
+            Ok(st) => dissect.add(&st),
+            Err(_) => result = Err(Error::Capture { engine, iface: "*".into(), detail: "a dissector thread panicked".into() }),
+        }
     }
     result?;
     Ok(WorkerStats { engine, source: source_stats, queue_drops, entries: 0, dissect })
