@@ -265,10 +265,12 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    let (tx, rx) = sync_channel::<Entry>(4096);
+    // batches of entries (one per shard wake-up); 64 of them bound what waits for output
+    let (tx, rx) = sync_channel::<Vec<Entry>>(64);
     let replay = a.replay.is_some();
     let inv_for_worker = std::sync::Mutex::new(t);
-    let shared_inv = Arc::new(std::sync::Mutex::new(inv_for_worker.lock().unwrap().inv.clone()));
+    // the output loop takes a cheap Arc of the inventory per wake-up; a reload swaps it
+    let shared_inv = Arc::new(std::sync::Mutex::new(Arc::new(inv_for_worker.lock().unwrap().inv.clone())));
     let shared2 = shared_inv.clone();
     let worker = std::thread::spawn(move || {
         let mut scans = 0u32;
@@ -286,7 +288,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
             };
             if changed {
                 if let Ok(mut s) = shared2.lock() {
-                    *s = t.inv.clone();
+                    *s = Arc::new(t.inv.clone());
                 }
             }
             // the namespace scan costs a thread per namespace: every other second
@@ -344,8 +346,9 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let inv = shared_inv.lock().map(|i| i.clone()).unwrap_or_default();
-        for mut e in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(4096)) {
+        let inv = shared_inv.lock().map(|i| Arc::clone(&i)).unwrap_or_default();
+        let ready = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(16));
+        for mut e in ready.flatten() {
             inv.tag(&mut e);
             entries += 1;
             if write_failed {

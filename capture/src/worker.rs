@@ -2,7 +2,7 @@
 //! shards by connection (both directions of a TCP connection, and every fragment of a
 //! datagram, land on the same shard); each shard owns a [`Dissector`]. Queues are
 //! bounded: when a shard falls behind, whole batches are dropped and counted rather than
-//! memory growing. Entries go to one bounded output channel.
+//! memory growing. Entries go to one bounded output channel, a shard's batch at a time.
 
 use crate::error::Error;
 use crate::source::{self, Plan, Poll, Source, SourceStats};
@@ -100,11 +100,13 @@ struct Shard {
     handle: JoinHandle<Stats>,
 }
 
-fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, out: SyncSender<Entry>, live: bool) -> Stats {
+fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, out: SyncSender<Vec<Entry>>, live: bool) -> Stats {
+    // entries go out a batch at a time: one wake-up of the reader per batch, not per entry
     let emit = |d: &mut Dissector| {
-        for e in d.drain_entries() {
+        let v = d.take_entries();
+        if !v.is_empty() {
             // the receiver gone means the run is over: keep draining, nobody listens
-            let _ = out.send(e);
+            let _ = out.send(v);
         }
     };
     loop {
@@ -146,13 +148,13 @@ fn dispatch(shards: &mut [Shard], p: crate::source::RawPacket<'_>, drops: &mut u
 
 /// Runs `source` until it ends or `stop` is set, calling `replan` every
 /// `replan_every` for a new plan (`None`: unchanged). Entries go to `out` as shards
-/// complete them. Returns every stage's counters.
+/// complete them, in batches. Returns every stage's counters.
 pub fn run(
     mut source: Box<dyn Source>,
     cfg: &WorkerConfig,
     stop: &AtomicBool,
     mut replan: impl FnMut() -> Option<Plan>,
-    out: SyncSender<Entry>,
+    out: SyncSender<Vec<Entry>>,
 ) -> Result<WorkerStats, Error> {
     let live = source.live();
     let n = cfg.shards.max(1);

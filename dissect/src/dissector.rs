@@ -263,6 +263,12 @@ impl Dissector {
         self.out.drain(..)
     }
 
+    /// Every entry completed so far, as one vector (for handing to another thread in
+    /// one piece).
+    pub fn take_entries(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.out)
+    }
+
     /// One captured frame of the given link-layer type, as captured (maybe cut short).
     pub fn packet(&mut self, ts: Timestamp, linktype: u32, frame: &[u8]) {
         self.stats.packets += 1;

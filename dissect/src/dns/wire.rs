@@ -3,7 +3,7 @@
 
 use crate::entry::{DnsQuestion, DnsRecord};
 use hickory_proto::op::{Header, MessageType, Query};
-use hickory_proto::rr::{DNSClass, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// A DNS message as the entry shows it.
@@ -54,7 +54,7 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     for _ in 0..c.queries {
         match Query::read(&mut d) {
             Ok(q) => msg.questions.push(DnsQuestion {
-                name: name_text(&q.name.to_string()),
+                name: name_text(&q.name),
                 qtype: type_text(q.query_type),
                 class: class_text(q.query_class),
             }),
@@ -92,11 +92,33 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     Some(msg)
 }
 
-fn name_text(s: &str) -> String {
-    if s == "." {
-        return s.to_string();
+/// A name as hickory prints it, without the final dot (the root stays "."). Names of
+/// plain letters, digits, `-` and `_` (nearly all) are joined here directly; anything
+/// that needs escaping or IDNA goes through hickory's Display.
+fn name_text(n: &Name) -> String {
+    let plain = n.iter().all(|l| {
+        !l.starts_with(b"xn--")
+            && l.iter().enumerate().all(|(i, &b)| b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && i > 0) || (b == b'*' && i == 0))
+    });
+    if !plain {
+        let s = n.to_string();
+        if s == "." {
+            return s;
+        }
+        return s.strip_suffix('.').unwrap_or(&s).to_string();
     }
-    s.strip_suffix('.').unwrap_or(s).to_string()
+    if n.iter().next().is_none() {
+        return if n.is_fqdn() { ".".to_string() } else { String::new() };
+    }
+    let mut out = String::with_capacity(n.len());
+    for (i, l) in n.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        // checked above: ASCII only
+        out.push_str(std::str::from_utf8(l).unwrap_or_default());
+    }
+    out
 }
 
 /// A type's mnemonic, or `TYPEn` (RFC 3597) for types without one.
@@ -104,6 +126,8 @@ pub fn type_text(t: RecordType) -> String {
     match t {
         RecordType::Unknown(n) => format!("TYPE{n}"),
         RecordType::ZERO => "TYPE0".to_string(),
+        RecordType::A => "A".to_string(),
+        RecordType::AAAA => "AAAA".to_string(),
         other => {
             let s = other.to_string();
             if s.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -135,7 +159,7 @@ fn record(r: &Record) -> DnsRecord {
     } else {
         rdata_text(r)
     };
-    DnsRecord { name: name_text(&r.name.to_string()), rtype: type_text(rtype), ttl: r.ttl, data }
+    DnsRecord { name: name_text(&r.name), rtype: type_text(rtype), ttl: r.ttl, data }
 }
 
 /// RFC 9460 presentation form of SVCB and HTTPS: `priority target key=value ...`.
@@ -169,9 +193,9 @@ fn rdata_text(r: &Record) -> String {
         RData::HTTPS(h) => svcb_text(&h.0),
         RData::A(a) => a.to_string(),
         RData::AAAA(a) => a.to_string(),
-        RData::CNAME(n) => name_text(&n.0.to_string()),
-        RData::NS(n) => name_text(&n.0.to_string()),
-        RData::PTR(n) => name_text(&n.0.to_string()),
+        RData::CNAME(n) => name_text(&n.0),
+        RData::NS(n) => name_text(&n.0),
+        RData::PTR(n) => name_text(&n.0),
         RData::TXT(t) => t
             .txt_data
             .iter()
