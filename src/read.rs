@@ -37,6 +37,10 @@ pub struct ReadArgs {
     /// Print every counter (packets, drops, gaps, ...) as JSON on stderr at the end
     #[arg(long)]
     stats: bool,
+    /// Name the endpoints from this file (`kubectl get pods,services,endpoints -A -o json`,
+    /// or an API server's lists); repeatable
+    #[arg(long, value_name = "FILE")]
+    inventory: Vec<PathBuf>,
     #[command(flatten)]
     dissect: crate::schema::DissectArgs,
 }
@@ -86,6 +90,10 @@ fn broken_pipe(e: &io::Error) -> bool {
 
 pub fn run(a: ReadArgs) -> Result<(), Failure> {
     let config = a.dissect.config(a.node.clone(), kshark_dissect::entry::CaptureSource::File)?;
+    let identity = match a.inventory.is_empty() {
+        true => None,
+        false => Some(kshark_capture::inventory::load(&a.inventory).map_err(|e| Failure::Input(e.to_string()))?),
+    };
     let out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(BufWriter::with_capacity(
             256 << 10,
@@ -113,7 +121,10 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
             d.continue_ids_from(p);
         }
         let mut write_error: Option<io::Error> = None;
-        let res = pipeline::dissect_file(&mut src, &mut d, |e| {
+        let res = pipeline::dissect_file(&mut src, &mut d, |mut e| {
+            if let Some(id) = &identity {
+                id.tag(&mut e);
+            }
             if write_error.is_none() {
                 if let Err(err) = sink.put(&e) {
                     write_error = Some(err);

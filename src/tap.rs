@@ -4,7 +4,8 @@
 use crate::Failure;
 use clap::{Args, ValueEnum};
 use kshark_capture::ebpf::EbpfSource;
-use kshark_capture::inventory::Inventory;
+use kshark_capture::identity::{Identity, Shared};
+use kshark_capture::kube_watch::{self, KubeSource, Watch};
 use kshark_capture::live_pcap::PcapSource;
 use kshark_capture::replay::ReplaySource;
 use kshark_capture::source::{Iface, IfaceKind, Plan, Source};
@@ -55,9 +56,14 @@ pub struct TapArgs {
     /// Capture on these interfaces instead of the pods' veths (repeatable)
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     ifaces: Vec<String>,
-    /// Identity and targets from this file (`kubectl get pods,services -A -o json`); repeatable
+    /// Identity and targets from this file (`kubectl get pods,services,endpoints -A -o json`)
+    /// instead of the API server; repeatable
     #[arg(long, value_name = "FILE")]
     inventory: Vec<PathBuf>,
+    /// Identity and targets from the API server of this kubeconfig [default: KUBECONFIG,
+    /// ~/.kube/config, in-cluster, or the lab's when it is up]
+    #[arg(long, value_name = "PATH", conflicts_with = "inventory")]
+    kubeconfig: Option<PathBuf>,
     /// Print entries to stdout (the terminal UI is not built yet, so this is what tap does)
     #[arg(long)]
     no_tui: bool,
@@ -119,7 +125,11 @@ struct Targeting {
     pattern: Option<regex::Regex>,
     ifaces: Vec<String>,
     loaded: Option<SystemTime>,
-    inv: Arc<Inventory>,
+    /// The identity cache: kept current by the watch, or reloaded from the files.
+    id: Shared,
+    /// The API server's watches, when identity comes from one.
+    watch: Option<Watch>,
+    seen: u64,
     last: Option<Plan>,
     warned: HashSet<String>,
 }
@@ -129,20 +139,30 @@ impl Targeting {
         !self.namespaces.is_empty() || self.all || self.pattern.is_some()
     }
 
-    /// Reloads the inventory when a file changed.
+    /// Whether identity changed: the watch moved on, or a file was rewritten (and is
+    /// read again).
     fn reload(&mut self) -> Result<bool, String> {
+        if self.watch.is_some() {
+            let v = self.id.read().map(|c| c.version()).unwrap_or(0);
+            let changed = v != self.seen;
+            self.seen = v;
+            return Ok(changed);
+        }
         let newest = self.inventory.iter().filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).max();
         if newest.is_some() && newest == self.loaded {
             return Ok(false);
         }
-        self.inv = Arc::new(Inventory::load(&self.inventory).map_err(|e| e.to_string())?);
+        let fresh = kshark_capture::inventory::load(&self.inventory).map_err(|e| e.to_string())?;
+        if let Ok(mut c) = self.id.write() {
+            *c = fresh;
+        }
         self.loaded = newest;
         Ok(true)
     }
 
     fn plan(&mut self) -> Result<Plan, String> {
         let selected: Vec<_> = if self.selecting() {
-            self.inv.select(&self.namespaces, self.all, self.pattern.as_ref()).into_iter().cloned().collect()
+            self.id.read().map(|c| c.select(&self.namespaces, self.all, self.pattern.as_ref())).unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -197,17 +217,42 @@ fn open_source(engine: Engine, plan: &Plan) -> Result<Box<dyn Source>, Failure> 
     }
 }
 
+/// Where identity comes from: `--inventory` files; else `--kubeconfig`; else the lab's
+/// API server when the lab is up with one; else KUBECONFIG, ~/.kube/config or the
+/// in-cluster service account; else the lab's inventory file. A replay without either
+/// flag names nothing.
+fn identity_source(a: &TapArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
+    if !a.inventory.is_empty() {
+        return (a.inventory.clone(), None);
+    }
+    if let Some(k) = &a.kubeconfig {
+        return (Vec::new(), Some(KubeSource::Kubeconfig(k.clone())));
+    }
+    if a.replay.is_some() {
+        return (Vec::new(), None);
+    }
+    if std::path::Path::new(crate::lab::KUBECONFIG).exists() {
+        eprintln!("kshark: identity from the lab's API server ({})", crate::lab::KUBECONFIG);
+        return (Vec::new(), Some(KubeSource::Kubeconfig(crate::lab::KUBECONFIG.into())));
+    }
+    let home_config = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".kube/config")).filter(|p| p.exists());
+    if std::env::var_os("KUBECONFIG").is_some() || home_config.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return (Vec::new(), Some(KubeSource::Infer));
+    }
+    if std::path::Path::new(crate::lab::INVENTORY).exists() {
+        eprintln!("kshark: identity from the lab's inventory {}", crate::lab::INVENTORY);
+        return (vec![crate::lab::INVENTORY.into()], None);
+    }
+    (Vec::new(), None)
+}
+
 pub fn run(a: TapArgs) -> Result<(), Failure> {
     let pattern = a
         .pattern
         .as_deref()
         .map(|p| regex::Regex::new(p).map_err(|e| Failure::Input(format!("POD_REGEX {p:?}: {e}"))))
         .transpose()?;
-    let mut inventory = a.inventory.clone();
-    if inventory.is_empty() && a.replay.is_none() && std::path::Path::new(crate::lab::INVENTORY).exists() {
-        eprintln!("kshark: identity from the lab's inventory {}", crate::lab::INVENTORY);
-        inventory.push(crate::lab::INVENTORY.into());
-    }
+    let (inventory, kube) = identity_source(&a);
     let mut t = Targeting {
         inventory,
         namespaces: a.namespaces.clone(),
@@ -215,18 +260,26 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         pattern,
         ifaces: a.ifaces.clone(),
         loaded: None,
-        inv: Arc::new(Inventory::default()),
+        id: Arc::new(std::sync::RwLock::new(Identity::default())),
+        watch: None,
+        seen: 0,
         last: None,
         warned: HashSet::new(),
     };
+    if let Some(k) = kube {
+        let w = kube_watch::start(k, t.id.clone(), Duration::from_secs(15)).map_err(|e| Failure::Runtime(e.to_string()))?;
+        let pods = t.id.read().map(|c| c.pods().count()).unwrap_or(0);
+        eprintln!("kshark: identity from the API server {}: {pods} pods", w.description);
+        t.watch = Some(w);
+    }
     t.reload().map_err(Failure::Input)?;
     if a.replay.is_none() && t.ifaces.is_empty() {
         if !t.selecting() {
             return Err(Failure::Input("say what to tap: -n NAMESPACE, -A, a POD_REGEX, or -i IFACE".into()));
         }
-        if t.inventory.is_empty() {
+        if t.inventory.is_empty() && t.watch.is_none() {
             return Err(Failure::Input(
-                "no identity source: pass --inventory FILE (`kubectl get pods,services -A -o json`), or start the lab with `kshark lab up`".into(),
+                "no identity source: no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) and no --inventory FILE (`kubectl get pods,services,endpoints -A -o json`); or start the lab with `kshark lab up`".into(),
             ));
         }
     }
@@ -268,10 +321,9 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
     // batches of entries (one per shard wake-up); 64 of them bound what waits for output
     let (tx, rx) = sync_channel::<Vec<Entry>>(64);
     let replay = a.replay.is_some();
+    // the output loop names entries from the same cache the watch (or a reload) updates
+    let id = t.id.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
-    // the output loop takes a cheap Arc of the inventory per wake-up; a reload swaps it
-    let shared_inv = Arc::new(std::sync::Mutex::new(Arc::new(inv_for_worker.lock().unwrap().inv.clone())));
-    let shared2 = shared_inv.clone();
     let worker = std::thread::spawn(move || {
         let mut scans = 0u32;
         let replan = move || -> Option<kshark_capture::source::Plan> {
@@ -286,11 +338,6 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
                     false
                 }
             };
-            if changed {
-                if let Ok(mut s) = shared2.lock() {
-                    *s = Arc::new(t.inv.clone());
-                }
-            }
             // the namespace scan costs a thread per namespace: every other second
             scans += 1;
             if !changed && scans % 2 == 1 {
@@ -346,7 +393,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let inv = shared_inv.lock().map(|i| Arc::clone(&i)).unwrap_or_default();
+        let inv = id.read().unwrap_or_else(|p| p.into_inner());
         let ready = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(16));
         for mut e in ready.flatten() {
             inv.tag(&mut e);

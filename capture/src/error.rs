@@ -21,4 +21,6 @@ pub enum Error {
     Capture { engine: &'static str, iface: String, detail: String },
     #[error("{path}: {detail}")]
     Inventory { path: PathBuf, detail: String },
+    #[error("identity from {from}: {detail}")]
+    Kube { from: String, detail: String },
 }

@@ -1,205 +1,59 @@
-//! Identity from an inventory file: the JSON of `kubectl get pods,services -A -o json`
-//! (a `List`, or a single object; several files add up). It names addresses (pod IPs and
-//! Service cluster IPs) and selects the pods `tap` targets. The live Kubernetes watch
-//! arrives with its own cache; this is its offline form.
+//! Identity from inventory files: the JSON of `kubectl get pods,services,endpoints -A -o
+//! json` (a `List`, an API server's own `PodList`/`ServiceList`/..., or a single
+//! object; several files add up). Pods, Services, Endpoints, EndpointSlices, Nodes,
+//! ReplicaSets and Jobs are read into an [`Identity`] cache whose objects hold their
+//! addresses for all time (a file is a snapshot, with no history): for offline reading
+//! and for the lab when it has no API server.
 
 use crate::error::Error;
-use kshark_dissect::entry::Endpoint;
-use kshark_dissect::Entry;
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use crate::identity::{Identity, Object};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Pod {
-    pub name: String,
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    /// (kind, name) of the workload: the Deployment behind a ReplicaSet, else the owner.
-    pub workload: Option<(String, String)>,
-    pub node: Option<String>,
-    pub ips: Vec<IpAddr>,
-    pub host_network: bool,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Service {
-    pub name: String,
-    pub namespace: String,
-    pub cluster_ips: Vec<IpAddr>,
-    pub selector: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct Inventory {
-    pub pods: Vec<Pod>,
-    pub services: Vec<Service>,
-    pod_by_ip: HashMap<IpAddr, usize>,
-    svc_by_ip: HashMap<IpAddr, usize>,
-}
-
-fn strings(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default()
-}
-
-fn ips(list: &Value, key: Option<&str>) -> Vec<IpAddr> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| match key {
-            Some(k) => v.get(k)?.as_str()?.parse().ok(),
-            None => v.as_str()?.parse().ok(),
-        })
-        .collect()
-}
-
-fn workload(meta: &Value, labels: &BTreeMap<String, String>) -> Option<(String, String)> {
-    let owners = meta.get("ownerReferences")?.as_array()?;
-    let o = owners.iter().find(|o| o.get("controller").and_then(Value::as_bool) == Some(true)).or(owners.first())?;
-    let kind = o.get("kind")?.as_str()?;
-    let name = o.get("name")?.as_str()?;
-    if kind == "ReplicaSet" {
-        if let Some(base) = labels.get("pod-template-hash").and_then(|h| name.strip_suffix(h.as_str())?.strip_suffix('-')) {
-            return Some(("Deployment".into(), base.to_string()));
+/// Reads the files into one cache.
+pub fn load(paths: &[PathBuf]) -> Result<Identity, Error> {
+    let mut id = Identity::timeless();
+    for p in paths {
+        for o in read(p)? {
+            id.apply(o, 0);
         }
     }
-    Some((kind.to_string(), name.to_string()))
+    Ok(id)
 }
 
-impl Inventory {
-    pub fn load(paths: &[PathBuf]) -> Result<Self, Error> {
-        let mut inv = Inventory::default();
-        for p in paths {
-            inv.add_file(p)?;
-        }
-        inv.index();
-        Ok(inv)
-    }
+fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> Result<Box<T>, String> {
+    T::deserialize(v).map(Box::new).map_err(|e| e.to_string())
+}
 
-    fn add_file(&mut self, path: &Path) -> Result<(), Error> {
-        let bad = |detail: String| Error::Inventory { path: path.to_path_buf(), detail };
-        let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let v: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let items: Vec<&Value> = match v.get("items").and_then(Value::as_array) {
-            Some(a) => a.iter().collect(),
-            None if v.get("kind").is_some() => vec![&v],
-            None => return Err(bad("expected the output of `kubectl get pods,services -A -o json` (a List with items)".into())),
+/// The objects of one file that identity uses (others are passed over).
+pub fn read(path: &Path) -> Result<Vec<Object>, Error> {
+    let bad = |detail: String| Error::Inventory { path: path.to_path_buf(), detail };
+    let text = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let v: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let items: Vec<&Value> = match v.get("items").and_then(Value::as_array) {
+        Some(a) => a.iter().collect(),
+        None if v.get("kind").is_some() => vec![&v],
+        None => return Err(bad("expected the output of `kubectl get pods,services,endpoints -A -o json` (a List with items)".into())),
+    };
+    // an API server's own lists (PodList, ServiceList) leave `kind` off their items
+    let list_kind = v.get("kind").and_then(Value::as_str).and_then(|k| k.strip_suffix("List")).filter(|k| !k.is_empty());
+    let mut out = Vec::new();
+    for (i, it) in items.into_iter().enumerate() {
+        let kind = it.get("kind").and_then(Value::as_str).or(list_kind);
+        let o = match kind {
+            Some("Pod") => typed(it).map(Object::Pod),
+            Some("Service") => typed(it).map(Object::Service),
+            Some("Endpoints") => typed(it).map(Object::Endpoints),
+            // v1beta1 slices carry the same fields identity reads
+            Some("EndpointSlice") => typed(it).map(Object::EndpointSlice),
+            Some("Node") => typed(it).map(Object::Node),
+            Some("ReplicaSet") => typed(it).map(Object::ReplicaSet),
+            Some("Job") => typed(it).map(Object::Job),
+            _ => continue,
         };
-        // an API server's own lists (PodList, ServiceList) leave `kind` off their items
-        let list_kind = v.get("kind").and_then(Value::as_str).and_then(|k| k.strip_suffix("List")).filter(|k| !k.is_empty());
-        for it in items {
-            let meta = it.get("metadata").unwrap_or(&Value::Null);
-            let name = meta.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let namespace = meta.get("namespace").and_then(Value::as_str).unwrap_or("default").to_string();
-            let spec = it.get("spec").unwrap_or(&Value::Null);
-            match it.get("kind").and_then(Value::as_str).or(list_kind) {
-                Some("Pod") => {
-                    let status = it.get("status").unwrap_or(&Value::Null);
-                    let mut addrs = ips(status.get("podIPs").unwrap_or(&Value::Null), Some("ip"));
-                    if addrs.is_empty() {
-                        addrs.extend(status.get("podIP").and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok()));
-                    }
-                    let labels = strings(meta.get("labels").unwrap_or(&Value::Null));
-                    self.pods.push(Pod {
-                        workload: workload(meta, &labels),
-                        name,
-                        namespace,
-                        labels,
-                        node: spec.get("nodeName").and_then(Value::as_str).map(String::from),
-                        ips: addrs,
-                        host_network: spec.get("hostNetwork").and_then(Value::as_bool).unwrap_or(false),
-                    });
-                }
-                Some("Service") => {
-                    let mut cluster_ips = ips(spec.get("clusterIPs").unwrap_or(&Value::Null), None);
-                    if cluster_ips.is_empty() {
-                        cluster_ips.extend(spec.get("clusterIP").and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok()));
-                    }
-                    self.services.push(Service {
-                        name,
-                        namespace,
-                        cluster_ips,
-                        selector: strings(spec.get("selector").unwrap_or(&Value::Null)),
-                    });
-                }
-                _ => {} // Endpoints and others: the pods and services say enough here
-            }
-        }
-        Ok(())
+        out.push(o.map_err(|e| bad(format!("item {i} ({}): {e}", kind.unwrap_or("?"))))?);
     }
-
-    fn index(&mut self) {
-        self.pod_by_ip.clear();
-        self.svc_by_ip.clear();
-        for (i, p) in self.pods.iter().enumerate() {
-            // hostNetwork pods share the node's address: it names the node, not them
-            if !p.host_network {
-                for a in &p.ips {
-                    self.pod_by_ip.insert(*a, i);
-                }
-            }
-        }
-        for (i, s) in self.services.iter().enumerate() {
-            for a in &s.cluster_ips {
-                self.svc_by_ip.insert(*a, i);
-            }
-        }
-    }
-
-    pub fn pod(&self, ip: &IpAddr) -> Option<&Pod> {
-        self.pod_by_ip.get(ip).map(|&i| &self.pods[i])
-    }
-
-    /// The first Service (by name) in the pod's namespace whose selector it matches.
-    pub fn service_of(&self, pod: &Pod) -> Option<&Service> {
-        let mut m: Vec<&Service> = self
-            .services
-            .iter()
-            .filter(|s| s.namespace == pod.namespace && !s.selector.is_empty())
-            .filter(|s| s.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v)))
-            .collect();
-        m.sort_by(|a, b| a.name.cmp(&b.name));
-        m.first().copied()
-    }
-
-    /// Pods of the given namespaces (all with `all`), narrowed by a name pattern, that
-    /// have an address.
-    pub fn select(&self, namespaces: &[String], all: bool, pattern: Option<&regex::Regex>) -> Vec<&Pod> {
-        self.pods
-            .iter()
-            .filter(|p| all || namespaces.contains(&p.namespace))
-            .filter(|p| pattern.is_none_or(|r| r.is_match(&p.name)))
-            .filter(|p| !p.ips.is_empty() && !p.host_network)
-            .collect()
-    }
-
-    fn name(&self, ep: &mut Endpoint) {
-        if let Some(p) = self.pod(&ep.ip) {
-            ep.name = p.name.clone();
-            ep.namespace = Some(p.namespace.clone());
-            ep.pod = Some(json!({
-                "name": p.name,
-                "namespace": p.namespace,
-                "labels": p.labels,
-                "workload": p.workload.as_ref().map(|(k, n)| json!({"kind": k, "name": n})),
-                "node": p.node,
-            }));
-            ep.service = self.service_of(p).map(|s| json!({"name": s.name, "namespace": s.namespace}));
-        } else if let Some(s) = self.svc_by_ip.get(&ep.ip).map(|&i| &self.services[i]) {
-            ep.name = s.name.clone();
-            ep.namespace = Some(s.namespace.clone());
-            ep.service = Some(json!({"name": s.name, "namespace": s.namespace}));
-        }
-    }
-
-    /// Names both ends of an entry.
-    pub fn tag(&self, e: &mut Entry) {
-        self.name(&mut e.src);
-        self.name(&mut e.dst);
-    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -234,11 +88,13 @@ mod tests {
     #[test]
     fn reads_an_api_servers_lists_and_names_pods_with_their_workload_and_service() {
         let f = fixtures();
-        let inv = Inventory::load(&[f.join("api_v1_pods.json"), f.join("api_v1_services.json")]).unwrap();
-        assert_eq!(inv.pods.len(), 14);
-        let carts = inv.pods.iter().find(|p| p.name.starts_with("carts-")).unwrap();
-        assert_eq!(carts.workload, Some(("Deployment".into(), "carts".into())));
-        assert_eq!(inv.service_of(carts).map(|s| s.name.as_str()), Some("carts"));
+        let inv = load(&[f.join("api_v1_pods.json"), f.join("api_v1_services.json")]).unwrap();
+        assert_eq!(inv.pods().count(), 14);
+        let carts = inv.pods().find(|p| p.name.starts_with("carts-")).unwrap().clone();
+        // no ReplicaSets in these files: the Deployment comes from the pod template hash
+        assert_eq!(inv.workload(&carts), Some(("Deployment".into(), "carts".into())));
+        // no Endpoints either: the Services' selectors say which it backs
+        assert_eq!(inv.services_of(&carts), ["carts"]);
         let ip = carts.ips[0];
         let mut e = http_entry(ip, "10.103.33.1".parse().unwrap());
         inv.tag(&mut e);
@@ -261,14 +117,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inv.json");
         std::fs::write(&path, doc.to_string()).unwrap();
-        let inv = Inventory::load(&[path]).unwrap();
-        let names = |v: Vec<&Pod>| v.into_iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        let inv = load(&[path]).unwrap();
+        let names = |v: Vec<std::sync::Arc<crate::identity::PodInfo>>| v.into_iter().map(|p| p.name.clone()).collect::<Vec<_>>();
         assert_eq!(names(inv.select(&["shop".into()], false, None)), ["front-end-1", "catalogue-1"]);
         let re = regex::Regex::new("^cat").unwrap();
         assert_eq!(names(inv.select(&["shop".into()], false, Some(&re))), ["catalogue-1"]);
         assert_eq!(names(inv.select(&[], true, None)).len(), 2);
-        assert_eq!(inv.pod(&"fd00::2".parse().unwrap()).unwrap().name, "catalogue-1");
-        assert!(inv.pod(&IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5))).is_none());
+        assert_eq!(inv.pod_at(&"fd00::2".parse().unwrap(), 0).unwrap().name, "catalogue-1");
+        assert!(inv.pod_at(&IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5)), 0).is_none());
     }
 
     #[test]
@@ -276,12 +132,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.json");
         std::fs::write(&path, "{not json").unwrap();
-        let e = Inventory::load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        let e = load(std::slice::from_ref(&path)).unwrap_err().to_string();
         assert!(e.contains("x.json") && e.contains("not JSON"), "{e}");
         std::fs::write(&path, "[1, 2]").unwrap();
-        let e = Inventory::load(&[path]).unwrap_err().to_string();
-        assert!(e.contains("kubectl get pods,services -A -o json"), "{e}");
-        let e = Inventory::load(&[dir.path().join("missing.json")]).unwrap_err().to_string();
+        let e = load(&[path]).unwrap_err().to_string();
+        assert!(e.contains("kubectl get pods,services,endpoints -A -o json"), "{e}");
+        let e = load(&[dir.path().join("missing.json")]).unwrap_err().to_string();
         assert!(e.contains("missing.json") && e.contains("cannot read"), "{e}");
     }
 }

@@ -9,7 +9,9 @@
 pub mod ebpf;
 pub mod error;
 pub mod file;
+pub mod identity;
 pub mod inventory;
+pub mod kube_watch;
 pub mod live_pcap;
 pub mod netns;
 pub mod pipeline;
