@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 
 /// Nanoseconds since the Unix epoch, as entry timestamps are.
 pub type Nanos = i64;
-/// How long ended tenures are kept for naming late entries.
+/// How long ended tenures are kept, after their end was seen, for naming late entries.
 const HISTORY_NS: Nanos = 15 * 60 * 1_000_000_000;
 /// An entry slightly older than its holder's recorded start (seconds precision, clocks)
 /// is still named by it when nobody else held the address.
@@ -61,6 +61,8 @@ pub struct ServiceInfo {
 struct Tenure<T> {
     from: Nanos,
     until: Nanos,
+    /// When the end was learnt (history is kept for a while after that).
+    ended_seen: Nanos,
     val: Arc<T>,
 }
 
@@ -76,7 +78,7 @@ impl<T> Default for History<T> {
 
 impl<T: PartialEq> History<T> {
     /// `val` holds the address from `from` on (an update when it already does).
-    fn open(&mut self, from: Nanos, val: Arc<T>, same: impl Fn(&T) -> bool) {
+    fn open(&mut self, from: Nanos, at: Nanos, val: Arc<T>, same: impl Fn(&T) -> bool) {
         if let Some(t) = self.0.iter_mut().rev().find(|t| t.until == Nanos::MAX && same(&t.val)) {
             t.val = val;
             return;
@@ -85,9 +87,10 @@ impl<T: PartialEq> History<T> {
         for t in &mut self.0 {
             if t.until > from {
                 t.until = from.max(t.from);
+                t.ended_seen = at;
             }
         }
-        self.0.push(Tenure { from, until: Nanos::MAX, val });
+        self.0.push(Tenure { from, until: Nanos::MAX, ended_seen: Nanos::MAX, val });
         self.0.sort_by_key(|t| t.from);
         if self.0.len() > MAX_TENURES {
             self.0.remove(0);
@@ -98,6 +101,7 @@ impl<T: PartialEq> History<T> {
         for t in &mut self.0 {
             if t.until == Nanos::MAX && same(&t.val) {
                 t.until = at.max(t.from);
+                t.ended_seen = at;
             }
         }
     }
@@ -108,7 +112,7 @@ impl<T: PartialEq> History<T> {
     }
 
     fn prune(&mut self, now: Nanos) {
-        self.0.retain(|t| t.until == Nanos::MAX || t.until > now.saturating_sub(HISTORY_NS));
+        self.0.retain(|t| t.until == Nanos::MAX || t.ended_seen > now.saturating_sub(HISTORY_NS));
     }
 
     fn current(&self) -> Option<&Arc<T>> {
@@ -364,7 +368,7 @@ impl Identity {
         }
         for ip in &info.ips {
             let (uid, name) = (info.uid.clone(), info.name.clone());
-            self.pod_ips.entry(*ip).or_default().open(from, info.clone(), |p| p.uid == uid && p.name == name);
+            self.pod_ips.entry(*ip).or_default().open(from, at, info.clone(), |p| p.uid == uid && p.name == name);
         }
         self.pods.insert(key.to_string(), info);
     }
@@ -381,7 +385,7 @@ impl Identity {
         }
         for ip in &info.cluster_ips {
             let (uid, name) = (info.uid.clone(), info.name.clone());
-            self.service_ips.entry(*ip).or_default().open(from, info.clone(), |s| s.uid == uid && s.name == name);
+            self.service_ips.entry(*ip).or_default().open(from, at, info.clone(), |s| s.uid == uid && s.name == name);
         }
         self.services.insert(key.to_string(), info);
     }

@@ -131,7 +131,8 @@ pub fn start(src: KubeSource, shared: Shared, wait: Duration) -> Result<Watch, E
             Ok(w)
         }
         Ok(Err(e)) => Err(fail(e)),
-        Err(_) => Err(fail(format!("the API server did not list pods, services and endpoints within {} s", wait.as_secs()))),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(fail("the watch thread ended before the first lists".into())),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(fail(format!("the API server did not list pods, services and endpoints within {} s", wait.as_secs()))),
     }
 }
 
