@@ -26,3 +26,8 @@ if ! "$VENV/bin/python" -c "import grpc" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "grpcio==1.76.0"
 fi
+
+# a real Kubernetes control plane for the lab's API server and the identity tests: built
+# from Debian's source package with Debian's Go and cached outside the repository (about
+# 5 minutes the first time; a check afterwards)
+bash "$(dirname "$0")/k8s.sh"

@@ -189,3 +189,43 @@ fn captured_escapes_never_reach_the_terminal_table() {
     assert!(!o.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "{:?}", stdout(&o));
     assert!(stdout(&o).contains("\\x1b]0;owned"), "{}", stdout(&o));
 }
+
+#[test]
+fn read_with_an_inventory_names_both_ends() {
+    let cap = write_tmp(&http_exchange(b"GET /catalogue HTTP/1.1\r\nHost: catalogue\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    let pod = |name: &str, ip: &str, rs: &str| {
+        serde_json::json!({"kind": "Pod", "metadata": {"name": name, "namespace": "shop", "labels": {"name": rs.split('-').next().unwrap()},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": "u", "controller": true}]},
+            "spec": {"nodeName": "node-1", "containers": []}, "status": {"podIP": ip}})
+    };
+    let inv = serde_json::json!({"kind": "List", "items": [
+        pod("front-end-7d9f-abcde", "10.0.0.1", "front-end-7d9f"),
+        pod("catalogue-5bd9-fghij", "10.0.0.2", "catalogue-5bd9"),
+        // the ReplicaSet names its Deployment (no pod-template-hash guessing needed)
+        {"kind": "ReplicaSet", "metadata": {"name": "catalogue-5bd9", "namespace": "shop",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "catalogue", "uid": "d", "controller": true}]}, "spec": {"selector": {}}},
+        {"kind": "Service", "metadata": {"name": "catalogue", "namespace": "shop"}, "spec": {"selector": {"name": "catalogue"}, "clusterIP": "10.96.0.7"}},
+    ]});
+    let inv_file = write_tmp(inv.to_string().as_bytes());
+    let o = kshark(&["read", cap.path().to_str().unwrap(), "--format", "ndjson", "--inventory", inv_file.path().to_str().unwrap()]);
+    no_panic(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = &ndjson(&o)[0];
+    assert_eq!(e["src"]["name"], "front-end-7d9f-abcde");
+    assert_eq!(e["src"]["namespace"], "shop");
+    assert_eq!(e["src"]["pod"]["node"], "node-1");
+    assert_eq!(e["dst"]["name"], "catalogue-5bd9-fghij");
+    assert_eq!(e["dst"]["pod"]["workload"], serde_json::json!({"kind": "Deployment", "name": "catalogue"}));
+    assert_eq!(e["dst"]["service"], serde_json::json!({"name": "catalogue", "namespace": "shop"}));
+    // the client backs no Service
+    assert!(e["src"]["service"].is_null());
+    // without --inventory nothing is named
+    let plain = read_ndjson(&std::fs::read(cap.path()).unwrap());
+    assert_eq!(plain[0]["src"]["name"], "10.0.0.1");
+    // a bad inventory is one line, exit 2
+    let bad = write_tmp(b"{\"items\": [{\"kind\": \"Pod\", \"metadata\": {\"name\": 5}}]}");
+    let o = kshark(&["read", cap.path().to_str().unwrap(), "--inventory", bad.path().to_str().unwrap()]);
+    no_panic(&o);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("item 0 (Pod)"), "{}", stderr(&o));
+}
