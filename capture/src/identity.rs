@@ -76,10 +76,42 @@ impl<T> Default for History<T> {
     }
 }
 
-impl<T: PartialEq> History<T> {
+/// What holds addresses: a pod (its own) or a Service (its ClusterIPs).
+trait Holder {
+    /// Tells one object from another of the same name (uid and name).
+    fn identity(&self) -> (&str, &str);
+    fn addrs(&self) -> &[IpAddr];
+    fn since(&self) -> Option<Nanos>;
+}
+
+impl Holder for PodInfo {
+    fn identity(&self) -> (&str, &str) {
+        (&self.uid, &self.name)
+    }
+    fn addrs(&self) -> &[IpAddr] {
+        &self.ips
+    }
+    fn since(&self) -> Option<Nanos> {
+        self.since
+    }
+}
+
+impl Holder for ServiceInfo {
+    fn identity(&self) -> (&str, &str) {
+        (&self.uid, &self.name)
+    }
+    fn addrs(&self) -> &[IpAddr] {
+        &self.cluster_ips
+    }
+    fn since(&self) -> Option<Nanos> {
+        self.since
+    }
+}
+
+impl<T: Holder> History<T> {
     /// `val` holds the address from `from` on (an update when it already does).
-    fn open(&mut self, from: Nanos, at: Nanos, val: Arc<T>, same: impl Fn(&T) -> bool) {
-        if let Some(t) = self.0.iter_mut().rev().find(|t| t.until == Nanos::MAX && same(&t.val)) {
+    fn open(&mut self, from: Nanos, at: Nanos, val: Arc<T>) {
+        if let Some(t) = self.0.iter_mut().rev().find(|t| t.until == Nanos::MAX && t.val.identity() == val.identity()) {
             t.val = val;
             return;
         }
@@ -97,9 +129,9 @@ impl<T: PartialEq> History<T> {
         }
     }
 
-    fn close(&mut self, at: Nanos, same: impl Fn(&T) -> bool) {
+    fn close(&mut self, at: Nanos, holder: &T) {
         for t in &mut self.0 {
-            if t.until == Nanos::MAX && same(&t.val) {
+            if t.until == Nanos::MAX && t.val.identity() == holder.identity() {
                 t.until = at.max(t.from);
                 t.ended_seen = at;
             }
@@ -117,6 +149,53 @@ impl<T: PartialEq> History<T> {
 
     fn current(&self) -> Option<&Arc<T>> {
         self.0.iter().rev().find(|t| t.until == Nanos::MAX).map(|t| &t.val)
+    }
+}
+
+/// The current holders of one kind by namespace/name, and every address's history.
+#[derive(Debug)]
+struct Holders<T> {
+    current: HashMap<String, Arc<T>>,
+    by_ip: HashMap<IpAddr, History<T>>,
+}
+
+impl<T> Default for Holders<T> {
+    fn default() -> Self {
+        Holders { current: HashMap::new(), by_ip: HashMap::new() }
+    }
+}
+
+impl<T: Holder> Holders<T> {
+    /// Added or changed at `at`; it holds its addresses from `from`.
+    fn put(&mut self, key: &str, info: T, from: Nanos, at: Nanos) {
+        let info = Arc::new(info);
+        if let Some(old) = self.current.get(key) {
+            // an address it no longer has was given up now
+            for ip in old.addrs().iter().filter(|ip| !info.addrs().contains(ip)) {
+                if let Some(h) = self.by_ip.get_mut(ip) {
+                    h.close(at, old);
+                }
+            }
+        }
+        for ip in info.addrs() {
+            self.by_ip.entry(*ip).or_default().open(from, at, info.clone());
+        }
+        self.current.insert(key.to_string(), info);
+    }
+
+    fn remove(&mut self, key: &str, at: Nanos) {
+        if let Some(old) = self.current.remove(key) {
+            for ip in old.addrs() {
+                if let Some(h) = self.by_ip.get_mut(ip) {
+                    h.close(at, &old);
+                }
+            }
+        }
+    }
+
+    fn prune(&mut self, now: Nanos) {
+        self.by_ip.values_mut().for_each(|h| h.prune(now));
+        self.by_ip.retain(|_, h| !h.0.is_empty());
     }
 }
 
@@ -233,10 +312,8 @@ fn service_info(s: &Service) -> ServiceInfo {
 pub struct Identity {
     /// namespace/name → the current object of each kind.
     objects: HashMap<Kind, BTreeMap<String, Object>>,
-    pods: HashMap<String, Arc<PodInfo>>,
-    pod_ips: HashMap<IpAddr, History<PodInfo>>,
-    services: HashMap<String, Arc<ServiceInfo>>,
-    service_ips: HashMap<IpAddr, History<ServiceInfo>>,
+    pods: Holders<PodInfo>,
+    services: Holders<ServiceInfo>,
     nodes: HashMap<IpAddr, String>,
     /// namespace/pod → the Services it backs (from Endpoints or EndpointSlices).
     backs: HashMap<String, BTreeSet<String>>,
@@ -262,17 +339,66 @@ impl Identity {
         self.version
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.objects.values().all(|m| m.is_empty())
-    }
-
     /// An object was added or changed, seen at `at`.
     pub fn apply(&mut self, obj: Object, at: Nanos) {
+        self.extend(vec![obj], at);
+    }
+
+    /// Objects added or changed, seen at `at` (the Services' backing pods are worked
+    /// out once for all of them).
+    pub fn extend(&mut self, objs: Vec<Object>, at: Nanos) {
+        let mut rebuild = false;
+        for o in objs {
+            rebuild |= self.put(o, at);
+        }
+        if rebuild {
+            self.rebuild_backs();
+        }
         self.version += 1;
+    }
+
+    /// An object was deleted, seen at `at`.
+    pub fn delete(&mut self, obj: &Object, at: Nanos) {
+        if self.forget(obj.kind(), &obj.key(), at) {
+            self.rebuild_backs();
+        }
+        self.prune(at);
+        self.version += 1;
+    }
+
+    /// A relist of one kind: `objs` is everything there is now. What is missing was
+    /// deleted while the watch was away (closed at `at`); naming goes on throughout.
+    pub fn relist(&mut self, kind: Kind, objs: Vec<Object>, at: Nanos) {
+        let listed: BTreeSet<String> = objs.iter().map(Object::key).collect();
+        let gone: Vec<String> = self.objects.get(&kind).into_iter().flat_map(|m| m.keys()).filter(|k| !listed.contains(*k)).cloned().collect();
+        for k in gone {
+            self.forget(kind, &k, at);
+        }
+        for o in objs {
+            self.put(o, at);
+        }
+        if matches!(kind, Kind::Endpoints | Kind::EndpointSlice) {
+            self.rebuild_backs();
+        }
+        self.prune(at);
+        self.version += 1;
+    }
+
+    /// Files the object; true when the backing index must be rebuilt.
+    fn put(&mut self, obj: Object, at: Nanos) -> bool {
         let key = obj.key();
+        let from = |since: Option<Nanos>| if self.timeless { Nanos::MIN } else { since.unwrap_or(at).min(at) };
         match &obj {
-            Object::Pod(p) => self.put_pod(&key, pod_info(p), at),
-            Object::Service(s) => self.put_service(&key, service_info(s), at),
+            Object::Pod(p) => {
+                let info = pod_info(p);
+                let f = from(info.since());
+                self.pods.put(&key, info, f, at);
+            }
+            Object::Service(s) => {
+                let info = service_info(s);
+                let f = from(info.since());
+                self.services.put(&key, info, f, at);
+            }
             Object::Node(n) => {
                 let name = n.metadata.name.clone().unwrap_or_default();
                 self.nodes.retain(|_, v| *v != name);
@@ -294,55 +420,17 @@ impl Identity {
             },
             Object::Endpoints(_) | Object::EndpointSlice(_) => {}
         }
-        let rebuild = matches!(obj.kind(), Kind::Endpoints | Kind::EndpointSlice);
-        self.objects.entry(obj.kind()).or_default().insert(key, obj);
-        if rebuild {
-            self.rebuild_backs();
-        }
+        let kind = obj.kind();
+        self.objects.entry(kind).or_default().insert(key, obj);
+        matches!(kind, Kind::Endpoints | Kind::EndpointSlice)
     }
 
-    /// An object was deleted, seen at `at`.
-    pub fn delete(&mut self, obj: &Object, at: Nanos) {
-        self.version += 1;
-        let key = obj.key();
-        self.forget(obj.kind(), &key, at);
-    }
-
-    /// A relist of one kind: `objs` is everything there is now. What is missing was
-    /// deleted while the watch was away (closed at `at`); naming goes on throughout.
-    pub fn relist(&mut self, kind: Kind, objs: Vec<Object>, at: Nanos) {
-        let listed: BTreeSet<String> = objs.iter().map(Object::key).collect();
-        let gone: Vec<String> = self.objects.get(&kind).into_iter().flat_map(|m| m.keys()).filter(|k| !listed.contains(*k)).cloned().collect();
-        for k in gone {
-            self.forget(kind, &k, at);
-        }
-        for o in objs {
-            self.apply(o, at);
-        }
-        self.version += 1;
-    }
-
-    fn forget(&mut self, kind: Kind, key: &str, at: Nanos) {
-        let Some(obj) = self.objects.get_mut(&kind).and_then(|m| m.remove(key)) else { return };
+    /// Drops the object; true when the backing index must be rebuilt.
+    fn forget(&mut self, kind: Kind, key: &str, at: Nanos) -> bool {
+        let Some(obj) = self.objects.get_mut(&kind).and_then(|m| m.remove(key)) else { return false };
         match kind {
-            Kind::Pod => {
-                if let Some(old) = self.pods.remove(key) {
-                    for ip in &old.ips {
-                        if let Some(h) = self.pod_ips.get_mut(ip) {
-                            h.close(at, |p| p.uid == old.uid && p.name == old.name);
-                        }
-                    }
-                }
-            }
-            Kind::Service => {
-                if let Some(old) = self.services.remove(key) {
-                    for ip in &old.cluster_ips {
-                        if let Some(h) = self.service_ips.get_mut(ip) {
-                            h.close(at, |s| s.uid == old.uid && s.name == old.name);
-                        }
-                    }
-                }
-            }
+            Kind::Pod => self.pods.remove(key, at),
+            Kind::Service => self.services.remove(key, at),
             Kind::Node => {
                 let name = obj.meta().name.clone().unwrap_or_default();
                 self.nodes.retain(|_, v| *v != name);
@@ -350,51 +438,14 @@ impl Identity {
             Kind::ReplicaSet | Kind::Job => {
                 self.owners.remove(key);
             }
-            Kind::Endpoints | Kind::EndpointSlice => self.rebuild_backs(),
+            Kind::Endpoints | Kind::EndpointSlice => return true,
         }
-        self.prune(at);
-    }
-
-    fn put_pod(&mut self, key: &str, info: PodInfo, at: Nanos) {
-        let from = if self.timeless { Nanos::MIN } else { info.since.unwrap_or(at).min(at) };
-        let info = Arc::new(info);
-        if let Some(old) = self.pods.get(key) {
-            // an address it no longer has was given up now
-            for ip in old.ips.iter().filter(|ip| !info.ips.contains(ip)) {
-                if let Some(h) = self.pod_ips.get_mut(ip) {
-                    h.close(at, |p| p.uid == old.uid && p.name == old.name);
-                }
-            }
-        }
-        for ip in &info.ips {
-            let (uid, name) = (info.uid.clone(), info.name.clone());
-            self.pod_ips.entry(*ip).or_default().open(from, at, info.clone(), |p| p.uid == uid && p.name == name);
-        }
-        self.pods.insert(key.to_string(), info);
-    }
-
-    fn put_service(&mut self, key: &str, info: ServiceInfo, at: Nanos) {
-        let from = if self.timeless { Nanos::MIN } else { info.since.unwrap_or(at).min(at) };
-        let info = Arc::new(info);
-        if let Some(old) = self.services.get(key) {
-            for ip in old.cluster_ips.iter().filter(|ip| !info.cluster_ips.contains(ip)) {
-                if let Some(h) = self.service_ips.get_mut(ip) {
-                    h.close(at, |s| s.uid == old.uid && s.name == old.name);
-                }
-            }
-        }
-        for ip in &info.cluster_ips {
-            let (uid, name) = (info.uid.clone(), info.name.clone());
-            self.service_ips.entry(*ip).or_default().open(from, at, info.clone(), |s| s.uid == uid && s.name == name);
-        }
-        self.services.insert(key.to_string(), info);
+        false
     }
 
     fn prune(&mut self, now: Nanos) {
-        self.pod_ips.values_mut().for_each(|h| h.prune(now));
-        self.pod_ips.retain(|_, h| !h.0.is_empty());
-        self.service_ips.values_mut().for_each(|h| h.prune(now));
-        self.service_ips.retain(|_, h| !h.0.is_empty());
+        self.pods.prune(now);
+        self.services.prune(now);
     }
 
     fn rebuild_backs(&mut self) {
@@ -430,11 +481,11 @@ impl Identity {
 
     /// The pod that held `ip` at `ts` (not hostNetwork pods: they share their node's).
     pub fn pod_at(&self, ip: &IpAddr, ts: Nanos) -> Option<&Arc<PodInfo>> {
-        self.pod_ips.get(ip)?.at(ts).filter(|p| !p.host_network)
+        self.pods.by_ip.get(ip)?.at(ts).filter(|p| !p.host_network)
     }
 
     pub fn service_at(&self, ip: &IpAddr, ts: Nanos) -> Option<&Arc<ServiceInfo>> {
-        self.service_ips.get(ip)?.at(ts)
+        self.services.by_ip.get(ip)?.at(ts)
     }
 
     /// The node whose own address `ip` is.
@@ -470,6 +521,7 @@ impl Identity {
         }
         let mut v: Vec<String> = self
             .services
+            .current
             .values()
             .filter(|s| s.namespace == p.namespace && !s.selector.is_empty())
             .filter(|s| s.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
@@ -484,6 +536,7 @@ impl Identity {
     pub fn select(&self, namespaces: &[String], all: bool, pattern: Option<&regex::Regex>) -> Vec<Arc<PodInfo>> {
         let mut v: Vec<Arc<PodInfo>> = self
             .pods
+            .current
             .values()
             .filter(|p| all || namespaces.contains(&p.namespace))
             .filter(|p| pattern.is_none_or(|r| r.is_match(&p.name)))
@@ -496,12 +549,12 @@ impl Identity {
 
     /// Every pod known now.
     pub fn pods(&self) -> impl Iterator<Item = &Arc<PodInfo>> {
-        self.pods.values()
+        self.pods.current.values()
     }
 
     /// The pod currently holding `ip`.
     pub fn pod_now(&self, ip: &IpAddr) -> Option<&Arc<PodInfo>> {
-        self.pod_ips.get(ip)?.current().filter(|p| !p.host_network)
+        self.pods.by_ip.get(ip)?.current().filter(|p| !p.host_network)
     }
 
     fn name(&self, ep: &mut Endpoint, ts: Nanos) {

@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 
 /// Reads the files into one cache.
 pub fn load(paths: &[PathBuf]) -> Result<Identity, Error> {
-    let mut id = Identity::timeless();
+    let mut objs = Vec::new();
     for p in paths {
-        for o in read(p)? {
-            id.apply(o, 0);
-        }
+        objs.extend(read(p)?);
     }
+    let mut id = Identity::timeless();
+    id.extend(objs, 0);
     Ok(id)
 }
 

@@ -18,7 +18,7 @@ use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Config};
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Where the API server and credentials come from.
@@ -218,9 +218,4 @@ async fn run(src: KubeSource, shared: Shared, ready: std::sync::mpsc::Sender<Res
             }
         }
     }
-}
-
-/// For callers that only have a path: `Some(path)` or the usual places.
-pub fn source(kubeconfig: Option<&Path>) -> KubeSource {
-    kubeconfig.map_or(KubeSource::Infer, |p| KubeSource::Kubeconfig(p.to_path_buf()))
 }
