@@ -21,7 +21,7 @@ pub const DIR: &str = "/run/kshark-lab";
 /// The lab's Pods and Services as `kubectl get pods,services -A -o json` prints them;
 /// `tap` reads it when no other identity is given.
 pub const INVENTORY: &str = "/run/kshark-lab/inventory.json";
-/// Written by `lab up` when the lab runs an API server.
+/// The lab's kubeconfig: `tap` uses it when present; `lab up` does not write it yet (the lab has no API server yet).
 pub const KUBECONFIG: &str = "/run/kshark-lab/kubeconfig";
 const BRIDGE: &str = "ksl-br0";
 const NS_PREFIX: &str = "ksl-";
