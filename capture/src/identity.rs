@@ -18,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kshark_dissect::entry::Endpoint;
 use kshark_dissect::Entry;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -474,6 +474,14 @@ impl Identity {
                 for ep in &s.endpoints {
                     add(ns, svc, ep.target_ref.as_ref());
                 }
+            }
+        }
+        // A pod keeps the Services it backed while its name is kept: Endpoints drop a
+        // pod as soon as it terminates, before its last exchanges are named.
+        let known: HashSet<String> = self.pods.by_ip.values().flat_map(|h| h.0.iter()).map(|t| format!("{}/{}", t.val.namespace, t.val.name)).collect();
+        for (k, v) in std::mem::take(&mut self.backs) {
+            if known.contains(&k) {
+                backs.entry(k).or_insert(v);
             }
         }
         self.backs = backs;

@@ -92,7 +92,8 @@ where
         .boxed()
 }
 
-async fn client_for(src: &KubeSource) -> Result<(Client, String), String> {
+/// A client for the source, and the server's URL.
+pub async fn client_for(src: &KubeSource) -> Result<(Client, String), String> {
     let config = match src {
         KubeSource::Kubeconfig(p) => {
             let kc = Kubeconfig::read_from(p).map_err(|e| format!("cannot read kubeconfig {}: {e}", p.display()))?;

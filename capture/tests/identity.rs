@@ -260,3 +260,40 @@ fn an_unreachable_server_or_a_refused_list_is_one_clear_error() {
     let e = kube_watch::start(KubeSource::Kubeconfig(dir.path().join("nope")), Arc::new(RwLock::new(Identity::default())), Duration::from_secs(5)).err().unwrap().to_string();
     assert!(e.contains("cannot read kubeconfig") && e.contains("nope"), "{e}");
 }
+
+/// Endpoints drop a pod the moment it terminates, before its last exchanges are named:
+/// the pod keeps the Service it backed for as long as its name is kept.
+#[test]
+fn a_terminating_pod_keeps_the_service_it_backed() {
+    use kshark_capture::identity::Object;
+    let at = ts("2024-01-01T00:00:10Z");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "catalogue-1", "namespace": "shop", "uid": "u1", "labels": {"name": "catalogue"}},
+        "status": {"podIP": "10.0.0.7", "startTime": "2024-01-01T00:00:00Z"},
+    }))
+    .unwrap();
+    let eps = |addrs: Value| -> Object {
+        Object::Endpoints(Box::new(
+            serde_json::from_value(json!({"metadata": {"name": "catalogue", "namespace": "shop"}, "subsets": [{"addresses": addrs}]})).unwrap(),
+        ))
+    };
+    let mut id = Identity::default();
+    id.extend(vec![Object::Pod(Box::new(pod.clone())), eps(json!([{"ip": "10.0.0.7", "targetRef": {"kind": "Pod", "name": "catalogue-1", "namespace": "shop"}}]))], at);
+    let p = id.pod_now(&"10.0.0.7".parse().unwrap()).unwrap().clone();
+    assert_eq!(id.services_of(&p), ["catalogue"]);
+    // terminating: out of the Endpoints, then deleted
+    id.apply(eps(json!([])), at + 1_000_000_000);
+    assert_eq!(id.services_of(&p), ["catalogue"]);
+    id.delete(&Object::Pod(Box::new(pod)), at + 2_000_000_000);
+    let before = id.pod_at(&"10.0.0.7".parse().unwrap(), at + 500_000_000).unwrap().clone();
+    assert_eq!(id.services_of(&before), ["catalogue"]);
+    // an unrelated pod that never backed it gets nothing from the history
+    let other: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "catalogue-2", "namespace": "shop", "uid": "u2", "labels": {"name": "catalogue"}},
+        "status": {"podIP": "10.0.0.8", "startTime": "2024-01-01T00:00:11Z"},
+    }))
+    .unwrap();
+    id.apply(Object::Pod(Box::new(other)), at + 3_000_000_000);
+    let p2 = id.pod_now(&"10.0.0.8".parse().unwrap()).unwrap().clone();
+    assert!(id.services_of(&p2).is_empty());
+}

@@ -8,6 +8,17 @@
 //! are deploy/lab/sockshop.py (embedded), run by a Python with grpcio. Everything the lab
 //! makes is listed in /run/kshark-lab, so `lab down` removes exactly that.
 
+/// `println!` that does not panic when stdout is a closed pipe (`kshark lab status | head`).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+mod api;
+mod kubelet;
+
 use crate::Failure;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -21,12 +32,13 @@ pub const DIR: &str = "/run/kshark-lab";
 /// The lab's Pods and Services as `kubectl get pods,services -A -o json` prints them;
 /// `tap` reads it when no other identity is given.
 pub const INVENTORY: &str = "/run/kshark-lab/inventory.json";
-/// The lab's kubeconfig: `tap` uses it when present; `lab up` does not write it yet (the lab has no API server yet).
+/// kshark's kubeconfig for the lab's API server (a token with get/list/watch on what identity
+/// reads): `tap` uses it when present.
 pub const KUBECONFIG: &str = "/run/kshark-lab/kubeconfig";
 const BRIDGE: &str = "ksl-br0";
 const NS_PREFIX: &str = "ksl-";
-const SERVICES: &str = include_str!("../deploy/lab/sockshop.py");
-const PAYMENT_PROTO: &str = include_str!("../deploy/lab/payment.proto");
+const SERVICES: &str = include_str!("../../deploy/lab/sockshop.py");
+const PAYMENT_PROTO: &str = include_str!("../../deploy/lab/payment.proto");
 const SUBNET: [u8; 3] = [10, 244, 1];
 
 #[derive(Args)]
@@ -39,13 +51,23 @@ pub struct LabArgs {
 #[derive(Subcommand)]
 enum LabCmd {
     /// Build the lab (harmless when it is up already) and print what it made
-    Up,
+    Up(UpArgs),
     /// Remove everything the lab made: processes, namespaces, links, files
     Down,
     /// Print the pods, their addresses and state, and the inventory file
     Status,
     /// Start (or restart) the load generator in the `load-test` pod
     Traffic(TrafficArgs),
+    /// The lab's kubelet: gives pods bound to the lab's node their namespace's address (run by `lab up`)
+    #[command(hide = true)]
+    Kubelet,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// No control plane: name the pods from the inventory file only (no kube-apiserver needed)
+    #[arg(long)]
+    no_api: bool,
 }
 
 #[derive(Args)]
@@ -126,6 +148,13 @@ impl PodDef {
     fn template_hash(&self) -> String {
         suffix(fnv(&format!("rs/{}", self.app)), 10)
     }
+    fn protocol(&self) -> &'static str {
+        if self.role == "dns" {
+            "UDP"
+        } else {
+            "TCP"
+        }
+    }
     fn pod_name(&self) -> String {
         format!("{}-{}-{}", self.app, self.template_hash(), suffix(fnv(&format!("pod/{}", self.app)), 5))
     }
@@ -180,18 +209,19 @@ fn need_root() -> Result<(), Failure> {
 pub fn main(a: LabArgs) -> Result<(), Failure> {
     need_root()?;
     match a.cmd {
-        LabCmd::Up => up(),
+        LabCmd::Up(u) => up(u.no_api),
         LabCmd::Down => {
             let removed = down();
             if removed.is_empty() {
-                println!("lab: nothing to remove");
+                say!("lab: nothing to remove");
             } else {
-                println!("lab: removed {}", removed.join(", "));
+                say!("lab: removed {}", removed.join(", "));
             }
             Ok(())
         }
         LabCmd::Status => status(),
         LabCmd::Traffic(t) => traffic(t),
+        LabCmd::Kubelet => kubelet::main(),
     }
 }
 
@@ -212,15 +242,16 @@ fn read_pid(name: &str) -> Option<i32> {
     fs::read_to_string(lab_path(&format!("pids/{name}"))).ok()?.trim().parse().ok()
 }
 
-/// Whether every pod runs.
+/// Whether every pod runs, and the control plane when the lab has one.
 fn healthy() -> bool {
-    Path::new(INVENTORY).exists()
-        && PODS.iter().filter(|p| p.role != "load").all(|p| netns_exists(&p.netns()) && read_pid(p.app).is_some_and(pid_alive))
+    let pods = Path::new(INVENTORY).exists()
+        && PODS.iter().filter(|p| p.role != "load").all(|p| netns_exists(&p.netns()) && read_pid(p.app).is_some_and(pid_alive));
+    pods && (!Path::new(api::ADMIN_KUBECONFIG).exists() || (Path::new(KUBECONFIG).exists() && api::running()))
 }
 
-fn up() -> Result<(), Failure> {
+fn up(no_api: bool) -> Result<(), Failure> {
     if healthy() {
-        println!("lab: already up");
+        say!("lab: already up");
         return status();
     }
     if Path::new(DIR).exists() || PODS.iter().any(|p| netns_exists(&p.netns())) {
@@ -232,12 +263,20 @@ fn up() -> Result<(), Failure> {
             return Err(Failure::Runtime(format!("the lab needs `{tool}` (apt-get install iproute2 dnsmasq-base; scripts/setup.sh does)")));
         }
     }
+    let bin = if no_api { None } else { Some(api::bindir().map_err(Failure::Runtime)?) };
+    if bin.is_some() && which("openssl").is_none() {
+        return Err(Failure::Runtime("the lab's API server needs `openssl` for its certificates (apt-get install openssl)".into()));
+    }
     let t = Instant::now();
-    if let Err(e) = build(&py) {
+    let built = build(&py).and_then(|()| match &bin {
+        Some(bin) => api::start(bin),
+        None => fs::write(INVENTORY, serde_json::to_vec_pretty(&inventory()).unwrap_or_default()).map_err(|e| format!("{INVENTORY}: {e}")),
+    });
+    if let Err(e) = built {
         let removed = down();
         return Err(Failure::Runtime(format!("lab up failed: {e}; cleaned up ({} items)", removed.len())));
     }
-    println!("lab: up in {:.1} s", t.elapsed().as_secs_f64());
+    say!("lab: up in {:.1} s", t.elapsed().as_secs_f64());
     status()
 }
 
@@ -330,31 +369,45 @@ fn build(py: &str) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let inv = inventory();
-    fs::write(INVENTORY, serde_json::to_vec_pretty(&inv).unwrap_or_default()).map_err(io)?;
     Ok(())
 }
 
 /// Starts a command in a pod's namespace, detached, logging to log/APP.log.
 fn spawn(p: &PodDef, argv: &[&str]) -> Result<i32, String> {
-    let log = fs::File::create(lab_path(&format!("log/{}.log", p.app))).map_err(|e| format!("log: {e}"))?;
+    start_process(p.app, argv, Some(&p.netns()))
+}
+
+/// Starts a command (in a network namespace, or the host's), detached from the shell that
+/// ran `lab up`, logging to log/NAME.log; its pid goes to pids/NAME for `lab down`.
+fn start_process(name: &str, argv: &[&str], netns: Option<&str>) -> Result<i32, String> {
+    let log = fs::File::create(lab_path(&format!("log/{name}.log"))).map_err(|e| format!("log: {e}"))?;
     let err = log.try_clone().map_err(|e| format!("log: {e}"))?;
     use std::os::unix::process::CommandExt;
-    let child = Command::new("ip")
-        .args(["netns", "exec", &p.netns()])
-        .args(argv)
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    let child = cmd
         .env("LAB_DIR", DIR)
-        .env("POD", p.pod_name())
         .env("PYTHONUNBUFFERED", "1")
         .env("GRPC_DNS_RESOLVER", "native")
+        .envs(PODS.iter().find(|p| p.app == name).map(|p| ("POD", p.pod_name())))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         .process_group(0) // not killed by the Ctrl-C of the shell that ran `lab up`
         .spawn()
-        .map_err(|e| format!("start {}: {e}", p.app))?;
+        .map_err(|e| format!("start {name}: {e}"))?;
     let pid = child.id() as i32;
-    fs::write(lab_path(&format!("pids/{}", p.app)), pid.to_string()).map_err(|e| format!("pids: {e}"))?;
+    fs::write(lab_path(&format!("pids/{name}")), pid.to_string()).map_err(|e| format!("pids: {e}"))?;
     Ok(pid)
 }
 
@@ -365,7 +418,7 @@ fn inventory() -> Value {
     for p in PODS {
         let hash = p.template_hash();
         let ports: Vec<Value> = (p.port != 0)
-            .then(|| json!({"containerPort": p.port, "protocol": if p.role == "dns" { "UDP" } else { "TCP" }}))
+            .then(|| json!({"containerPort": p.port, "protocol": p.protocol()}))
             .into_iter()
             .collect();
         items.push(json!({
@@ -382,12 +435,11 @@ fn inventory() -> Value {
         }));
     }
     for p in PODS.iter().filter(|p| p.port != 0) {
-        let proto = if p.role == "dns" { "UDP" } else { "TCP" };
         items.push(json!({
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": {"name": p.app, "namespace": p.namespace, "labels": {"name": p.app}},
-            "spec": {"clusterIP": "None", "selector": {"name": p.app}, "ports": [{"port": p.port, "targetPort": p.port, "protocol": proto}]},
+            "spec": {"clusterIP": "None", "selector": {"name": p.app}, "ports": [{"port": p.port, "targetPort": p.port, "protocol": p.protocol()}]},
         }));
     }
     json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
@@ -418,7 +470,9 @@ fn processes_in_lab() -> Vec<i32> {
 /// Removes everything; returns what it removed. Never fails half-way: each step is tried.
 fn down() -> Vec<String> {
     let mut removed = Vec::new();
-    let mut pids: Vec<i32> = PODS.iter().filter_map(|p| read_pid(p.app)).filter(|p| pid_alive(*p)).collect();
+    // everything the lab started (pods and control plane), then whatever else runs in its namespaces
+    let started = fs::read_dir(lab_path("pids")).into_iter().flatten().flatten().filter_map(|e| read_pid(&e.file_name().to_string_lossy()));
+    let mut pids: Vec<i32> = started.filter(|p| pid_alive(*p)).collect();
     for p in processes_in_lab() {
         if !pids.contains(&p) {
             pids.push(p);
@@ -463,10 +517,20 @@ fn down() -> Vec<String> {
 
 fn status() -> Result<(), Failure> {
     if !Path::new(DIR).exists() {
-        println!("lab: down (start it with `sudo kshark lab up`)");
+        say!("lab: down (start it with `sudo kshark lab up`)");
         return Ok(());
     }
-    println!("{:<14} {:<38} {:<12} {:<14} {:<6} {:<12} STATE", "APP", "POD", "NAMESPACE", "IP", "PORT", "HOST-VETH");
+    // with a control plane, the pods are the API's: their names, and any that wait
+    let from_api = Path::new(api::ADMIN_KUBECONFIG).exists().then(|| api::runtime().and_then(|rt| rt.block_on(async { api::lab_pods(&api::admin_client().await?).await })));
+    let api_pods = match &from_api {
+        Some(Ok(p)) => Some(p.as_slice()),
+        Some(Err(e)) => {
+            say!("API server: not answering ({e})");
+            None
+        }
+        None => None,
+    };
+    say!("{:<14} {:<38} {:<12} {:<14} {:<6} {:<12} STATE", "APP", "POD", "NAMESPACE", "IP", "PORT", "HOST-VETH");
     for p in PODS {
         let pid = read_pid(p.app);
         let state = match (netns_exists(&p.netns()), pid) {
@@ -475,12 +539,29 @@ fn status() -> Result<(), Failure> {
             (true, _) if p.role == "load" => "idle (start with `kshark lab traffic`)".to_string(),
             (true, _) => "stopped".to_string(),
         };
+        let ip = p.ip().to_string();
+        let name = match api_pods {
+            Some(pods) => pods
+                .iter()
+                .find(|q| api::pod_ip(q) == Some(ip.as_str()) && q.metadata.deletion_timestamp.is_none())
+                .and_then(|q| q.metadata.name.clone())
+                .unwrap_or_else(|| "(no pod)".into()),
+            None => p.pod_name(),
+        };
         let port = if p.port == 0 { "-".to_string() } else { p.port.to_string() };
-        println!("{:<14} {:<38} {:<12} {:<14} {:<6} {:<12} {state}", p.app, p.pod_name(), p.namespace, p.ip().to_string(), port, p.veth());
+        say!("{:<14} {:<38} {:<12} {:<14} {:<6} {:<12} {state}", p.app, name, p.namespace, ip, port, p.veth());
     }
-    println!("bridge: {BRIDGE} (no address, no route out)   DNS: {} (dnsmasq, *.svc.cluster.local)", PODS[0].ip());
-    println!("inventory: {INVENTORY}   gRPC schema: {DIR}/payment.proto   logs: {DIR}/log/");
-    println!("next: sudo kshark lab traffic; sudo kshark tap -n sock-shop --no-tui");
+    for q in api_pods.into_iter().flatten().filter(|q| api::pod_ip(q).is_none()) {
+        let why = q.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_else(|| "waiting for the scheduler".into());
+        say!("pending: {}/{}: {why}", q.metadata.namespace.as_deref().unwrap_or(""), q.metadata.name.as_deref().unwrap_or(""));
+    }
+    say!("bridge: {BRIDGE} (no address, no route out)   DNS: {} (dnsmasq, *.svc.cluster.local)", PODS[0].ip());
+    if api_pods.is_some() {
+        say!("API server: https://127.0.0.1:{} (kube-apiserver, etcd, controller-manager, scheduler; node {})", api::API_PORT, api::NODE);
+        say!("kubeconfig: {KUBECONFIG} (kshark: get/list/watch)   admin: {}", api::ADMIN_KUBECONFIG);
+    }
+    say!("inventory: {INVENTORY}   gRPC schema: {DIR}/payment.proto   logs: {DIR}/log/");
+    say!("next: sudo kshark lab traffic; sudo kshark tap -n sock-shop --no-tui");
     Ok(())
 }
 
@@ -497,7 +578,7 @@ fn traffic(t: TrafficArgs) -> Result<(), Failure> {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = fs::remove_file(lab_path(&format!("pids/{}", load.app)));
-        println!("lab: load generator stopped");
+        say!("lab: load generator stopped");
     }
     if t.stop {
         return Ok(());
@@ -510,7 +591,7 @@ fn traffic(t: TrafficArgs) -> Result<(), Failure> {
     let script = format!("{DIR}/sockshop.py");
     let pid = spawn(load, &[&py, &script, "load", &t.rate.to_string(), &secs.to_string(), &t.errors.to_string(), &t.slow.to_string()])
         .map_err(Failure::Runtime)?;
-    println!(
+    say!(
         "lab: load generator running in {} (pid {pid}): {} requests/s to front-end, {:.0}% errors, {:.0}% slow, {}",
         load.netns(),
         t.rate,
@@ -527,7 +608,7 @@ fn traffic(t: TrafficArgs) -> Result<(), Failure> {
         // SAFETY: waitpid on our own child
         unsafe { libc::waitpid(pid, &mut status, 0) };
         let log = fs::read_to_string(lab_path(&format!("log/{}.log", load.app))).unwrap_or_default();
-        println!("{}", log.lines().last().unwrap_or("load: no output"));
+        say!("{}", log.lines().last().unwrap_or("load: no output"));
     }
     Ok(())
 }
