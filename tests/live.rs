@@ -400,3 +400,163 @@ fn tap_follows_pods_as_they_come_and_go() {
     follows_pods("libpcap");
     lab(&["down"]);
 }
+
+/// The lab's control plane through the `kube` client with the lab's own credentials.
+/// (The client lives on the runtime it was made on.)
+fn lab_api(rt: &tokio::runtime::Runtime, kubeconfig: &str) -> kube::Client {
+    rt.block_on(async {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("the lab's kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    })
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// The sock-shop pods of one app, as the API has them.
+fn pods_of(rt: &tokio::runtime::Runtime, c: &kube::Client, app: &str) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(c.clone(), "sock-shop");
+    rt.block_on(api.list(&kube::api::ListParams::default().labels(&format!("name={app}")))).unwrap().items
+}
+
+fn scale(rt: &tokio::runtime::Runtime, c: &kube::Client, app: &str, n: i32) {
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(c.clone(), "sock-shop");
+    let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": n}}));
+    rt.block_on(api.patch_scale(app, &Default::default(), &patch)).unwrap();
+}
+
+fn poll<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `lab up` runs a real kube-apiserver (etcd, controller-manager, scheduler) and `tap
+/// -n sock-shop` names both ends from it: pod, Deployment, namespace, Service. Deleting a
+/// pod and scaling Deployments while tapping show within seconds; nothing from outside
+/// sock-shop is captured; kshark's token reads what it needs and nothing else.
+#[test]
+fn lab_api_server_names_both_ends_and_follows_deletes_and_scaling() {
+    let _g = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    need_root();
+    need("dnsmasq");
+    lab(&["down"]);
+    let up = lab(&["up"]);
+    assert!(up.contains("API server: https://127.0.0.1:16443") && up.contains("kubeconfig: /run/kshark-lab/kubeconfig"), "{up}");
+    let user_veth = up.lines().find(|l| l.starts_with("user ")).and_then(|l| l.split_whitespace().find(|w| w.starts_with("ksl-"))).unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let admin = lab_api(&rt, "/run/kshark-lab/admin.kubeconfig");
+
+    // kshark's own token: get/list/watch what identity reads, nothing more
+    let reader = lab_api(&rt, "/run/kshark-lab/kubeconfig");
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::all(reader.clone());
+    assert!(rt.block_on(pods.list(&Default::default())).unwrap().items.len() >= 15);
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::all(reader.clone());
+    match rt.block_on(secrets.list(&Default::default())) {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("kshark's token read secrets: {other:?}"),
+    }
+    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(reader, "sock-shop");
+    let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 3}}));
+    assert!(rt.block_on(deploys.patch_scale("user", &Default::default(), &patch)).is_err(), "kshark's token can scale");
+
+    let mut tap = Watched::new(
+        Command::new(kshark_bin())
+            .args(["tap", "-n", "sock-shop", "--no-tui", "--format", "ndjson", "--duration", "26s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kshark tap"),
+    );
+    let head = tap.wait_for("capturing with", "kshark tap");
+    assert!(head.contains("identity from the API server https://127.0.0.1:16443"), "{head}");
+    let stdout = tap.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        s
+    });
+    let t0 = Instant::now();
+    lab(&["traffic", "--rate", "20", "--duration", "24s"]);
+    std::thread::sleep(Duration::from_secs(5));
+
+    // delete catalogue's pod: the controller makes another, the lab's kubelet gives it
+    // the same address
+    let old = pods_of(&rt, &admin, "catalogue").remove(0).metadata.name.unwrap();
+    let pod_api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(admin.clone(), "sock-shop");
+    let t_del = now_secs();
+    rt.block_on(pod_api.delete(&old, &Default::default())).unwrap();
+    let new = poll("a replacement catalogue pod running as 10.244.1.12", 10, || {
+        pods_of(&rt, &admin, "catalogue").into_iter().find_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.clone()?;
+            (ip == "10.244.1.12" && p.metadata.name.as_deref() != Some(&old)).then(|| p.metadata.name.unwrap())
+        })
+    });
+    // a second replica has no namespace to play it: Pending, saying why
+    scale(&rt, &admin, "catalogue", 2);
+    poll("the second catalogue replica pending with its reason", 10, || {
+        pods_of(&rt, &admin, "catalogue").into_iter().find(|p| {
+            let st = p.status.as_ref();
+            st.and_then(|s| s.reason.as_deref()) == Some("LabSlotTaken") && st.and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains(&new))
+        })
+    });
+    scale(&rt, &admin, "catalogue", 1);
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(t0.elapsed()));
+    // scale user to nothing: its pod goes, and so does its veth from the capture
+    let t_scale = now_secs();
+    scale(&rt, &admin, "user", 0);
+    tap.wait_for(&format!("no longer capturing on {user_veth}"), "tap letting user go");
+    let let_go = now_secs() - t_scale;
+    assert!(tap.child.wait().unwrap().success(), "{}", tap.stderr());
+    let entries: Vec<Value> = reader.join().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    lab(&["traffic", "--stop"]);
+    let time = |e: &Value| epoch(e["timestamp"].as_str().unwrap());
+
+    assert!(entries.len() > 200, "only {} entries", entries.len());
+    let served = ["front-end", "catalogue", "catalogue-db", "carts", "carts-db", "orders", "orders-db", "payment", "shipping", "rabbitmq", "user", "user-db"];
+    let mut both_named = 0;
+    for e in &entries {
+        let ns = [e["src"]["namespace"].as_str(), e["dst"]["namespace"].as_str()];
+        assert!(ns.contains(&Some("sock-shop")), "an entry outside sock-shop: {e}");
+        let mut sides = 0;
+        for side in ["src", "dst"] {
+            let s = &e[side];
+            let Some(app) = s["pod"]["labels"]["name"].as_str() else { continue };
+            assert_eq!(s["pod"]["workload"], serde_json::json!({"kind": "Deployment", "name": app}), "{e}");
+            assert_eq!(s["pod"]["node"], "kshark-lab");
+            assert_eq!(s["namespace"], s["pod"]["namespace"]);
+            if served.contains(&app) && s["service"]["name"] == app {
+                sides += 1;
+            }
+        }
+        both_named += usize::from(sides == 2);
+    }
+    assert!(both_named > 100, "only {both_named} entries with pod, Deployment and Service on both ends");
+    // catalogue: the old name until it was deleted, the new one within seconds after
+    let at_catalogue: Vec<(f64, &str)> = entries
+        .iter()
+        .flat_map(|e| ["src", "dst"].map(|s| (time(e), &e[s])))
+        .filter(|(_, s)| s["ip"] == "10.244.1.12")
+        .map(|(t, s)| (t, s["pod"]["name"].as_str().unwrap_or("(none)")))
+        .collect();
+    assert!(at_catalogue.iter().any(|(t, n)| *t < t_del && *n == old), "no entry named {old} before its deletion");
+    let late: Vec<_> = at_catalogue.iter().filter(|(t, _)| *t > t_del + 3.0).collect();
+    assert!(!late.is_empty() && late.iter().all(|(_, n)| *n == new), "after the deletion catalogue should be {new}: {late:?}");
+    assert!(at_catalogue.iter().filter(|(t, _)| *t < t_del - 1.5).all(|(_, n)| *n == old));
+    // user: gone from names and from the capture within seconds of scaling to zero
+    assert!(let_go < 5.0, "the capture let user go {let_go:.1} s after it was scaled to 0");
+    let user_named_late = entries.iter().filter(|e| time(e) > t_scale + 3.0).flat_map(|e| ["src", "dst"].map(|s| &e[s])).any(|s| s["pod"]["labels"]["name"] == "user");
+    assert!(!user_named_late, "user still named 3 s after it was scaled to 0");
+    // kube-dns answers load-test too, but neither is in sock-shop: none of it is captured
+    assert!(!entries.iter().any(|e| e["src"]["ip"] == "10.244.1.30" && e["dst"]["ip"] == "10.244.1.10"));
+    eprintln!("{} entries, {both_named} named on both ends; catalogue renamed to {new}; user let go in {let_go:.1} s", entries.len());
+    lab(&["down"]);
+    assert_eq!(leftovers(), Vec::<String>::new(), "lab down left things behind");
+}
