@@ -21,7 +21,7 @@ use std::process::ExitCode;
     version,
     about = "Wireshark for Kubernetes: see the HTTP, gRPC and DNS traffic between workloads",
     long_about = "kshark captures packets, reassembles TCP, and turns the traffic into \
-request/response entries (HTTP/1.x and DNS today) that it prints as NDJSON, HAR or a table.",
+request/response entries (HTTP/1.x, HTTP/2, gRPC and DNS), names both ends from Kubernetes, and prints them as NDJSON, HAR or a table.",
     after_help = "Examples:\n  kshark read capture.pcap                 a table on a terminal, NDJSON when piped\n  kshark read a.pcap b.pcapng --format har --output flows.har\n  tcpdump -w - -i lo port 80 | kshark read -\n\nRun `kshark help read` for the details of a command."
 )]
 struct Cli {

@@ -231,7 +231,9 @@ fn identity_source(a: &TapArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
     if a.replay.is_some() {
         return (Vec::new(), None);
     }
-    if std::path::Path::new(crate::lab::KUBECONFIG).exists() {
+    // the lab's files are root's: a user who cannot read them is not using the lab
+    let readable = |p: &str| std::fs::File::open(p).is_ok();
+    if readable(crate::lab::KUBECONFIG) {
         eprintln!("kshark: identity from the lab's API server ({})", crate::lab::KUBECONFIG);
         return (Vec::new(), Some(KubeSource::Kubeconfig(crate::lab::KUBECONFIG.into())));
     }
@@ -239,7 +241,7 @@ fn identity_source(a: &TapArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
     if std::env::var_os("KUBECONFIG").is_some() || home_config.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         return (Vec::new(), Some(KubeSource::Infer));
     }
-    if std::path::Path::new(crate::lab::INVENTORY).exists() {
+    if readable(crate::lab::INVENTORY) {
         eprintln!("kshark: identity from the lab's inventory {}", crate::lab::INVENTORY);
         return (vec![crate::lab::INVENTORY.into()], None);
     }

@@ -118,9 +118,9 @@ type Query = (String, u16, String);
 /// The lab's services speak HTTP on the ports of the databases they stand in for (MySQL's
 /// 3306, MongoDB's 27017): tshark is told so, as it would be told with "Decode As".
 fn tshark_requests(pcap: &Path, from: f64, to: f64) -> (BTreeSet<Req>, BTreeSet<Req>, BTreeSet<Query>) {
-    let fields = |filter: &str, f: &[&str]| -> Vec<Vec<String>> {
+    let fields_of = |filter: &str, f: &[&str], occurrence: &str| -> Vec<Vec<String>> {
         let mut args: Vec<String> =
-            ["-r", pcap.to_str().unwrap(), "-d", "tcp.port==50051,http2", "-d", "tcp.port==3306,http", "-d", "tcp.port==27017,http", "-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", "occurrence=f"]
+            ["-r", pcap.to_str().unwrap(), "-d", "tcp.port==50051,http2", "-d", "tcp.port==3306,http", "-d", "tcp.port==27017,http", "-Y", filter, "-T", "fields", "-E", "separator=\t", "-E", occurrence]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
@@ -133,16 +133,23 @@ fn tshark_requests(pcap: &Path, from: f64, to: f64) -> (BTreeSet<Req>, BTreeSet<
         assert!(o.status.success(), "tshark failed: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).lines().map(|l| l.split('\t').map(String::from).collect()).collect()
     };
+    let fields = |filter: &str, f: &[&str]| fields_of(filter, f, "occurrence=f");
     let inside = |row: &Vec<String>| row[0].parse::<f64>().is_ok_and(|t| t >= from && t <= to);
     let http = fields("http.request", &["ip.src", "tcp.srcport", "http.request.method", "http.request.uri"])
         .into_iter()
         .filter(inside)
         .map(|r| (r[1].clone(), r[2].parse().unwrap(), r[3].clone(), r[4].clone()))
         .collect();
-    let grpc = fields("http2.header.name == \":path\" && tcp.dstport == 50051", &["ip.src", "tcp.srcport", "http2.streamid", "http2.headers.path"])
+    // one segment may carry several frames (a new connection's SETTINGS and WINDOW_UPDATE
+    // on stream 0 before the first HEADERS): each :path goes with its HEADERS frame's stream
+    let grpc = fields_of("http2.header.name == \":path\" && tcp.dstport == 50051", &["ip.src", "tcp.srcport", "http2.type", "http2.streamid", "http2.headers.path"], "occurrence=a")
         .into_iter()
         .filter(inside)
-        .map(|r| (r[1].clone(), r[2].parse().unwrap(), r[3].clone(), r[4].clone()))
+        .flat_map(|r| {
+            let streams: Vec<&str> = r[3].split(',').zip(r[4].split(',')).filter(|(t, _)| *t == "1").map(|(_, s)| s).collect();
+            let calls: Vec<Req> = streams.iter().zip(r[5].split(',')).map(|(s, p)| (r[1].clone(), r[2].parse().unwrap(), s.to_string(), p.to_string())).collect();
+            calls
+        })
         .collect();
     let dns = fields("dns.flags.response == 0", &["ip.src", "udp.srcport", "dns.qry.name"])
         .into_iter()
