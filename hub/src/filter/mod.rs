@@ -1,0 +1,136 @@
+//! The filter language of `cli.md`: CEL syntax with KFL2-style short names, compiled
+//! once into a tree of closures and evaluated on an entry's JSON.
+//!
+//! ```text
+//! http && status_code >= 500 && dst.namespace == "sock-shop"
+//! grpc && grpc_status != 0 && grpc_method.startsWith("Get")
+//! dns && "catalogue.sock-shop.svc.cluster.local" in dns_questions
+//! src.pod.name.startsWith("front-end") && elapsed_time > 100000
+//! timestamp > now() - duration("5m")
+//! ```
+//!
+//! Why not a CEL crate: CEL's own semantics make a missing field an error ("no such
+//! key"), where `cli.md` wants it to be its type's zero value so that `status_code >= 500`
+//! is simply false for DNS; and an interpreter such as `cel-interpreter` evaluates on its
+//! own value type, so every entry would first be converted into a map of CEL values. Here
+//! fields are read in place from the entry's JSON, names are resolved and literals
+//! (regexes, durations, timestamps) are compiled once, and errors name the character
+//! position. Errors during evaluation (a division by zero, a bad regex from a field)
+//! follow CEL: they pass through operators, `false && error` is false, `true || error`
+//! is true, and an entry whose filter ends in an error does not match.
+
+mod eval;
+mod parse;
+
+use serde_json::Value;
+
+/// A filter that does not compile: what is wrong, and the character position (from 0)
+/// where it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad filter at position {position}: {message}")]
+pub struct FilterError {
+    pub message: String,
+    pub position: usize,
+}
+
+impl FilterError {
+    pub(crate) fn new(message: impl Into<String>, position: usize) -> Self {
+        FilterError { message: message.into(), position }
+    }
+
+    /// The filter with a caret under the position, for a terminal.
+    pub fn pointer(&self, src: &str) -> String {
+        let line: String = src.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        format!("{line}\n{}^ {}", " ".repeat(self.position.min(line.chars().count())), self.message)
+    }
+}
+
+/// A compiled filter.
+pub struct Filter {
+    root: eval::Node,
+    source: String,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Filter({:?})", self.source)
+    }
+}
+
+impl Filter {
+    /// Compiles `src`; an empty (or all-blank) filter matches everything.
+    pub fn compile(src: &str) -> Result<Filter, FilterError> {
+        if src.trim().is_empty() {
+            return Ok(Filter { root: eval::always(), source: String::new() });
+        }
+        let ast = parse::Parser::parse(src)?;
+        let root = eval::compile_root(&ast)?;
+        Ok(Filter { root, source: src.to_string() })
+    }
+
+    /// Whether the entry matches, with `now` (nanoseconds since the epoch) for `now()`.
+    pub fn matches_at(&self, entry: &Value, now: i128) -> bool {
+        eval::run(&self.root, entry, now)
+    }
+
+    /// Whether the entry matches, `now()` being the current time.
+    pub fn matches(&self, entry: &Value) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128);
+        self.matches_at(entry, now)
+    }
+
+    /// The text it was compiled from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Whether it matches everything (compiled from an empty filter).
+    pub fn is_everything(&self) -> bool {
+        self.source.is_empty()
+    }
+}
+
+/// Parses `5m`, `1h30m`, `250ms`, `1.5s` (Go's duration syntax, as CEL's `duration()`)
+/// into nanoseconds.
+pub fn parse_duration(s: &str) -> Option<i128> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = match &rest[..u] {
+            "h" => 3.6e12,
+            "m" => 6e10,
+            "s" => 1e9,
+            "ms" => 1e6,
+            "us" | "µs" => 1e3,
+            "ns" => 1.0,
+            _ => return None,
+        };
+        rest = &rest[u..];
+        total += num * unit;
+    }
+    if !total.is_finite() || total > 1e30 {
+        return None;
+    }
+    Some(if neg { -(total as i128) } else { total as i128 })
+}
+
+/// Parses an RFC 3339 timestamp into nanoseconds since the epoch.
+pub fn parse_timestamp(s: &str) -> Option<i128> {
+    s.parse::<jiff::Timestamp>().ok().map(|t| t.as_nanosecond())
+}
+
+#[cfg(test)]
+mod tests;

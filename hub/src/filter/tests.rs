@@ -1,0 +1,171 @@
+//! The language itself on small hand-made entries: syntax, errors and their positions,
+//! CEL's semantics, zero values. Real entries from real captures are in tests/filter.rs.
+
+use super::{parse_duration, Filter};
+use serde_json::{json, Value};
+
+fn http() -> Value {
+    json!({
+        "id": "1", "timestamp": "2026-01-01T00:00:10.5Z", "protocol": "http", "http_version": "1.1", "transport": "tcp",
+        "src": {"ip": "10.0.0.1", "port": 40000, "name": "front-end-1", "namespace": "shop",
+                "pod": {"name": "front-end-1", "namespace": "shop", "labels": {"app": "front-end"}, "workload": {"kind": "Deployment", "name": "front-end"}, "node": "n1"},
+                "service": {"name": "front-end", "namespace": "shop"}},
+        "dst": {"ip": "10.0.0.2", "port": 80, "name": "catalogue", "namespace": "shop", "pod": null, "service": {"name": "catalogue", "namespace": "shop"}},
+        "request": {"method": "GET", "path": "/catalogue", "url": "/catalogue?size=5", "headers": {"user-agent": "curl/8"}},
+        "response": {"status_code": 503, "headers": {}},
+        "elapsed_time": 120000, "request_size": 80, "response_size": 200, "node": "n1", "capture_source": "file", "conn_id": "c1", "anomalies": [],
+    })
+}
+
+fn dns() -> Value {
+    json!({
+        "protocol": "dns", "transport": "udp", "timestamp": "2026-01-01T00:00:00Z",
+        "src": {"ip": "10.0.0.1", "port": 5353, "namespace": "shop"}, "dst": {"ip": "10.0.0.10", "port": 53, "namespace": "kube-system"},
+        "request": {"questions": [{"name": "catalogue.shop.svc.cluster.local.", "type": "A"}]},
+        "response": {"rcode": "NOERROR", "answers": [{"name": "catalogue.shop.svc.cluster.local.", "type": "A", "data": "10.0.0.2"}]},
+        "elapsed_time": 300, "anomalies": [],
+    })
+}
+
+const NOW: i128 = 1_767_225_660_000_000_000; // 2026-01-01T00:01:00Z
+
+fn check(expr: &str, e: &Value) -> bool {
+    Filter::compile(expr).unwrap_or_else(|err| panic!("{expr}: {}", err.pointer(expr))).matches_at(e, NOW)
+}
+
+#[test]
+fn operators_and_short_names() {
+    let (h, d) = (http(), dns());
+    for (expr, on_http, on_dns) in [
+        ("http", true, false),
+        ("dns and udp", false, true),
+        ("tcp && !dns", true, false),
+        ("not http", false, true),
+        ("status_code >= 500", true, false),
+        ("status_code >= 500 || dns_rcode == \"NOERROR\"", true, true),
+        ("status_code == 0", false, true), // the zero value of a missing int
+        ("method == \"GET\" && path == '/catalogue'", true, false),
+        ("url.contains('size=5')", true, false),
+        ("path.startsWith(\"/cat\") and path.endsWith('logue')", true, false),
+        ("path.matches('^/c[a-z]+$')", true, false),
+        ("request.headers[\"user-agent\"].startsWith(\"curl\")", true, false),
+        ("src.pod.workload.name == 'front-end'", true, false),
+        ("src.pod.labels.app in ['front-end', 'x']", true, false),
+        ("\"shop\" in namespaces", true, true),
+        ("'kube-system' in namespaces", false, true),
+        ("\"catalogue.shop.svc.cluster.local\" in dns_questions", false, true),
+        ("dns_answers.exists(a, a.startsWith('10.'))", false, true),
+        ("dns_answers.all(a, a.startsWith('10.'))", true, true), // vacuously true with no answers
+        ("'front-end-1' in pods && 'catalogue' in services", true, false),
+        ("services.contains('front-end')", true, false),
+        ("elapsed_time > 100000", true, false),
+        ("elapsed_time / 1000 == 120", true, false),
+        ("elapsed_time * 2 - 40000 == 200000", true, false),
+        ("elapsed_time % 7 == 120000 % 7", true, true),
+        ("size(pods) == 1 && pods.size() == 1", true, false),
+        ("size(path) == 10", true, false),
+        ("response != null", true, true),
+        ("has(response.status_code)", true, false),
+        ("has(src.pod.name)", true, false),
+        ("dst.port == 80 || dst.port == 53", true, true),
+        ("dst.port in [80, 8080]", true, false),
+        ("src.port > 1024 ? dst.port == 80 : false", true, false),
+        ("string(status_code).startsWith('5')", true, false),
+        ("int('42') == 42 && double(status_code) == 503.0", true, false),
+        ("method.lowerAscii() == 'get'", true, false),
+        ("timestamp > timestamp('2026-01-01T00:00:05Z')", true, false),
+        ("now() - timestamp < duration('1m')", true, false),
+        ("now() - timestamp <= duration(\"1m\")", true, true),
+        ("timestamp + duration('10s') > timestamp('2026-01-01T00:00:15Z')", true, false),
+        ("size(anomalies) == 0", true, true),
+        ("1 + 2.5 == 3.5", true, true),
+        ("\"a\" + 'b' == \"ab\"", true, true),
+        ("r'\\d' == '\\\\d'", true, true),
+        ("'\\x41\\u00e9' == 'Aé'", true, true),
+        ("grpc_status == 0 && grpc_service == ''", true, true),
+        ("(http || dns) && !(status_code >= 500)", false, true),
+    ] {
+        assert_eq!(check(expr, &h), on_http, "{expr} on http");
+        assert_eq!(check(expr, &d), on_dns, "{expr} on dns");
+    }
+}
+
+#[test]
+fn errors_follow_cel_and_never_match() {
+    let h = http();
+    // a division by zero is an error: no match, whichever way it is compared
+    assert!(!check("elapsed_time / 0 == 0", &h));
+    assert!(!check("elapsed_time / 0 != 0", &h));
+    assert!(!check("!(elapsed_time / 0 == 0)", &h));
+    // ... unless the other side of && / || decides
+    assert!(!check("false && elapsed_time / 0 == 0", &h));
+    assert!(!check("elapsed_time / 0 == 0 && false", &h));
+    assert!(check("true || elapsed_time / 0 == 0", &h));
+    assert!(check("elapsed_time / 0 == 0 || true", &h));
+    // a regex from the entry that does not compile
+    assert!(!check("path.matches(method + '(')", &h));
+    // overflow
+    assert!(!check("9223372036854775807 + elapsed_time > 0", &h));
+}
+
+#[test]
+fn mistakes_name_their_position() {
+    for (expr, pos, words) in [
+        ("status_code >= ", 15, "ends too early"),
+        ("status_code = 500", 12, "=="),
+        ("http & dns", 5, "&&"),
+        ("stauts_code == 500", 0, "did you mean `status_code`"),
+        ("http && method.startswit('G')", 15, "did you mean `startsWith`"),
+        ("status_code == \"500\"", 12, "never equal"),
+        ("path > 5", 5, "cannot order"),
+        ("(http", 5, "expected `)`"),
+        ("http dns", 5, "unexpected `dns`"),
+        ("'abc", 0, "not closed"),
+        ("path.matches('(')", 13, "bad regex"),
+        ("duration('5 parsecs') > now() - timestamp", 9, "bad duration"),
+        ("timestamp > timestamp('yesterday')", 22, "bad timestamp"),
+        ("status_code", 0, "true or false"),
+        ("1 + 'a' == 2", 2, "does not apply"),
+        ("http && 5", 8, "needs true or false"),
+        ("http in 5", 8, "list or a map"),
+        ("size(path, 1) > 0", 0, "takes 0 arguments"),
+        ("x == 1", 0, "unknown name `x`"),
+        ("http ? 1", 8, "expected `:`"),
+        ("'a' \u{1b}", 4, "unexpected character"),
+        ("", 0, ""),
+    ] {
+        match Filter::compile(expr) {
+            Err(e) => {
+                assert_eq!(e.position, pos, "{expr}: {e}");
+                assert!(e.message.contains(words), "{expr}: {e}");
+                assert!(e.to_string().contains(&format!("position {pos}")));
+            }
+            Ok(f) => assert!(expr.is_empty() && f.is_everything(), "{expr} compiled"),
+        }
+    }
+    let e = Filter::compile("status_code = 500").unwrap_err();
+    assert_eq!(e.pointer("status_code = 500"), "status_code = 500\n            ^ `=` is not an operator: compare with `==`");
+}
+
+#[test]
+fn hostile_input_is_refused_not_crashed() {
+    let deep = format!("{}http{}", "(".repeat(10_000), ")".repeat(10_000));
+    assert!(Filter::compile(&deep).unwrap_err().message.contains("nested deeper"));
+    let bangs = format!("{}http", "!".repeat(10_000));
+    assert!(Filter::compile(&bangs).is_err());
+    let long_chain = vec!["http"; 5000].join(" || ");
+    assert!(Filter::compile(&long_chain).unwrap().matches_at(&http(), NOW));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("5m"), Some(300_000_000_000));
+    assert_eq!(parse_duration("1h30m"), Some(5_400_000_000_000));
+    assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+    assert_eq!(parse_duration("250ms"), Some(250_000_000));
+    assert_eq!(parse_duration("-2us"), Some(-2000));
+    assert_eq!(parse_duration("0"), Some(0));
+    for bad in ["", "5", "m", "5 m", "5x", "1e400h"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}
