@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECS="${1:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-for t in raw_frame tcp_stream http2_conn; do
+for t in raw_frame tcp_stream http2_conn filter; do
   echo "fuzz: $t for ${SECS}s"
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" --sanitizer none -- -max_total_time="$SECS" -rss_limit_mb=2048
 done

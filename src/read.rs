@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  kshark read capture.pcap\n  kshark read capture.pcapng --format ndjson | jq 'select(.response.status_code >= 500)'\n  kshark read a.pcap b.pcap --format har --output flows.har\n  kshark read grpc.pcap --proto protos/ --format ndjson\n  tcpdump -U -w - -i lo port 8080 | kshark read - --format table\n\nExit codes: 0 success; 1 runtime failure (e.g. cannot write the output); 2 bad usage or\nan unreadable capture file. A capture cut short is read up to the cut, with a warning.")]
+#[command(after_help = "Examples:\n  kshark read capture.pcap\n  kshark read capture.pcapng --filter 'http && status_code >= 500'\n  kshark read dns.pcap --filter '\"example.com\" in dns_questions' --format ndjson\n  kshark read a.pcap b.pcap --format har --output flows.har\n  kshark read grpc.pcap --proto protos/ --format ndjson\n  tcpdump -U -w - -i lo port 8080 | kshark read - --format table\n\nExit codes: 0 success; 1 runtime failure (e.g. cannot write the output); 2 bad usage or\nan unreadable capture file. A capture cut short is read up to the cut, with a warning.")]
 pub struct ReadArgs {
     /// Capture files (pcap or pcapng); `-` reads standard input
     #[arg(required = true, value_name = "FILE")]
@@ -41,8 +41,22 @@ pub struct ReadArgs {
     /// or an API server's lists); repeatable
     #[arg(long, value_name = "FILE")]
     inventory: Vec<PathBuf>,
+    /// Only entries this filter matches (the language in the README's "Filters", e.g.
+    /// 'http && status_code >= 500')
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
     #[command(flatten)]
     dissect: crate::schema::DissectArgs,
+}
+
+/// Compiles `--filter`; a bad one is bad input (exit 2) with its position.
+pub fn compile_filter(expr: Option<&str>) -> Result<Option<kshark_hub::Filter>, Failure> {
+    expr.map(|x| kshark_hub::Filter::compile(x).map_err(|e| Failure::Input(format!("--filter {x:?}: {e}")))).transpose()
+}
+
+/// Whether an entry passes the filter (none: every entry does).
+pub fn keep(f: Option<&kshark_hub::Filter>, e: &Entry) -> bool {
+    f.is_none_or(|f| serde_json::to_value(e).is_ok_and(|v| f.matches(&v)))
 }
 
 /// Output is built in memory and written in blocks of this size: serde_json writes a string
@@ -90,6 +104,7 @@ fn broken_pipe(e: &io::Error) -> bool {
 
 pub fn run(a: ReadArgs) -> Result<(), Failure> {
     let config = a.dissect.config(a.node.clone(), kshark_dissect::entry::CaptureSource::File)?;
+    let filter = compile_filter(a.filter.as_deref())?;
     let identity = match a.inventory.is_empty() {
         true => None,
         false => Some(kshark_capture::inventory::load(&a.inventory).map_err(|e| Failure::Input(e.to_string()))?),
@@ -125,7 +140,7 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
             if let Some(id) = &identity {
                 id.tag(&mut e);
             }
-            if write_error.is_none() {
+            if write_error.is_none() && keep(filter.as_ref(), &e) {
                 if let Err(err) = sink.put(&e) {
                     write_error = Some(err);
                 }

@@ -88,6 +88,9 @@ pub struct TapArgs {
     /// Print every counter as JSON on stderr at the end
     #[arg(long)]
     stats: bool,
+    /// Only entries this filter matches (e.g. 'http && status_code >= 500'; see the README's "Filters")
+    #[arg(long, value_name = "EXPR")]
+    filter: Option<String>,
     #[command(flatten)]
     dissect: crate::schema::DissectArgs,
 }
@@ -254,6 +257,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         .as_deref()
         .map(|p| regex::Regex::new(p).map_err(|e| Failure::Input(format!("POD_REGEX {p:?}: {e}"))))
         .transpose()?;
+    let filter = crate::read::compile_filter(a.filter.as_deref())?;
     let (inventory, kube) = identity_source(&a);
     let mut t = Targeting {
         inventory,
@@ -382,6 +386,7 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
     }
     let deadline = a.duration.map(|d| Instant::now() + d);
     let mut entries = 0u64;
+    let mut filtered_out = 0u64;
     let mut write_failed = false;
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
     loop {
@@ -400,6 +405,10 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         for mut e in ready.flatten() {
             inv.tag(&mut e);
             entries += 1;
+            if !crate::read::keep(filter.as_ref(), &e) {
+                filtered_out += 1;
+                continue;
+            }
             if write_failed {
                 continue;
             }
@@ -428,8 +437,9 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
     } else {
         drops.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ") + " dropped"
     };
+    let shown = if filter.is_some() { format!(" ({} matched the filter)", entries - filtered_out) } else { String::new() };
     eprintln!(
-        "kshark: {} packets, {} entries; {}; {} reassembly gaps",
+        "kshark: {} packets, {} entries{shown}; {}; {} reassembly gaps",
         stats.source.packets, entries, drop_text, stats.dissect.tcp_gaps
     );
     if a.stats {

@@ -229,3 +229,24 @@ fn read_with_an_inventory_names_both_ends() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("item 0 (Pod)"), "{}", stderr(&o));
 }
+
+/// `read --filter` keeps exactly the entries the filter matches (checked against the
+/// same condition on the unfiltered output), and a bad filter is exit 2 with its position.
+#[test]
+fn read_filter_keeps_what_matches_and_a_bad_one_says_where() {
+    let pcap = common::corpus().join("pcaps/zeek_http_pipelined-requests.pcap");
+    let p = pcap.to_str().unwrap();
+    let all = common::ndjson(&common::kshark(&["read", p, "--format", "ndjson"]));
+    let want: Vec<&serde_json::Value> = all.iter().filter(|e| e["request"]["path"].as_str().is_some_and(|x| x.ends_with(".css") || x.ends_with(".js"))).collect();
+    assert!(!want.is_empty() && want.len() < all.len(), "the capture would not tell");
+    let o = common::kshark(&["read", p, "--format", "ndjson", "--filter", "http && (path.endsWith('.css') || path.endsWith('.js'))"]);
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    let got = common::ndjson(&o);
+    assert_eq!(got.iter().collect::<Vec<_>>(), want);
+    let o = common::kshark(&["read", p, "--filter", "http && status_code = 200"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::stderr(&o);
+    assert!(err.contains("position 20") && err.contains("=="), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    no_panic(&o);
+}

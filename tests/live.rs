@@ -506,6 +506,7 @@ fn lab_api_server_names_both_ends_and_follows_deletes_and_scaling() {
             (ip == "10.244.1.12" && p.metadata.name.as_deref() != Some(&old)).then(|| p.metadata.name.unwrap())
         })
     });
+    let t_new = now_secs();
     // a second replica has no namespace to play it: Pending, saying why
     scale(&rt, &admin, "catalogue", 2);
     poll("the second catalogue replica pending with its reason", 10, || {
@@ -531,7 +532,17 @@ fn lab_api_server_names_both_ends_and_follows_deletes_and_scaling() {
     let mut both_named = 0;
     for e in &entries {
         let ns = [e["src"]["namespace"].as_str(), e["dst"]["namespace"].as_str()];
-        assert!(ns.contains(&Some("sock-shop")), "an entry outside sock-shop: {e}");
+        // between a pod's deletion and its replacement's start no pod holds the address,
+        // but the lab's process behind it goes on (and its DNS lookups are seen until the
+        // capture lets the address go): those ends are rightly unnamed
+        let t = time(e);
+        let between = |s: &str| match e[s]["ip"].as_str() {
+            Some("10.244.1.12") => t > t_del - 1.0 && t < t_new + 1.0,
+            Some("10.244.1.22") => t > t_scale - 1.0,
+            _ => false,
+        };
+        let unnamed_in_between = ["src", "dst"].iter().any(|s| e[s]["pod"].is_null() && between(s));
+        assert!(ns.contains(&Some("sock-shop")) || unnamed_in_between, "an entry outside sock-shop: {e}");
         let mut sides = 0;
         for side in ["src", "dst"] {
             let s = &e[side];
