@@ -15,6 +15,8 @@
 #    on the same injected traffic in a network namespace pair: packets per second taken
 #    without loss, CPU seconds per million packets, peak memory, and the worker's memory
 #    with 100,000 open connections.
+# 4. The filter language (hub/examples/filter_speed.rs): ns per entry of compiled filters
+#    over the corpus's entries, next to what parsing an entry's JSON costs.
 # Everything listens on 127.0.0.1 or inside the benchmark's own namespaces and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,3 +111,6 @@ python3 bench/measure.py "$PCAP" | tee "$OUT/results.txt"
 
 # --- live capture ------------------------------------------------------------------------
 [ "$CAPTURE" = 0 ] || python3 bench/capture.py | tee "$OUT/capture.txt"
+
+# --- filters -----------------------------------------------------------------------------
+cargo run --release -q -p kshark-hub --example filter_speed | tee "$OUT/filter.txt"
