@@ -60,10 +60,29 @@ fn bad_usage_is_one_line_and_exit_2() {
         (vec!["tap", "-n", "x", "--no-tui", "--inventory", "/nonexistent.json"], "/nonexistent.json"),
         (vec!["tap", "[", "-i", "lo", "--no-tui"], "POD_REGEX"),
         (vec!["tap", "-i", "lo", "--duration", "5 parsecs"], "unknown unit"),
+        (vec!["tap", "-i", "lo", "--no-tui", "--filter", "dns &&"], "position 6"),
     ] {
         let o = kshark(&args);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn tap_filter_gives_what_read_filter_gives() {
+    let path = corpus().join("pcaps/sv_datasets-04-http-dns.pcap");
+    let path = path.to_str().unwrap();
+    let filter = "dns && dns_questions.exists(q, q.endsWith('example.com'))";
+    let read = kshark(&["read", path, "--format", "ndjson", "--filter", filter]);
+    let all = ndjson(&kshark(&["read", path, "--format", "ndjson"]));
+    let mut want: Vec<String> = ndjson(&read).iter().map(key).collect();
+    assert!(!want.is_empty() && want.len() < all.len(), "the capture would not tell");
+    let tap = kshark(&["tap", "--replay", path, "--speed", "0", "--no-tui", "--format", "ndjson", "--filter", filter]);
+    assert!(tap.status.success(), "{}", stderr(&tap));
+    let mut got: Vec<String> = ndjson(&tap).iter().map(key).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(stderr(&tap).contains(&format!("{} entries ({} matched the filter)", all.len(), want.len())), "{}", stderr(&tap));
 }
