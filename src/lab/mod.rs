@@ -42,7 +42,7 @@ const PAYMENT_PROTO: &str = include_str!("../../deploy/lab/payment.proto");
 const SUBNET: [u8; 3] = [10, 244, 1];
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  sudo kshark lab up\n  sudo kshark lab traffic --rate 20 --errors 0.1\n  sudo kshark tap -n sock-shop --no-tui\n  sudo kshark lab status\n  sudo kshark lab down\n\nThe lab needs root (network namespaces, veths, a bridge), dnsmasq, iproute2 and a Python 3\nwith grpcio (scripts/setup.sh installs them; KSHARK_PYTHON picks another Python).")]
+#[command(after_help = "Examples:\n  sudo kshark lab up\n  sudo kshark lab traffic --rate 20 --errors 0.1\n  sudo kshark tap -n sock-shop --no-tui\n  sudo kshark lab status\n  sudo kshark lab down\n\nThe lab needs root (network namespaces, veths, a bridge), dnsmasq, iproute2 and a Python 3\nwith grpcio (scripts/setup.sh installs them; KSHARK_PYTHON picks another Python). Its control\nplane (etcd, kube-apiserver on https://127.0.0.1:16443, controller-manager, scheduler) needs\netcd-server, openssl and the binaries scripts/k8s.sh builds; `lab up --no-api` does without.\nkshark's kubeconfig: /run/kshark-lab/kubeconfig; an admin one for kubectl: /run/kshark-lab/admin.kubeconfig.")]
 pub struct LabArgs {
     #[command(subcommand)]
     cmd: LabCmd,
