@@ -110,6 +110,20 @@ impl Watched {
     }
 }
 
+/// Starts `kshark ARGS` with stderr watched and stdout collected by a thread (joined for
+/// the whole output once the process ends).
+fn start_tap(cmd: &mut Command, what: &str) -> (Watched, String, std::thread::JoinHandle<String>) {
+    let mut tap = Watched::new(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start kshark tap"));
+    let head = tap.wait_for("capturing with", what);
+    let stdout = tap.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
+        s
+    });
+    (tap, head, reader)
+}
+
 /// A request as both tools can name it: client address and port, method (for gRPC: the
 /// HTTP/2 stream id), path.
 type Req = (String, u16, String, String);
@@ -192,22 +206,9 @@ fn tap_with(engine: &str) {
             .expect("start tshark"),
     );
     tshark.wait_for("Capturing on", "tshark");
-    let mut tap = Watched::new(
-        Command::new(kshark_bin())
-            .args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "12s", "--stats"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kshark tap"),
-    );
-    let head = tap.wait_for("capturing with", "kshark tap");
+    let (mut tap, head, reader) =
+        start_tap(Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "12s", "--stats"]), "kshark tap");
     assert!(head.contains(&format!("capturing with {engine}")), "tap did not use {engine}: {head}");
-    let stdout = tap.child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
-        s
-    });
     let t_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     lab(&["traffic", "--rate", "10", "--duration", "6s", "--wait"]);
     let t_end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
@@ -355,23 +356,9 @@ fn follows_pods(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("inventory.json");
     std::fs::write(&inv, without("user")).unwrap();
-    let mut tap = Watched::new(
-        Command::new(kshark_bin())
-            .args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "16s", "--inventory"])
-            .arg(&inv)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kshark tap"),
-    );
-    let head = tap.wait_for("capturing with", "kshark tap");
+    let (mut tap, head, reader) =
+        start_tap(Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "16s", "--inventory"]).arg(&inv), "kshark tap");
     assert!(head.contains("tapping 12 pod addresses on 12 interfaces"), "{head}");
-    let stdout = tap.child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
-        s
-    });
     lab(&["traffic", "--rate", "20", "--duration", "13s"]);
     std::thread::sleep(Duration::from_secs(3));
     let t_user = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
@@ -474,22 +461,8 @@ fn lab_api_server_names_both_ends_and_follows_deletes_and_scaling() {
     let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 3}}));
     assert!(rt.block_on(deploys.patch_scale("user", &Default::default(), &patch)).is_err(), "kshark's token can scale");
 
-    let mut tap = Watched::new(
-        Command::new(kshark_bin())
-            .args(["tap", "-n", "sock-shop", "--no-tui", "--format", "ndjson", "--duration", "26s"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kshark tap"),
-    );
-    let head = tap.wait_for("capturing with", "kshark tap");
+    let (mut tap, head, reader) = start_tap(Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--no-tui", "--format", "ndjson", "--duration", "26s"]), "kshark tap");
     assert!(head.contains("identity from the API server https://127.0.0.1:16443"), "{head}");
-    let stdout = tap.child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut s);
-        s
-    });
     let t0 = Instant::now();
     lab(&["traffic", "--rate", "20", "--duration", "24s"]);
     std::thread::sleep(Duration::from_secs(5));

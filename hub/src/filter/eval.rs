@@ -227,14 +227,16 @@ fn name(n: &str, pos: usize, scope: &[String]) -> Result<(Node, Ty), FilterError
     if let Some(i) = scope.iter().rposition(|v| v == n) {
         return Ok((node(move |c| c.vars.get(i).cloned().unwrap_or(Val::Err)), Ty::Dyn));
     }
+    // the name as a 'static str, for closures that outlive the filter's text
+    let Some(&n) = NAMES.iter().find(|k| **k == n) else {
+        let near = NAMES.iter().chain(FUNCTIONS).filter(|k| edit_distance(k, n) <= 2).min_by_key(|k| edit_distance(k, n));
+        let hint = near.map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
+        return Err(FilterError::new(format!("unknown name `{n}`{hint}"), pos));
+    };
     let field = |keys: &'static [&'static str], ty: Ty| -> (Node, Ty) { (node(move |c| from_json(path(c.entry, keys))), ty) };
     let word = |key: &'static str, want: &'static str| -> (Node, Ty) { (node(move |c| Val::Bool(c.entry.get(key).and_then(Value::as_str) == Some(want))), Ty::Bool) };
     Ok(match n {
-        "http" | "grpc" | "dns" => word("protocol", match n {
-            "http" => "http",
-            "grpc" => "grpc",
-            _ => "dns",
-        }),
+        "http" | "grpc" | "dns" => word("protocol", n),
         "tcp" => word("transport", "tcp"),
         "udp" => word("transport", "udp"),
         // gRPC calls are HTTP/2 POSTs: `method` is the HTTP method for both
@@ -250,28 +252,15 @@ fn name(n: &str, pos: usize, scope: &[String]) -> Result<(Node, Ty), FilterError
         "dns_questions" => (node(|c| strings(path(c.entry, &["request", "questions"]).and_then(Value::as_array).into_iter().flatten().map(|q| q.get("name")))), Ty::List),
         "dns_answers" => (node(|c| strings(path(c.entry, &["response", "answers"]).and_then(Value::as_array).into_iter().flatten().map(|q| q.get("data")))), Ty::List),
         "dns_rcode" => field(&["response", "rcode"], Ty::Str),
-        "elapsed_time" | "request_size" | "response_size" => {
-            let key: &'static str = NAMES.iter().find(|k| **k == n).copied().unwrap_or("elapsed_time");
-            (node(move |c| from_json(c.entry.get(key))), Ty::Int)
-        }
+        "elapsed_time" | "request_size" | "response_size" => (node(move |c| from_json(c.entry.get(n))), Ty::Int),
         "namespaces" => (node(|c| strings([path(c.entry, &["src", "namespace"]), path(c.entry, &["dst", "namespace"])].into_iter())), Ty::List),
         "pods" => (node(|c| strings([path(c.entry, &["src", "pod", "name"]), path(c.entry, &["dst", "pod", "name"])].into_iter())), Ty::List),
         "services" => (node(|c| strings([path(c.entry, &["src", "service", "name"]), path(c.entry, &["dst", "service", "name"])].into_iter())), Ty::List),
         "timestamp" => (node(|c| c.entry.get("timestamp").and_then(Value::as_str).and_then(parse_timestamp).map_or(Val::Absent, Val::Time)), Ty::Time),
         "anomalies" => field(&["anomalies"], Ty::List),
-        "src" | "dst" | "request" | "response" => {
-            let key: &'static str = NAMES.iter().find(|k| **k == n).copied().unwrap_or("src");
-            (node(move |c| from_json(c.entry.get(key))), Ty::Map)
-        }
-        "node" | "id" | "protocol" | "http_version" | "transport" | "capture_source" | "conn_id" => {
-            let key: &'static str = NAMES.iter().find(|k| **k == n).copied().unwrap_or("id");
-            (node(move |c| from_json(c.entry.get(key))), Ty::Str)
-        }
-        _ => {
-            let near = NAMES.iter().chain(FUNCTIONS).filter(|k| edit_distance(k, n) <= 2).min_by_key(|k| edit_distance(k, n));
-            let hint = near.map(|k| format!("; did you mean `{k}`?")).unwrap_or_default();
-            return Err(FilterError::new(format!("unknown name `{n}`{hint}"), pos));
-        }
+        "src" | "dst" | "request" | "response" => (node(move |c| from_json(c.entry.get(n))), Ty::Map),
+        // "node", "id", "protocol", "http_version", "transport", "capture_source", "conn_id"
+        _ => (node(move |c| from_json(c.entry.get(n))), Ty::Str),
     })
 }
 
