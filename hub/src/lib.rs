@@ -1,8 +1,38 @@
-//! kshark's hub library. Today: [`filter`], the filter language of `cli.md` (CEL syntax
-//! with KFL2-style short names), compiled once with [`filter::Filter::compile`] and
-//! evaluated on each entry's JSON with [`filter::Filter::matches`]. `kshark read
-//! --filter` uses it; the hub's ingest, store and API will.
+//! kshark's hub: workers ship entries to it, it keeps them, filters them, and streams
+//! them live.
+//!
+//! - [`record`]: the batch format on the wire and the [`record::Record`] each entry
+//!   becomes (its slim form for filters and metrics, its full JSON compressed).
+//! - [`store`]: the SQLite store, bounded by [`store::Retention`], queried by time and
+//!   filter.
+//! - [`hub::Hub`]: the writer thread (group commits, exactly-once per worker batch), the
+//!   live subscribers (bounded, cut loose when slow), counters.
+//! - [`metrics`]: Prometheus text and the service map.
+//! - [`api`]: the HTTP API of `cli.md` (axum), worker ingest over a WebSocket, TLS.
+//! - [`filter`]: the filter language of `cli.md` (CEL syntax with KFL2-style short names),
+//!   compiled once with [`Filter::compile`], evaluated on each entry's JSON.
 
+pub mod api;
 pub mod filter;
+pub mod hub;
+pub mod metrics;
+pub mod record;
+pub mod store;
 
 pub use filter::{Filter, FilterError};
+pub use hub::{Hub, HubConfig};
+
+/// Everything that goes wrong in the hub.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A batch that cannot be taken: what is wrong with it, and where.
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("the hub is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Serve(String),
+}

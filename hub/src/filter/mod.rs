@@ -49,6 +49,7 @@ impl FilterError {
 pub struct Filter {
     root: eval::Node,
     source: String,
+    full: bool,
 }
 
 impl std::fmt::Debug for Filter {
@@ -61,11 +62,11 @@ impl Filter {
     /// Compiles `src`; an empty (or all-blank) filter matches everything.
     pub fn compile(src: &str) -> Result<Filter, FilterError> {
         if src.trim().is_empty() {
-            return Ok(Filter { root: eval::always(), source: String::new() });
+            return Ok(Filter { root: eval::always(), source: String::new(), full: false });
         }
         let ast = parse::Parser::parse(src)?;
         let root = eval::compile_root(&ast)?;
-        Ok(Filter { root, source: src.to_string() })
+        Ok(Filter { root, source: src.to_string(), full: !slim_enough(&ast) })
     }
 
     /// Whether the entry matches, with `now` (nanoseconds since the epoch) for `now()`.
@@ -79,6 +80,12 @@ impl Filter {
         self.matches_at(entry, now)
     }
 
+    /// Whether it reads parts of an entry that its slim form leaves out (headers, bodies,
+    /// gRPC messages...: [`crate::record::HEAVY`]), so must be run on the full entry.
+    pub fn needs_full(&self) -> bool {
+        self.full
+    }
+
     /// The text it was compiled from.
     pub fn source(&self) -> &str {
         &self.source
@@ -87,6 +94,31 @@ impl Filter {
     /// Whether it matches everything (compiled from an empty filter).
     pub fn is_everything(&self) -> bool {
         self.source.is_empty()
+    }
+}
+
+/// Whether `e` reads only what the slim form of an entry keeps: `request` and `response`
+/// only through a literal key that is not one of the heavy ones.
+fn slim_enough(e: &parse::Expr) -> bool {
+    use parse::Kind::*;
+    let side = |b: &parse::Expr| matches!(&b.kind, Ident(n) if n == "request" || n == "response");
+    let light = |k: &str| !crate::record::HEAVY.contains(&k);
+    match &e.kind {
+        Null | Bool(_) | Int(_) | Double(_) | Str(_) => true,
+        Ident(n) => n != "request" && n != "response",
+        Member(b, f) => if side(b) { light(f) } else { slim_enough(b) },
+        Index(b, k) => {
+            if side(b) {
+                matches!(&k.kind, Str(s) if light(s))
+            } else {
+                slim_enough(b) && slim_enough(k)
+            }
+        }
+        List(xs) | Logic(_, xs) => xs.iter().all(slim_enough),
+        Call(t, _, args) => t.as_deref().is_none_or(slim_enough) && args.iter().all(slim_enough),
+        Unary(_, a) => slim_enough(a),
+        Binary(_, a, b) => slim_enough(a) && slim_enough(b),
+        Cond(a, b, c) => slim_enough(a) && slim_enough(b) && slim_enough(c),
     }
 }
 
