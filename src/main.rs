@@ -7,6 +7,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod hubcmd;
 mod lab;
 mod read;
 mod schema;
@@ -35,6 +36,12 @@ enum Command {
     Read(read::ReadArgs),
     /// Capture live traffic of pods (or interfaces) and print entries as they complete
     Tap(tap::TapArgs),
+    /// Run the hub: ingest from workers, storage, the query API and live stream
+    Hub(hubcmd::HubArgs),
+    /// The per-node capture worker: capture, dissect, name, and ship entries to a hub
+    Worker(tap::WorkerArgs),
+    /// Print entries from a hub: stored ones matching a filter, then new ones (-f)
+    Observe(hubcmd::ObserveArgs),
     /// A local sock-shop in network namespaces, to tap without a cluster (needs root)
     Lab(lab::LabArgs),
 }
@@ -52,6 +59,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Read(args) => read::run(args),
         Command::Tap(args) => tap::run(args),
+        Command::Hub(args) => hubcmd::hub(args),
+        Command::Worker(args) => tap::worker(args),
+        Command::Observe(args) => hubcmd::observe(args),
         Command::Lab(args) => lab::main(args),
     };
     match result {

@@ -41,6 +41,38 @@ pub enum TapFormat {
 #[derive(Args)]
 #[command(after_help = "Examples:\n  sudo kshark lab up && sudo kshark lab traffic\n  sudo kshark tap -n sock-shop --no-tui --format ndjson --duration 10s\n  sudo kshark tap 'front-end|catalogue' -n sock-shop --engine libpcap --no-tui\n  sudo kshark tap -i lo --no-tui --duration 30s\n  kshark tap --replay capture.pcap --no-tui --format table\n\nTargets come from the inventory (`--inventory`, or the lab's when it is up): the pods of\nthe namespaces given with -n (or all with -A), narrowed by POD_REGEX. Their host-side veths\nare found through their network namespaces, and followed as pods come and go; only their\naddresses pass the kernel-side filter. With -i, those interfaces are captured instead.\nOn exit (Ctrl-C or --duration) a summary of every stage's counters goes to stderr.")]
 pub struct TapArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// Print entries to stdout (the terminal UI is not built yet, so this is what tap does)
+    #[arg(long)]
+    no_tui: bool,
+    /// Output format [default: table on a terminal, ndjson otherwise]
+    #[arg(long, value_enum)]
+    format: Option<TapFormat>,
+    /// The in-process hub's API (for `kshark observe`, and the dashboard) listens on
+    /// 127.0.0.1 at this port (0: any free port)
+    #[arg(long, default_value_t = 8899)]
+    port: u16,
+}
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  kshark hub --token-file token &\n  sudo kshark worker --hub http://127.0.0.1:8899 --token-file token -n sock-shop\n  kshark worker --hub http://127.0.0.1:8899 --token-file token --read capture.pcap --speed 0\n  kshark worker --hub https://hub.example:8899 --ca-file ca.pem --token-file token -i eth0\n\nThe worker captures as `tap` does (same targeting flags) and ships entries to the hub:\none WebSocket, batches of up to 2,000 entries (or 100 ms), LZ4-compressed, each kept\nuntil the hub acknowledges it. When the hub goes away the worker reconnects with back-off\nand resends what was not acknowledged; up to 256 MiB waits, then the oldest batches go\n(counted as ship_drops). With --duration or --read it waits up to 30 s for the last\nacknowledgements before it exits.")]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+    /// The hub: http://HOST:PORT, or https:// when it serves TLS
+    #[arg(long, value_name = "URL")]
+    hub: String,
+    /// The file holding the hub's worker token (first line)
+    #[arg(long, value_name = "F")]
+    token_file: PathBuf,
+    /// Trust this CA (PEM) for an https:// hub, instead of the system's roots
+    #[arg(long, value_name = "F")]
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CaptureArgs {
     /// Only pods whose name matches this regular expression
     #[arg(value_name = "POD_REGEX")]
     pattern: Option<String>,
@@ -64,17 +96,11 @@ pub struct TapArgs {
     /// ~/.kube/config, in-cluster, or the lab's when it is up]
     #[arg(long, value_name = "PATH", conflicts_with = "inventory")]
     kubeconfig: Option<PathBuf>,
-    /// Print entries to stdout (the terminal UI is not built yet, so this is what tap does)
-    #[arg(long)]
-    no_tui: bool,
-    /// Output format [default: table on a terminal, ndjson otherwise]
-    #[arg(long, value_enum)]
-    format: Option<TapFormat>,
     /// Stop after this long (e.g. 10s, 5m, 1h); default: until Ctrl-C
     #[arg(long, value_parser = parse_duration, value_name = "D")]
     duration: Option<Duration>,
     /// Play a capture file as live traffic instead of capturing
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["ifaces", "engine"])]
+    #[arg(long, visible_alias = "read", value_name = "FILE", conflicts_with_all = ["ifaces", "engine"])]
     replay: Option<PathBuf>,
     /// With --replay: times the recorded pace (0 = as fast as possible)
     #[arg(long, default_value_t = 1.0, requires = "replay")]
@@ -224,7 +250,7 @@ fn open_source(engine: Engine, plan: &Plan) -> Result<Box<dyn Source>, Failure> 
 /// API server when the lab is up with one; else KUBECONFIG, ~/.kube/config or the
 /// in-cluster service account; else the lab's inventory file. A replay without either
 /// flag names nothing.
-fn identity_source(a: &TapArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
+fn identity_source(a: &CaptureArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
     if !a.inventory.is_empty() {
         return (a.inventory.clone(), None);
     }
@@ -251,14 +277,43 @@ fn identity_source(a: &TapArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
     (Vec::new(), None)
 }
 
-pub fn run(a: TapArgs) -> Result<(), Failure> {
+/// Where entries go.
+enum Sink {
+    /// Printed (tap), and kept by the in-process hub.
+    Print { format: TapFormat, hub: crate::hubcmd::LocalHub },
+    /// Shipped to a hub (worker).
+    Ship(kshark_capture::ship::Shipper),
+}
+
+pub fn run(t: TapArgs) -> Result<(), Failure> {
+    let format = t.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
+    if !t.no_tui {
+        eprintln!("kshark: the terminal UI is not part of this build yet; printing entries (as with --no-tui)");
+    }
+    crate::read::compile_filter(t.capture.filter.as_deref())?;
+    let hub = crate::hubcmd::LocalHub::start(t.port)?;
+    capture(&t.capture, Sink::Print { format, hub })
+}
+
+pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
+    crate::read::compile_filter(w.capture.filter.as_deref())?;
+    let token = kshark_hub::client::read_token(&w.token_file).map_err(|e| Failure::Input(e.to_string()))?;
+    let addr = kshark_hub::client::HubAddr::parse(&w.hub, Some(token), w.ca_file.clone()).map_err(|e| Failure::Input(e.to_string()))?;
+    let node = w.capture.node.clone().unwrap_or_else(hostname);
+    let id = format!("{node}/{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()));
+    eprintln!("kshark worker: shipping to {} as {id}", addr.display());
+    let shipper = kshark_capture::ship::Shipper::start(kshark_capture::ship::ShipConfig::new(addr, id)).map_err(|e| Failure::Runtime(e.to_string()))?;
+    capture(&w.capture, Sink::Ship(shipper))
+}
+
+fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     let pattern = a
         .pattern
         .as_deref()
         .map(|p| regex::Regex::new(p).map_err(|e| Failure::Input(format!("POD_REGEX {p:?}: {e}"))))
         .transpose()?;
     let filter = crate::read::compile_filter(a.filter.as_deref())?;
-    let (inventory, kube) = identity_source(&a);
+    let (inventory, kube) = identity_source(a);
     let mut t = Targeting {
         inventory,
         namespaces: a.namespaces.clone(),
@@ -319,6 +374,8 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
     if let Some(n) = a.shards {
         cfg.shards = n.max(1);
     }
+    let live_stats = std::sync::Arc::new(std::sync::Mutex::new(kshark_capture::worker::WorkerStats::default()));
+    cfg.live_stats = Some(live_stats.clone());
     // SAFETY: the handler only stores to an atomic.
     unsafe {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
@@ -376,12 +433,14 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         worker::run(source, &cfg, &STOP, replan, tx)
     });
 
-    let format = a.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
-    if !a.no_tui {
-        eprintln!("kshark: the terminal UI is not part of this build yet; printing entries (as with --no-tui)");
-    }
+    let format = match &sink {
+        Sink::Print { format, .. } => Some(*format),
+        Sink::Ship(_) => None,
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let mut last_report = Instant::now();
     let mut out = io::BufWriter::with_capacity(256 << 10, io::stdout().lock());
-    if format == TapFormat::Table {
+    if format == Some(TapFormat::Table) {
         let _ = writeln!(out, "{}", table::header());
     }
     let deadline = a.duration.map(|d| Instant::now() + d);
@@ -409,20 +468,36 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
                 filtered_out += 1;
                 continue;
             }
-            if write_failed {
-                continue;
-            }
+            let json = serde_json::to_string(&e).unwrap_or_default();
             match format {
-                TapFormat::Ndjson => {
-                    let _ = serde_json::to_writer(&mut buf, &e);
+                _ if write_failed => {}
+                Some(TapFormat::Ndjson) => {
+                    buf.extend_from_slice(json.as_bytes());
                     buf.push(b'\n');
                 }
-                TapFormat::Table => {
+                Some(TapFormat::Table) => {
                     let _ = writeln!(buf, "{}", table::row(&e));
+                }
+                None => {}
+            }
+            lines.push(json);
+        }
+        drop(inv);
+        match &sink {
+            Sink::Print { hub, .. } => hub.feed(std::mem::take(&mut lines)),
+            Sink::Ship(s) => {
+                for l in lines.drain(..) {
+                    s.send(l);
                 }
             }
         }
-        if !write_failed && out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let mut st = live_stats.lock().map(|s| s.clone()).unwrap_or_default();
+            st.entries = entries;
+            sink_report(&sink, st.to_json());
+        }
+        if !write_failed && !buf.is_empty() && out.write_all(&buf).and_then(|_| out.flush()).is_err() {
             // the reader went away (a closed pipe): stop capturing
             write_failed = true;
             STOP.store(true, Ordering::Relaxed);
@@ -442,9 +517,38 @@ pub fn run(a: TapArgs) -> Result<(), Failure> {
         "kshark: {} packets, {} entries{shown}; {}; {} reassembly gaps",
         stats.source.packets, entries, drop_text, stats.dissect.tcp_gaps
     );
+    sink_report(&sink, stats.to_json());
+    let mut all = stats.to_json();
+    match sink {
+        Sink::Print { hub, .. } => hub.stop(),
+        Sink::Ship(s) => {
+            // a bounded run (a file, --duration) waits for its last acknowledgements
+            let wait = if a.replay.is_some() || a.duration.is_some() { Duration::from_secs(30) } else { Duration::from_secs(3) };
+            let ship = s.finish(wait);
+            eprintln!(
+                "kshark worker: {} entries acknowledged by the hub; {} dropped (buffer full), {} refused",
+                ship.entries_acked.load(Ordering::Relaxed),
+                ship.ship_drops.load(Ordering::Relaxed),
+                ship.refused_entries.load(Ordering::Relaxed)
+            );
+            all["ship"] = ship.to_json();
+        }
+    }
     if a.stats {
-        eprintln!("{}", stats.to_json());
+        eprintln!("{all}");
     }
     Ok(())
+}
+
+fn sink_report(sink: &Sink, mut stats: serde_json::Value) {
+    match sink {
+        Sink::Print { hub, .. } => hub.report(stats),
+        Sink::Ship(s) => {
+            let ship = s.stats.to_json();
+            stats["ship_drops"] = ship["ship_drops"].clone();
+            stats["ship"] = ship;
+            s.report(stats)
+        }
+    }
 }
 

@@ -16,6 +16,7 @@ pub mod live_pcap;
 pub mod netns;
 pub mod pipeline;
 pub mod replay;
+pub mod ship;
 pub mod source;
 pub mod worker;
 

@@ -25,12 +25,15 @@ pub struct WorkerConfig {
     pub queue_batches: usize,
     /// How often the plan (interfaces, targets) is asked for again.
     pub replan_every: Duration,
+    /// Where the source's counters and the queue drops are put as the run goes (at each
+    /// replan tick), for a hub's `/api/stats`.
+    pub live_stats: Option<std::sync::Arc<std::sync::Mutex<WorkerStats>>>,
 }
 
 impl WorkerConfig {
     pub fn new(dissect: Config) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 64, replan_every: Duration::from_secs(1) }
+        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 64, replan_every: Duration::from_secs(1), live_stats: None }
     }
 }
 
@@ -197,6 +200,13 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) {
         if last_plan.elapsed() >= cfg.replan_every {
             last_plan = Instant::now();
+            if let Some(l) = &cfg.live_stats {
+                if let Ok(mut l) = l.lock() {
+                    l.engine = source.engine();
+                    l.source = source.stats();
+                    l.queue_drops = queue_drops;
+                }
+            }
             if let Some(plan) = replan() {
                 if let Err(e) = source.apply(&plan) {
                     result = Err(e);

@@ -9,10 +9,12 @@
 //!   live subscribers (bounded, cut loose when slow), counters.
 //! - [`metrics`]: Prometheus text and the service map.
 //! - [`api`]: the HTTP API of `cli.md` (axum), worker ingest over a WebSocket, TLS.
+//! - [`client`]: the WebSocket client for workers, `observe` and the terminal UI.
 //! - [`filter`]: the filter language of `cli.md` (CEL syntax with KFL2-style short names),
 //!   compiled once with [`Filter::compile`], evaluated on each entry's JSON.
 
 pub mod api;
+pub mod client;
 pub mod filter;
 pub mod hub;
 pub mod metrics;
@@ -29,6 +31,9 @@ pub enum Error {
     /// A batch that cannot be taken: what is wrong with it, and where.
     #[error("malformed batch: {0}")]
     Malformed(String),
+    /// The hub (or a worker's peer) said no: a wrong token, a refused batch.
+    #[error("{0}")]
+    Refused(String),
     #[error("store: {0}")]
     Store(String),
     #[error("the hub is shutting down")]

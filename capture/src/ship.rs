@@ -1,0 +1,255 @@
+//! Shipping entries to a hub: one long-lived WebSocket, entries batched (up to
+//! [`ShipConfig::batch_entries`] or [`ShipConfig::linger`], whichever comes first) and
+//! LZ4-compressed, each batch kept until the hub acknowledges it. After a lost connection
+//! the worker reconnects with back-off and resends every unacknowledged batch; the hub
+//! skips those it already has, so nothing is lost or doubled. What waits is bounded
+//! ([`ShipConfig::max_buffer_bytes`]): beyond it the oldest batch goes, and is counted.
+
+use kshark_hub::client::{HubAddr, Socket};
+use kshark_hub::record::encode_batch;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Clone, Debug)]
+pub struct ShipConfig {
+    pub hub: HubAddr,
+    /// This worker's id at the hub (node name and a per-run suffix).
+    pub worker: String,
+    pub batch_entries: usize,
+    pub linger: Duration,
+    pub max_buffer_bytes: usize,
+}
+
+impl ShipConfig {
+    pub fn new(hub: HubAddr, worker: String) -> Self {
+        ShipConfig { hub, worker, batch_entries: 2000, linger: Duration::from_millis(100), max_buffer_bytes: 256 << 20 }
+    }
+}
+
+/// The shipper's counters.
+#[derive(Debug, Default)]
+pub struct ShipStats {
+    pub batches_sent: AtomicU64,
+    pub batches_acked: AtomicU64,
+    pub batches_resent: AtomicU64,
+    pub entries_acked: AtomicU64,
+    pub connects: AtomicU64,
+    /// Entries dropped because the buffer of unacknowledged batches was full.
+    pub ship_drops: AtomicU64,
+    /// Entries in batches the hub refused as malformed.
+    pub refused_entries: AtomicU64,
+    pub buffered_bytes: AtomicU64,
+}
+
+impl ShipStats {
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "batches_sent": self.batches_sent.load(Relaxed),
+            "batches_acked": self.batches_acked.load(Relaxed),
+            "batches_resent": self.batches_resent.load(Relaxed),
+            "entries_acked": self.entries_acked.load(Relaxed),
+            "connects": self.connects.load(Relaxed),
+            "ship_drops": self.ship_drops.load(Relaxed),
+            "refused_entries": self.refused_entries.load(Relaxed),
+            "buffered_bytes": self.buffered_bytes.load(Relaxed),
+        })
+    }
+}
+
+enum Msg {
+    Entry(String),
+    Stats(Value),
+}
+
+/// A running shipper (its own thread and runtime).
+pub struct Shipper {
+    tx: Option<mpsc::Sender<Msg>>,
+    pub stats: Arc<ShipStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    deadline: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Shipper {
+    pub fn start(cfg: ShipConfig) -> std::io::Result<Shipper> {
+        let (tx, rx) = mpsc::channel(8192);
+        let stats = Arc::new(ShipStats::default());
+        let deadline = Arc::new(std::sync::Mutex::new(None));
+        let (s, d) = (stats.clone(), deadline.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let thread = std::thread::Builder::new().name("ship".into()).spawn(move || rt.block_on(run(cfg, rx, s, d)))?;
+        Ok(Shipper { tx: Some(tx), stats, thread: Some(thread), deadline })
+    }
+
+    /// Queues one entry's JSON (waits while the shipper's inbox is full).
+    pub fn send(&self, entry: String) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.blocking_send(Msg::Entry(entry));
+        }
+    }
+
+    /// Sends the worker's counters to the hub (for `/api/stats`).
+    pub fn report(&self, stats: Value) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Msg::Stats(stats));
+        }
+    }
+
+    /// Sends what is left and waits for the hub to acknowledge it, up to `wait`.
+    pub fn finish(mut self, wait: Duration) -> Arc<ShipStats> {
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + wait);
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.stats.clone()
+    }
+}
+
+struct Pending {
+    batch: u64,
+    bytes: Arc<Vec<u8>>,
+    entries: usize,
+}
+
+async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, deadline: Arc<std::sync::Mutex<Option<Instant>>>) {
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut buffered = 0usize;
+    let mut next = 1u64;
+    let mut current: Vec<String> = Vec::new();
+    let mut sock: Option<Socket> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut retry_at = Instant::now();
+    let mut last_stats: Option<Value> = None;
+    let mut inbox_open = true;
+    let mut warned = String::new();
+    let path = format!("/api/ingest?worker={}", kshark_hub::client::encode(&cfg.worker));
+    let mut tick = tokio::time::interval(cfg.linger);
+    loop {
+        let finishing = !inbox_open;
+        if finishing && current.is_empty() && pending.is_empty() {
+            break;
+        }
+        if finishing && deadline.lock().ok().and_then(|d| *d).is_some_and(|d| Instant::now() >= d) {
+            let left: usize = pending.iter().map(|p| p.entries).sum::<usize>() + current.len();
+            if left > 0 {
+                eprintln!("kshark worker: {left} entries not acknowledged by {} before the end", cfg.hub.display());
+            }
+            break;
+        }
+        if sock.is_none() && Instant::now() >= retry_at {
+            match tokio::time::timeout(Duration::from_secs(5), cfg.hub.websocket(&path)).await.unwrap_or_else(|_| Err(kshark_hub::Error::Serve("connect timed out".into()))) {
+                Ok(mut s) => {
+                    st.connects.fetch_add(1, Relaxed);
+                    if st.connects.load(Relaxed) > 1 || !warned.is_empty() {
+                        eprintln!("kshark worker: connected to {}; resending {} unacknowledged batches", cfg.hub.display(), pending.len());
+                    }
+                    warned.clear();
+                    backoff = Duration::from_millis(100);
+                    let mut ok = true;
+                    for p in &pending {
+                        st.batches_resent.fetch_add(1, Relaxed);
+                        if s.send(Message::Binary(p.bytes.to_vec().into())).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if let Some(v) = &last_stats {
+                        let _ = s.send(Message::Text(serde_json::json!({"stats": v}).to_string().into())).await;
+                    }
+                    sock = ok.then_some(s);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    if msg != warned {
+                        eprintln!("kshark worker: {msg}; retrying (buffering meanwhile)");
+                        warned = msg;
+                    }
+                    if matches!(e, kshark_hub::Error::Refused(_)) {
+                        backoff = Duration::from_secs(5);
+                    }
+                    retry_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let mut seal = false;
+        tokio::select! {
+            m = rx.recv(), if inbox_open => match m {
+                Some(Msg::Entry(e)) => {
+                    current.push(e);
+                    seal = current.len() >= cfg.batch_entries;
+                }
+                Some(Msg::Stats(v)) => {
+                    if let Some(s) = sock.as_mut() {
+                        let _ = s.send(Message::Text(serde_json::json!({"stats": &v}).to_string().into())).await;
+                    }
+                    last_stats = Some(v);
+                }
+                None => {
+                    inbox_open = false;
+                    seal = true;
+                }
+            },
+            _ = tick.tick() => seal = true,
+            m = async { match sock.as_mut() { Some(s) => s.next().await, None => std::future::pending().await } } => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                    let done = v.get("ack").or(v.get("refused")).and_then(Value::as_u64);
+                    if let Some(n) = done {
+                        if let Some(i) = pending.iter().position(|p| p.batch == n) {
+                            let p = pending.remove(i).expect("found above");
+                            buffered -= p.bytes.len();
+                            if v.get("ack").is_some() {
+                                st.batches_acked.fetch_add(1, Relaxed);
+                                st.entries_acked.fetch_add(p.entries as u64, Relaxed);
+                            } else {
+                                st.refused_entries.fetch_add(p.entries as u64, Relaxed);
+                            }
+                        }
+                    }
+                    if let Some(e) = v.get("error").and_then(Value::as_str) {
+                        eprintln!("kshark worker: the hub says: {e}");
+                    }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    sock = None;
+                    retry_at = Instant::now() + backoff;
+                }
+                _ => {}
+            },
+        }
+        if seal && !current.is_empty() {
+            let bytes = Arc::new(encode_batch(next, &current));
+            let p = Pending { batch: next, bytes: bytes.clone(), entries: current.len() };
+            next += 1;
+            current.clear();
+            buffered += p.bytes.len();
+            pending.push_back(p);
+            while buffered > cfg.max_buffer_bytes && pending.len() > 1 {
+                let old = pending.pop_front().expect("more than one");
+                buffered -= old.bytes.len();
+                st.ship_drops.fetch_add(old.entries as u64, Relaxed);
+            }
+            st.batches_sent.fetch_add(1, Relaxed);
+            if let Some(s) = sock.as_mut() {
+                if s.send(Message::Binary(bytes.to_vec().into())).await.is_err() {
+                    sock = None;
+                    retry_at = Instant::now() + backoff;
+                }
+            }
+        }
+        st.buffered_bytes.store(buffered as u64, Relaxed);
+        if finishing && sock.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    if let Some(mut s) = sock {
+        let _ = s.close(None).await;
+    }
+}
