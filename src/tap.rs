@@ -302,6 +302,23 @@ pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
     let node = w.capture.node.clone().unwrap_or_else(hostname);
     let id = format!("{node}/{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()));
     eprintln!("kshark worker: shipping to {} as {id}", addr.display());
+    // a refusal (a wrong token) is a mistake to say at once; a hub not up yet is waited for
+    let probe = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::Runtime(e.to_string()))?.block_on(async {
+        let path = format!("/api/ingest?worker={}", kshark_hub::client::encode(&id));
+        match tokio::time::timeout(Duration::from_secs(5), addr.websocket(&path)).await {
+            Ok(Ok(mut s)) => {
+                let _ = s.close(None).await;
+                Ok(())
+            }
+            Ok(Err(kshark_hub::Error::Refused(m))) => Err(m),
+            Ok(Err(e)) => {
+                eprintln!("kshark worker: {e}; will keep trying");
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
+    });
+    probe.map_err(Failure::Runtime)?;
     let shipper = kshark_capture::ship::Shipper::start(kshark_capture::ship::ShipConfig::new(addr, id)).map_err(|e| Failure::Runtime(e.to_string()))?;
     capture(&w.capture, Sink::Ship(shipper))
 }
