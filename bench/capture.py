@@ -70,7 +70,7 @@ def run(capturer, pps, seconds, conns=10000, hold=False):
         cmd = ["tcpdump", "-i", "ksb-b", "-w", "/dev/null", "-s", "0", "-B", "65536", "-n"]
         ready = "listening on"
     else:
-        cmd = [os.path.join(REL, "kshark"), "tap", "-i", "ksb-b", "--engine", capturer, "--no-tui", "--format", "ndjson", "--stats"]
+        cmd = [os.path.join(REL, "kshark"), "tap", "--port", "0", "-i", "ksb-b", "--engine", capturer, "--no-tui", "--format", "ndjson", "--stats"]
         ready = "capturing with"
     with open(err, "w") as ef:
         p = subprocess.Popen(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf] + cmd, stdout=subprocess.DEVNULL, stderr=ef)

@@ -114,3 +114,9 @@ python3 bench/measure.py "$PCAP" | tee "$OUT/results.txt"
 
 # --- filters -----------------------------------------------------------------------------
 cargo run --release -q -p kshark-hub --example filter_speed | tee "$OUT/filter.txt"
+
+# --- hub -----------------------------------------------------------------------------------
+# 5. The hub (hub/examples/hub_bench.rs): ingest rate through the real WebSocket path, a
+#    filtered query over 1,000,000 stored entries, latency to 10 live subscribers at 10,000
+#    entries/s, peak memory.
+cargo run --release -q -p kshark-hub --example hub_bench | tee "$OUT/hub.txt"

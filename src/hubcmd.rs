@@ -126,6 +126,9 @@ pub struct LocalHub {
     rt: Option<tokio::runtime::Runtime>,
     _dir: tempdir::Dir,
     batch: std::cell::Cell<u64>,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Entries the in-process hub could not take in time (printing goes on regardless).
+    pub dropped: std::cell::Cell<u64>,
 }
 
 mod tempdir {
@@ -155,7 +158,7 @@ impl LocalHub {
         rt.spawn(async move {
             let _ = api::serve(listener, router, None, std::future::pending()).await;
         });
-        Ok(LocalHub { hub, rt: Some(rt), _dir: dir, batch: std::cell::Cell::new(0) })
+        Ok(LocalHub { hub, rt: Some(rt), _dir: dir, batch: std::cell::Cell::new(0), in_flight: Arc::default(), dropped: std::cell::Cell::new(0) })
     }
 
     /// Stores entries (their JSON).
@@ -163,23 +166,36 @@ impl LocalHub {
         if lines.is_empty() {
             return;
         }
-        let records: Vec<Record> = lines.iter().filter_map(|l| Record::from_json(l, &"tap").ok()).collect();
+        use std::sync::atomic::Ordering::Relaxed;
+        // the store must not hold capture back: when it is behind, batches are counted
+        // and skipped rather than queued without bound
+        if self.in_flight.load(Relaxed) >= 16 {
+            self.dropped.set(self.dropped.get() + lines.len() as u64);
+            return;
+        }
         let n = self.batch.get() + 1;
         self.batch.set(n);
         let hub = self.hub.clone();
+        let in_flight = self.in_flight.clone();
         if let Some(rt) = &self.rt {
-            // committed by the writer thread; tap does not wait for it
+            in_flight.fetch_add(1, Relaxed);
             rt.spawn(async move {
+                let records = tokio::task::spawn_blocking(move || lines.iter().filter_map(|l| Record::from_json(l, &"tap").ok()).collect::<Vec<_>>()).await.unwrap_or_default();
                 let _ = hub.ingest(Arc::from("tap"), n, records).await;
+                in_flight.fetch_sub(1, Relaxed);
             });
         }
     }
 
-    pub fn report(&self, stats: Value) {
+    pub fn report(&self, mut stats: Value) {
+        stats["hub_drops"] = self.dropped.get().into();
         self.hub.worker_report("tap", true, Some(stats));
     }
 
     pub fn stop(mut self) {
+        if self.dropped.get() > 0 {
+            eprintln!("kshark: the in-process hub could not keep up and did not store {} entries (all were printed)", self.dropped.get());
+        }
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
         }

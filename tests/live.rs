@@ -207,7 +207,7 @@ fn tap_with(engine: &str) {
     );
     tshark.wait_for("Capturing on", "tshark");
     let (mut tap, head, reader) =
-        start_tap(Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "12s", "--stats"]), "kshark tap");
+        start_tap(Command::new(kshark_bin()).args(["tap", "--port", "0", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "12s", "--stats"]), "kshark tap");
     assert!(head.contains(&format!("capturing with {engine}")), "tap did not use {engine}: {head}");
     let t_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     lab(&["traffic", "--rate", "10", "--duration", "6s", "--wait"]);
@@ -330,13 +330,13 @@ fn missing_privileges_are_one_clear_line() {
     let o = as_nobody(&["lab", "up"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(common::stderr(&o).contains("needs root"), "{}", common::stderr(&o));
-    let o = as_nobody(&["tap", "-i", "lo", "--engine", "ebpf", "--no-tui", "--duration", "1s"]);
+    let o = as_nobody(&["tap", "--port", "0", "-i", "lo", "--engine", "ebpf", "--no-tui", "--duration", "1s"]);
     let err = common::stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("ebpf") && err.contains("root"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     // auto says why eBPF is out, then libpcap fails the same way
-    let o = as_nobody(&["tap", "-i", "lo", "--no-tui", "--duration", "1s"]);
+    let o = as_nobody(&["tap", "--port", "0", "-i", "lo", "--no-tui", "--duration", "1s"]);
     let err = common::stderr(&o);
     assert!(err.contains("eBPF unavailable") && err.contains("using libpcap"), "{err}");
     assert!(err.contains("libpcap on lo") && err.contains("root"), "{err}");
@@ -357,7 +357,7 @@ fn follows_pods(engine: &str) {
     let inv = dir.path().join("inventory.json");
     std::fs::write(&inv, without("user")).unwrap();
     let (mut tap, head, reader) =
-        start_tap(Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "16s", "--inventory"]).arg(&inv), "kshark tap");
+        start_tap(Command::new(kshark_bin()).args(["tap", "--port", "0", "-n", "sock-shop", "--engine", engine, "--no-tui", "--format", "ndjson", "--duration", "16s", "--inventory"]).arg(&inv), "kshark tap");
     assert!(head.contains("tapping 12 pod addresses on 12 interfaces"), "{head}");
     lab(&["traffic", "--rate", "20", "--duration", "13s"]);
     std::thread::sleep(Duration::from_secs(3));
@@ -461,7 +461,7 @@ fn lab_api_server_names_both_ends_and_follows_deletes_and_scaling() {
     let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 3}}));
     assert!(rt.block_on(deploys.patch_scale("user", &Default::default(), &patch)).is_err(), "kshark's token can scale");
 
-    let (mut tap, head, reader) = start_tap(Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--no-tui", "--format", "ndjson", "--duration", "26s"]), "kshark tap");
+    let (mut tap, head, reader) = start_tap(Command::new(kshark_bin()).args(["tap", "--port", "0", "-n", "sock-shop", "--no-tui", "--format", "ndjson", "--duration", "26s"]), "kshark tap");
     assert!(head.contains("identity from the API server https://127.0.0.1:16443"), "{head}");
     let t0 = Instant::now();
     lab(&["traffic", "--rate", "20", "--duration", "24s"]);

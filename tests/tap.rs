@@ -23,7 +23,7 @@ fn replay_through_shards_gives_what_read_gives() {
         assert!(read.status.success(), "{}", stderr(&read));
         let mut want: Vec<String> = ndjson(&read).iter().map(key).collect();
         for shards in ["1", "3"] {
-            let tap = kshark(&["tap", "--replay", path, "--speed", "0", "--no-tui", "--format", "ndjson", "--shards", shards]);
+            let tap = kshark(&["tap", "--port", "0", "--replay", path, "--speed", "0", "--no-tui", "--format", "ndjson", "--shards", shards]);
             assert!(tap.status.success(), "{}", stderr(&tap));
             let mut got: Vec<String> = ndjson(&tap).iter().map(key).collect();
             want.sort();
@@ -41,10 +41,10 @@ fn replay_at_the_recorded_pace_takes_the_recorded_time() {
     // a capture with a gap of a few seconds between its packets: played at its pace it takes them
     let path = corpus().join("pcaps/sv_dns-tcp-ts-gap.pcap");
     let t = std::time::Instant::now();
-    let o = kshark(&["tap", "--replay", path.to_str().unwrap(), "--speed", "1", "--no-tui", "--format", "ndjson"]);
+    let o = kshark(&["tap", "--port", "0", "--replay", path.to_str().unwrap(), "--speed", "1", "--no-tui", "--format", "ndjson"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let fast = std::time::Instant::now();
-    let o2 = kshark(&["tap", "--replay", path.to_str().unwrap(), "--speed", "0", "--no-tui", "--format", "ndjson"]);
+    let o2 = kshark(&["tap", "--port", "0", "--replay", path.to_str().unwrap(), "--speed", "0", "--no-tui", "--format", "ndjson"]);
     assert!(o2.status.success());
     let (paced, quick) = (fast - t, fast.elapsed());
     assert!(paced > quick, "paced {paced:?} vs as fast as possible {quick:?}");
@@ -56,11 +56,11 @@ fn replay_at_the_recorded_pace_takes_the_recorded_time() {
 #[test]
 fn bad_usage_is_one_line_and_exit_2() {
     for (args, says) in [
-        (vec!["tap", "--no-tui"], "say what to tap"),
-        (vec!["tap", "-n", "x", "--no-tui", "--inventory", "/nonexistent.json"], "/nonexistent.json"),
-        (vec!["tap", "[", "-i", "lo", "--no-tui"], "POD_REGEX"),
-        (vec!["tap", "-i", "lo", "--duration", "5 parsecs"], "unknown unit"),
-        (vec!["tap", "-i", "lo", "--no-tui", "--filter", "dns &&"], "position 6"),
+        (vec!["tap", "--port", "0", "--no-tui"], "say what to tap"),
+        (vec!["tap", "--port", "0", "-n", "x", "--no-tui", "--inventory", "/nonexistent.json"], "/nonexistent.json"),
+        (vec!["tap", "--port", "0", "[", "-i", "lo", "--no-tui"], "POD_REGEX"),
+        (vec!["tap", "--port", "0", "-i", "lo", "--duration", "5 parsecs"], "unknown unit"),
+        (vec!["tap", "--port", "0", "-i", "lo", "--no-tui", "--filter", "dns &&"], "position 6"),
     ] {
         let o = kshark(&args);
         let err = stderr(&o);
@@ -78,7 +78,7 @@ fn tap_filter_gives_what_read_filter_gives() {
     let all = ndjson(&kshark(&["read", path, "--format", "ndjson"]));
     let mut want: Vec<String> = ndjson(&read).iter().map(key).collect();
     assert!(!want.is_empty() && want.len() < all.len(), "the capture would not tell");
-    let tap = kshark(&["tap", "--replay", path, "--speed", "0", "--no-tui", "--format", "ndjson", "--filter", filter]);
+    let tap = kshark(&["tap", "--port", "0", "--replay", path, "--speed", "0", "--no-tui", "--format", "ndjson", "--filter", filter]);
     assert!(tap.status.success(), "{}", stderr(&tap));
     let mut got: Vec<String> = ndjson(&tap).iter().map(key).collect();
     want.sort();

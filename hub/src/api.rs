@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+
 /// How the API is reached and guarded.
 #[derive(Clone)]
 pub struct Access {
@@ -78,11 +79,13 @@ fn reader_denied(app: &App, headers: &HeaderMap, token: Option<&str>) -> Option<
     Some(error(StatusCode::UNAUTHORIZED, json!({"error": "this hub listens beyond loopback: readers need its token (--token-file, or Authorization: Bearer)"})))
 }
 
+#[allow(clippy::result_large_err)] // an axum Response, returned as it is
 fn bad_filter(src: &str) -> Result<Arc<Filter>, Response> {
     Filter::compile(src).map(Arc::new).map_err(|e| error(StatusCode::BAD_REQUEST, json!({"error": e.message, "position": e.position})))
 }
 
 /// `since`: a duration back from now (`5m`) or a time (RFC 3339), as ns.
+#[allow(clippy::result_large_err)] // an axum Response, returned as it is
 fn since(s: Option<&str>) -> Result<Option<i64>, Response> {
     let Some(s) = s.filter(|s| !s.is_empty()) else { return Ok(None) };
     if let Some(d) = parse_duration(s) {

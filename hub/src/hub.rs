@@ -334,3 +334,48 @@ impl Hub {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(from: usize, n: usize) -> Vec<Record> {
+        (from..from + n)
+            .map(|i| {
+                let line = format!(r#"{{"id":"{i}","timestamp":"2026-01-01T00:00:00Z","protocol":"dns","transport":"udp","src":{{"ip":"10.0.0.1","port":1}},"dst":{{"ip":"10.0.0.2","port":53}},"request":null,"response":null}}"#);
+                Record::from_json(&line, &"t").unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_subscriber_is_cut_loose_and_the_others_get_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::start(&HubConfig { subscriber_queue: 50, ..HubConfig::new(dir.path()) }).unwrap();
+        let all = Arc::new(Filter::compile("").unwrap());
+        let mut slow = hub.subscribe(all.clone());
+        let mut fast = hub.subscribe(all);
+        let reader = tokio::spawn(async move {
+            let mut n = 0;
+            while n < 1000 {
+                let Some(_) = fast.rx.recv().await else { break };
+                n += 1;
+            }
+            n
+        });
+        for b in 0..40u64 {
+            assert_eq!(hub.ingest(Arc::from("w"), b + 1, records(b as usize * 25, 25)).await.unwrap(), Committed::Stored);
+        }
+        assert_eq!(reader.await.unwrap(), 1000);
+        // the slow one got its queue's worth, then its channel closed
+        let mut got = 0;
+        while slow.rx.recv().await.is_some() {
+            got += 1;
+        }
+        assert!(slow.was_cut());
+        assert!((50..1000).contains(&got), "{got}");
+        assert_eq!(hub.inner.counters.subscribers_cut.load(Relaxed), 1);
+        assert_eq!(hub.stats()["entries"], 1000);
+        hub.shutdown();
+    }
+}

@@ -105,7 +105,7 @@ fn open_conn(path: &Path) -> Result<Connection, Error> {
     let c = Connection::open(path).map_err(db_err(path))?;
     // WAL: readers beside the writer; NORMAL: a commit is in the WAL file before it is
     // acknowledged, which a killed process cannot lose (a power cut may lose the last ones)
-    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536;").map_err(db_err(path))?;
+    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; PRAGMA cache_size=-65536; PRAGMA wal_autocheckpoint=16384; PRAGMA temp_store=MEMORY;").map_err(db_err(path))?;
     Ok(c)
 }
 
