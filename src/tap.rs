@@ -280,7 +280,7 @@ fn identity_source(a: &CaptureArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
 /// Where entries go.
 enum Sink {
     /// Printed (tap), and kept by the in-process hub.
-    Print { format: TapFormat, hub: crate::hubcmd::LocalHub },
+    Print { format: TapFormat, port: u16 },
     /// Shipped to a hub (worker).
     Ship(kshark_capture::ship::Shipper),
 }
@@ -291,8 +291,7 @@ pub fn run(t: TapArgs) -> Result<(), Failure> {
         eprintln!("kshark: the terminal UI is not part of this build yet; printing entries (as with --no-tui)");
     }
     crate::read::compile_filter(t.capture.filter.as_deref())?;
-    let hub = crate::hubcmd::LocalHub::start(t.port)?;
-    capture(&t.capture, Sink::Print { format, hub })
+    capture(&t.capture, Sink::Print { format, port: t.port })
 }
 
 pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
@@ -391,6 +390,11 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     if let Some(n) = a.shards {
         cfg.shards = n.max(1);
     }
+    // the in-process hub starts once capture is sure to run, so a failure is one line
+    let local = match &sink {
+        Sink::Print { port, .. } => Some(crate::hubcmd::LocalHub::start(*port)?),
+        Sink::Ship(_) => None,
+    };
     let live_stats = std::sync::Arc::new(std::sync::Mutex::new(kshark_capture::worker::WorkerStats::default()));
     cfg.live_stats = Some(live_stats.clone());
     // SAFETY: the handler only stores to an atomic.
@@ -501,7 +505,11 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         }
         drop(inv);
         match &sink {
-            Sink::Print { hub, .. } => hub.feed(std::mem::take(&mut lines)),
+            Sink::Print { .. } => {
+                if let Some(h) = &local {
+                    h.feed(std::mem::take(&mut lines));
+                }
+            }
             Sink::Ship(s) => {
                 for l in lines.drain(..) {
                     s.send(l);
@@ -512,7 +520,7 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             last_report = Instant::now();
             let mut st = live_stats.lock().map(|s| s.clone()).unwrap_or_default();
             st.entries = entries;
-            sink_report(&sink, st.to_json());
+            sink_report(&sink, local.as_ref(), st.to_json());
         }
         if !write_failed && !buf.is_empty() && out.write_all(&buf).and_then(|_| out.flush()).is_err() {
             // the reader went away (a closed pipe): stop capturing
@@ -534,10 +542,13 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         "kshark: {} packets, {} entries{shown}; {}; {} reassembly gaps",
         stats.source.packets, entries, drop_text, stats.dissect.tcp_gaps
     );
-    sink_report(&sink, stats.to_json());
+    sink_report(&sink, local.as_ref(), stats.to_json());
     let mut all = stats.to_json();
+    if let Some(h) = local {
+        h.stop();
+    }
     match sink {
-        Sink::Print { hub, .. } => hub.stop(),
+        Sink::Print { .. } => {}
         Sink::Ship(s) => {
             // a bounded run (a file, --duration) waits for its last acknowledgements
             let wait = if a.replay.is_some() || a.duration.is_some() { Duration::from_secs(30) } else { Duration::from_secs(3) };
@@ -557,9 +568,13 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     Ok(())
 }
 
-fn sink_report(sink: &Sink, mut stats: serde_json::Value) {
+fn sink_report(sink: &Sink, local: Option<&crate::hubcmd::LocalHub>, mut stats: serde_json::Value) {
     match sink {
-        Sink::Print { hub, .. } => hub.report(stats),
+        Sink::Print { .. } => {
+            if let Some(h) = local {
+                h.report(stats)
+            }
+        }
         Sink::Ship(s) => {
             let ship = s.stats.to_json();
             stats["ship_drops"] = ship["ship_drops"].clone();
