@@ -355,16 +355,24 @@ mod tests {
         let all = Arc::new(Filter::compile("").unwrap());
         let mut slow = hub.subscribe(all.clone());
         let mut fast = hub.subscribe(all);
+        let seen = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
         let reader = tokio::spawn(async move {
             let mut n = 0;
             while n < 1000 {
                 let Some(_) = fast.rx.recv().await else { break };
                 n += 1;
+                s2.store(n, Relaxed);
             }
             n
         });
         for b in 0..40u64 {
             assert_eq!(hub.ingest(Arc::from("w"), b + 1, records(b as usize * 25, 25)).await.unwrap(), Committed::Stored);
+            // the reader keeps up (never more than one batch, half its queue, waiting)
+            let t = Instant::now();
+            while seen.load(Relaxed) < (b + 1) * 25 && t.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         assert_eq!(reader.await.unwrap(), 1000);
         // the slow one got its queue's worth, then its channel closed
