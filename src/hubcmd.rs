@@ -2,13 +2,12 @@
 
 use crate::Failure;
 use clap::{Args, ValueEnum};
-use kshark_dissect::export::terminal_safe;
 use kshark_hub::api::{self, Access};
 use kshark_hub::client::{encode, read_token, HubAddr};
 use kshark_hub::record::Record;
 use kshark_hub::store::Retention;
 use kshark_hub::{Filter, Hub, HubConfig};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{self, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -337,14 +336,16 @@ pub fn observe(a: ObserveArgs) -> Result<(), Failure> {
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         let mut sock = addr.websocket(&path).await.map_err(|e| Failure::Runtime(e.to_string()))?;
-        let mut out = io::BufWriter::new(io::stdout().lock());
-        let mut har_first = true;
-        match format {
-            ObserveFormat::Table => writeln!(out, "{}", kshark_dissect::export::table::header()),
-            ObserveFormat::Har => write!(out, r#"{{"log":{{"version":"1.2","creator":{{"name":"kshark","version":"{}"}},"entries":["#, env!("CARGO_PKG_VERSION")),
-            ObserveFormat::Ndjson => Ok(()),
+        use kshark_dissect::export::{har::HarWriter, table};
+        let stdout = io::BufWriter::new(io::stdout().lock());
+        // HAR is one document, written as entries come; the others are lines
+        let (mut lines, mut har) = match format {
+            ObserveFormat::Har => (None, Some(HarWriter::new(stdout).map_err(write_err)?)),
+            _ => (Some(stdout), None),
+        };
+        if let (ObserveFormat::Table, Some(out)) = (format, lines.as_mut()) {
+            writeln!(out, "{}", table::header()).map_err(write_err)?;
         }
-        .map_err(write_err)?;
         let stop = terminated();
         tokio::pin!(stop);
         loop {
@@ -354,20 +355,14 @@ pub fn observe(a: ObserveArgs) -> Result<(), Failure> {
             };
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    match format {
-                        ObserveFormat::Ndjson => writeln!(out, "{}", t.as_str()),
-                        ObserveFormat::Table => writeln!(out, "{}", row(&serde_json::from_str(&t).unwrap_or_default())),
-                        ObserveFormat::Har => match har(&serde_json::from_str(&t).unwrap_or_default()) {
-                            Some(h) => {
-                                let sep = if har_first { "\n" } else { ",\n" };
-                                har_first = false;
-                                write!(out, "{sep}{h}")
-                            }
-                            None => Ok(()),
-                        },
+                    match (lines.as_mut(), har.as_mut()) {
+                        (Some(out), _) if format == ObserveFormat::Ndjson => writeln!(out, "{}", t.as_str()),
+                        (Some(out), _) => writeln!(out, "{}", table::row_json(&serde_json::from_str(&t).unwrap_or_default())),
+                        (None, Some(h)) => h.add_value(&serde_json::from_str(&t).unwrap_or_default()).map(drop),
+                        (None, None) => Ok(()),
                     }
                     .map_err(write_err)?;
-                    if a.follow {
+                    if let (true, Some(out)) = (a.follow, lines.as_mut()) {
                         out.flush().map_err(write_err)?;
                     }
                 }
@@ -382,128 +377,14 @@ pub fn observe(a: ObserveArgs) -> Result<(), Failure> {
                 None => break,
             }
         }
-        if format == ObserveFormat::Har {
-            write!(out, "\n]}}}}\n").map_err(write_err)?;
+        match (lines, har) {
+            (Some(mut out), _) => out.flush().map_err(write_err),
+            (None, Some(h)) => h.finish().map(drop).map_err(write_err),
+            (None, None) => Ok(()),
         }
-        out.flush().map_err(write_err)
     })
 }
 
 fn write_err(e: io::Error) -> Failure {
     Failure::Runtime(format!("cannot write the output: {e}"))
-}
-
-fn s<'a>(v: &'a Value, p: &str) -> &'a str {
-    v.pointer(p).and_then(Value::as_str).unwrap_or("")
-}
-
-fn cut(x: &str, w: usize) -> String {
-    let x = terminal_safe(x);
-    if x.chars().count() <= w {
-        x
-    } else {
-        x.chars().take(w - 1).chain(std::iter::once('…')).collect()
-    }
-}
-
-/// One entry's JSON as a line of the table `read` prints.
-fn row(e: &Value) -> String {
-    let end = |side: &str| {
-        let name = s(e, &format!("/{side}/name"));
-        if name.is_empty() || name == s(e, &format!("/{side}/ip")) {
-            format!("{}:{}", s(e, &format!("/{side}/ip")), e.pointer(&format!("/{side}/port")).cloned().unwrap_or_default())
-        } else {
-            name.to_string()
-        }
-    };
-    let (method, what) = match s(e, "/protocol") {
-        "grpc" => ("RPC".to_string(), s(e, "/request/path").to_string()),
-        "dns" => {
-            let q = e.pointer("/request/questions/0").or(e.pointer("/response/questions/0")).cloned().unwrap_or_default();
-            (s(&q, "/type").to_string(), s(&q, "/name").to_string())
-        }
-        _ => (s(e, "/request/method").to_string(), s(e, "/request/url").to_string()),
-    };
-    let status = match (s(e, "/protocol"), e.pointer("/response/status_code").and_then(Value::as_i64)) {
-        ("dns", _) => s(e, "/response/rcode").to_string(),
-        ("grpc", Some(c)) => e.pointer("/response/grpc_status").and_then(Value::as_i64).map_or(c.to_string(), |g| format!("{c} g{g}")),
-        (_, Some(c)) => c.to_string(),
-        _ => "-".into(),
-    };
-    let latency = match e.get("elapsed_time").and_then(Value::as_u64) {
-        Some(us) if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
-        Some(us) if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
-        Some(us) => format!("{us}µs"),
-        None => "-".into(),
-    };
-    let size = e.get("request_size").and_then(Value::as_u64).unwrap_or(0) + e.get("response_size").and_then(Value::as_u64).unwrap_or(0);
-    let notes: Vec<&str> = e.get("anomalies").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-    let ts = s(e, "/timestamp");
-    format!(
-        "{:<12} {:<5} {:<22} {:<22} {:<7} {:<40} {:>6} {:>9} {:>8}  {}",
-        ts.get(11..23).unwrap_or(ts),
-        cut(s(e, "/protocol"), 5),
-        cut(&end("src"), 22),
-        cut(&end("dst"), 22),
-        cut(&method, 7),
-        cut(&what, 40),
-        cut(&status, 8),
-        latency,
-        format!("{size}B"),
-        cut(&notes.join(","), 60)
-    )
-}
-
-/// One HTTP entry's JSON as a HAR 1.2 entry (None for other protocols).
-fn har(e: &Value) -> Option<Value> {
-    if s(e, "/protocol") != "http" || !e.get("request").is_some_and(Value::is_object) {
-        return None;
-    }
-    let headers = |h: Option<&Value>| -> Value {
-        Value::Array(h.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| json!({"name": k, "value": v})).collect()).unwrap_or_default())
-    };
-    let content = |b: Option<&Value>| -> Value {
-        let b = b.cloned().unwrap_or_default();
-        let mut c = json!({"size": b.get("size").cloned().unwrap_or(json!(0)), "mimeType": s(&b, "/mime")});
-        if let Some(t) = b.get("text").filter(|t| t.is_string()) {
-            c["text"] = t.clone();
-        } else if let Some(t) = b.get("base64").filter(|t| t.is_string()) {
-            c["text"] = t.clone();
-            c["encoding"] = json!("base64");
-        }
-        c
-    };
-    let version = format!("HTTP/{}", e.get("http_version").and_then(Value::as_str).unwrap_or("1.1"));
-    let url = s(e, "/request/url");
-    let url = if url.contains("://") {
-        url.to_string()
-    } else {
-        let host = e.pointer("/request/host").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("{}:{}", s(e, "/dst/ip"), e.pointer("/dst/port").cloned().unwrap_or_default()));
-        format!("http://{host}{url}")
-    };
-    let query: Vec<Value> = s(e, "/request/query_string").split('&').filter(|p| !p.is_empty()).map(|p| {
-        let (n, v) = p.split_once('=').unwrap_or((p, ""));
-        json!({"name": n, "value": v})
-    }).collect();
-    let time = e.get("elapsed_time").and_then(Value::as_u64).map_or(0.0, |us| us as f64 / 1000.0);
-    let response = match e.get("response").filter(|r| r.is_object()) {
-        Some(r) => json!({"status": r.get("status_code").cloned().unwrap_or(json!(0)), "statusText": s(r, "/reason"), "httpVersion": version, "cookies": [],
-                          "headers": headers(r.get("headers")), "content": content(r.get("body")), "redirectURL": s(r, "/headers/location"), "headersSize": -1,
-                          "bodySize": r.pointer("/body/size").cloned().unwrap_or(json!(-1))}),
-        None => json!({"status": 0, "statusText": "", "httpVersion": version, "cookies": [], "headers": [], "content": {"size": 0, "mimeType": ""},
-                       "redirectURL": "", "headersSize": -1, "bodySize": -1, "_error": "no response seen"}),
-    };
-    Some(json!({
-        "startedDateTime": s(e, "/timestamp"),
-        "time": time,
-        "request": {"method": s(e, "/request/method"), "url": url, "httpVersion": version, "cookies": [], "headers": headers(e.pointer("/request/headers")),
-                    "queryString": query, "headersSize": -1, "bodySize": e.pointer("/request/body/size").cloned().unwrap_or(json!(0))},
-        "response": response,
-        "cache": {},
-        "timings": {"send": 0, "wait": time, "receive": 0},
-        "serverIPAddress": s(e, "/dst/ip"),
-        "connection": s(e, "/conn_id"),
-        "_kshark_id": s(e, "/id"),
-        "_anomalies": e.get("anomalies").cloned().unwrap_or(json!([])),
-    }))
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 #[derive(Clone, Debug)]
 pub struct ShipConfig {
@@ -113,7 +113,7 @@ impl Shipper {
 
 struct Pending {
     batch: u64,
-    bytes: Arc<Vec<u8>>,
+    bytes: Bytes,
     entries: usize,
 }
 
@@ -154,7 +154,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                     let mut ok = true;
                     for p in &pending {
                         st.batches_resent.fetch_add(1, Relaxed);
-                        if s.send(Message::Binary(p.bytes.to_vec().into())).await.is_err() {
+                        if s.send(Message::Binary(p.bytes.clone())).await.is_err() {
                             ok = false;
                             break;
                         }
@@ -225,7 +225,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
             },
         }
         if seal && !current.is_empty() {
-            let bytes = Arc::new(encode_batch(next, &current));
+            let bytes = Bytes::from(encode_batch(next, &current));
             let p = Pending { batch: next, bytes: bytes.clone(), entries: current.len() };
             next += 1;
             current.clear();
@@ -238,7 +238,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
             }
             st.batches_sent.fetch_add(1, Relaxed);
             if let Some(s) = sock.as_mut() {
-                if s.send(Message::Binary(bytes.to_vec().into())).await.is_err() {
+                if s.send(Message::Binary(bytes)).await.is_err() {
                     sock = None;
                     retry_at = Instant::now() + backoff;
                 }

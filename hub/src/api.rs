@@ -96,6 +96,16 @@ fn since(s: Option<&str>) -> Result<Option<i64>, Response> {
         .ok_or_else(|| error(StatusCode::BAD_REQUEST, json!({"error": format!("since {s:?} is neither a duration (5m) nor an RFC 3339 time")})))
 }
 
+/// What a reader's request starts with: the token where one is needed, then its filter
+/// and `since`, each refused with a 4xx that says what is wrong.
+#[allow(clippy::result_large_err)] // an axum Response, returned as it is
+fn reader_request(app: &App, headers: &HeaderMap, token: Option<&str>, filter: Option<&str>, from: Option<&str>) -> Result<(Arc<Filter>, Option<i64>), Response> {
+    if let Some(r) = reader_denied(app, headers, token) {
+        return Err(r);
+    }
+    Ok((bad_filter(filter.unwrap_or(""))?, since(from)?))
+}
+
 #[derive(Deserialize)]
 struct IngestParams {
     worker: Option<String>,
@@ -198,15 +208,8 @@ struct EntriesParams {
 }
 
 async fn entries(headers: HeaderMap, Query(p): Query<EntriesParams>, State(app): State<App>) -> Response {
-    if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
-        return r;
-    }
-    let filter = match bad_filter(p.filter.as_deref().unwrap_or("")) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let since = match since(p.since.as_deref()) {
-        Ok(s) => s,
+    let (filter, since) = match reader_request(&app, &headers, p.token.as_deref(), p.filter.as_deref(), p.since.as_deref()) {
+        Ok(r) => r,
         Err(r) => return r,
     };
     let limit = p.limit.unwrap_or(1000).min(1_000_000);
@@ -250,15 +253,8 @@ struct StreamParams {
 }
 
 async fn stream(ws: WebSocketUpgrade, headers: HeaderMap, Query(p): Query<StreamParams>, State(app): State<App>) -> Response {
-    if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
-        return r;
-    }
-    let filter = match bad_filter(p.filter.as_deref().unwrap_or("")) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    let since = match since(p.since.as_deref()) {
-        Ok(s) => s,
+    let (filter, since) = match reader_request(&app, &headers, p.token.as_deref(), p.filter.as_deref(), p.since.as_deref()) {
+        Ok(r) => r,
         Err(r) => return r,
     };
     let stored = if since.is_some() { Some(p.last.unwrap_or(1_000_000)) } else { p.last.filter(|n| *n > 0) };

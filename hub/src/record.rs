@@ -39,7 +39,7 @@ impl Record {
     /// Reads one entry's JSON (one NDJSON line). `what` names it in the error.
     pub fn from_json(line: &str, what: &dyn fmt::Display) -> Result<Record, Error> {
         let mut de = serde_json::Deserializer::from_str(line);
-        let slim = TopSeed.deserialize(&mut de).and_then(|v| de.end().map(|_| v)).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
+        let slim = Slim::Top.deserialize(&mut de).and_then(|v| de.end().map(|_| v)).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
         let ts = check(&slim).map_err(|m| Error::Malformed(format!("{what}: {m}")))?;
         let slim_json = serde_json::to_vec(&slim).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
         Ok(Record { ts, slim, slim_json, packed: lz4_flex::compress_prepend_size(line.as_bytes()), full: Arc::from(line) })
@@ -116,43 +116,28 @@ pub fn batch_number(bytes: &[u8]) -> Option<u64> {
     serde_json::from_slice::<Value>(&raw[..end]).ok()?.get("batch")?.as_u64()
 }
 
-struct TopSeed;
-struct TopVisitor;
-struct SideSeed;
+/// The slim form's parser: at the top, `request` and `response` are read as `Side`;
+/// inside them, the heavy keys are skipped unbuilt.
+#[derive(Clone, Copy)]
+enum Slim {
+    Top,
+    Side,
+}
 
-impl<'de> DeserializeSeed<'de> for TopSeed {
+impl<'de> DeserializeSeed<'de> for Slim {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(TopVisitor)
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for TopVisitor {
+impl<'de> Visitor<'de> for Slim {
     type Value = Value;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an entry (a JSON object)")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut m = Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = if k == "request" || k == "response" { map.next_value_seed(SideSeed)? } else { map.next_value::<Value>()? };
-            m.insert(k, v);
-        }
-        Ok(Value::Object(m))
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for SideSeed {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(SideSeed)
-    }
-}
-
-impl<'de> Visitor<'de> for SideSeed {
-    type Value = Value;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a request or response object, or null")
+        f.write_str(match self {
+            Slim::Top => "an entry (a JSON object)",
+            Slim::Side => "a request or response object, or null",
+        })
     }
     fn visit_unit<E>(self) -> Result<Value, E> {
         Ok(Value::Null)
@@ -163,11 +148,15 @@ impl<'de> Visitor<'de> for SideSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut m = Map::new();
         while let Some(k) = map.next_key::<String>()? {
-            if HEAVY.contains(&k.as_str()) {
-                map.next_value::<IgnoredAny>()?;
-            } else {
-                m.insert(k, map.next_value::<Value>()?);
-            }
+            let v = match self {
+                Slim::Top if k == "request" || k == "response" => map.next_value_seed(Slim::Side)?,
+                Slim::Side if HEAVY.contains(&k.as_str()) => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+                _ => map.next_value::<Value>()?,
+            };
+            m.insert(k, v);
         }
         Ok(Value::Object(m))
     }

@@ -1,11 +1,11 @@
 //! HAR 1.2 (the HTTP Archive format browsers and proxies read), written as a stream.
 
-use crate::entry::{Body, Entry, Headers, Request, Response};
+use crate::entry::{Entry, Request};
 use serde_json::{json, Value};
 use std::io::{self, Write};
 
-fn headers(h: &Headers) -> Value {
-    Value::Array(h.0.iter().map(|(n, v)| json!({"name": n, "value": v})).collect())
+fn headers(h: Option<&Value>) -> Value {
+    Value::Array(h.and_then(Value::as_object).into_iter().flatten().map(|(n, v)| json!({"name": n, "value": v})).collect())
 }
 
 fn query(q: &str) -> Value {
@@ -20,15 +20,19 @@ fn query(q: &str) -> Value {
     )
 }
 
-fn content(b: &Body) -> Value {
-    let mut c = json!({"size": b.size, "mimeType": b.mime.clone().unwrap_or_default()});
-    if let Some(t) = &b.text {
-        c["text"] = json!(t);
-    } else if let Some(t) = &b.base64 {
-        c["text"] = json!(t);
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn content(b: &Value) -> Value {
+    let mut c = json!({"size": b.get("size").and_then(Value::as_u64).unwrap_or(0), "mimeType": str_at(b, "/mime")});
+    if let Some(t) = b.get("text").filter(|t| t.is_string()) {
+        c["text"] = t.clone();
+    } else if let Some(t) = b.get("base64").filter(|t| t.is_string()) {
+        c["text"] = t.clone();
         c["encoding"] = json!("base64");
     }
-    if b.truncated {
+    if b.get("truncated").and_then(Value::as_bool).unwrap_or(false) {
         c["comment"] = json!("truncated by kshark's body cap or by capture loss");
     }
     c
@@ -36,46 +40,59 @@ fn content(b: &Body) -> Value {
 
 /// The HAR entry of an HTTP entry (None for other protocols).
 pub fn entry(e: &Entry) -> Option<Value> {
-    let Some(Request::Http(r)) = &e.request else { return None };
-    let version = format!("HTTP/{}", e.http_version.map(|v| v.as_str()).unwrap_or("1.1"));
-    let url = if r.url.contains("://") {
-        r.url.clone()
+    if !matches!(e.request, Some(Request::Http(_))) {
+        return None;
+    }
+    entry_json(&serde_json::to_value(e).ok()?)
+}
+
+/// The HAR entry of an HTTP entry in its JSON form, as the hub serves it (None for other
+/// protocols).
+pub fn entry_json(e: &Value) -> Option<Value> {
+    let r = e.get("request").filter(|r| r.is_object() && str_at(e, "/protocol") == "http")?;
+    let version = format!("HTTP/{}", e.get("http_version").and_then(Value::as_str).unwrap_or("1.1"));
+    let url = str_at(r, "/url");
+    let url = if url.contains("://") {
+        url.to_string()
     } else {
-        format!("http://{}{}", r.host.clone().unwrap_or_else(|| format!("{}:{}", e.dst.ip, e.dst.port)), r.url)
+        let host = r.get("host").and_then(Value::as_str).map_or_else(|| format!("{}:{}", str_at(e, "/dst/ip"), e.pointer("/dst/port").and_then(Value::as_u64).unwrap_or(0)), str::to_string);
+        format!("http://{host}{url}")
     };
+    let body = r.get("body").cloned().unwrap_or_default();
+    let body_size = body.get("size").and_then(Value::as_u64).unwrap_or(0);
     let mut req = json!({
-        "method": r.method, "url": url, "httpVersion": version, "cookies": [],
-        "headers": headers(&r.headers), "queryString": query(&r.query_string),
-        "headersSize": -1, "bodySize": r.body.size,
+        "method": str_at(r, "/method"), "url": url, "httpVersion": version, "cookies": [],
+        "headers": headers(r.get("headers")), "queryString": query(str_at(r, "/query_string")),
+        "headersSize": -1, "bodySize": body_size,
     });
-    if r.body.size > 0 {
-        let c = content(&r.body);
+    if body_size > 0 {
+        let c = content(&body);
         req["postData"] = json!({"mimeType": c["mimeType"], "text": c.get("text").cloned().unwrap_or(json!("")), "params": []});
     }
-    let resp = match &e.response {
-        Some(Response::Http(s)) => json!({
-            "status": s.status_code, "statusText": s.reason.clone().unwrap_or_default(),
-            "httpVersion": version, "cookies": [], "headers": headers(&s.headers),
-            "content": content(&s.body), "redirectURL": s.headers.get("location").unwrap_or(""),
-            "headersSize": -1, "bodySize": s.body.size,
+    let resp = match e.get("response").filter(|s| s.is_object() && s.get("status_code").is_some()) {
+        Some(s) => json!({
+            "status": s.get("status_code").and_then(Value::as_u64).unwrap_or(0), "statusText": str_at(s, "/reason"),
+            "httpVersion": version, "cookies": [], "headers": headers(s.get("headers")),
+            "content": content(s.get("body").unwrap_or(&Value::Null)), "redirectURL": str_at(s, "/headers/location"),
+            "headersSize": -1, "bodySize": s.pointer("/body/size").and_then(Value::as_u64).unwrap_or(0),
         }),
         // HAR has no way to say "no response": status 0, as browsers write for aborted requests
         _ => json!({"status": 0, "statusText": "", "httpVersion": version, "cookies": [], "headers": [],
                     "content": {"size": 0, "mimeType": ""}, "redirectURL": "", "headersSize": -1, "bodySize": -1,
                     "_error": "no response seen"}),
     };
-    let time_ms = e.elapsed_time.map(|us| us as f64 / 1000.0).unwrap_or(-1.0);
+    let time_ms = e.get("elapsed_time").and_then(Value::as_u64).map(|us| us as f64 / 1000.0).unwrap_or(-1.0);
     Some(json!({
-        "startedDateTime": e.timestamp.to_string(),
+        "startedDateTime": str_at(e, "/timestamp"),
         "time": time_ms.max(0.0),
         "request": req,
         "response": resp,
         "cache": {},
         "timings": {"send": 0, "wait": time_ms.max(0.0), "receive": 0},
-        "serverIPAddress": e.dst.ip.to_string(),
-        "connection": e.conn_id,
-        "_kshark_id": e.id,
-        "_anomalies": e.anomalies,
+        "serverIPAddress": str_at(e, "/dst/ip"),
+        "connection": str_at(e, "/conn_id"),
+        "_kshark_id": str_at(e, "/id"),
+        "_anomalies": e.get("anomalies").cloned().unwrap_or(json!([])),
     }))
 }
 
@@ -93,7 +110,16 @@ impl<W: Write> HarWriter<W> {
 
     /// Adds an entry; entries of other protocols than HTTP are skipped (returns false).
     pub fn add(&mut self, e: &Entry) -> io::Result<bool> {
-        let Some(v) = entry(e) else { return Ok(false) };
+        self.add_json(entry(e))
+    }
+
+    /// Adds an entry in its JSON form; other protocols than HTTP are skipped (false).
+    pub fn add_value(&mut self, e: &Value) -> io::Result<bool> {
+        self.add_json(entry_json(e))
+    }
+
+    fn add_json(&mut self, v: Option<Value>) -> io::Result<bool> {
+        let Some(v) = v else { return Ok(false) };
         if !self.first {
             self.out.write_all(b",\n")?;
         } else {

@@ -1,8 +1,8 @@
 //! A readable table of entries, one line each, for a terminal.
 
 use super::terminal_safe;
-use crate::entry::{Entry, Request, Response};
-use std::fmt::Write;
+use crate::entry::Entry;
+use serde_json::Value;
 
 /// The header line.
 pub fn header() -> String {
@@ -20,64 +20,84 @@ fn cut(s: &str, w: usize) -> String {
     }
 }
 
-fn endpoint(e: &crate::entry::Endpoint) -> String {
-    if e.name == e.ip.to_string() {
-        match e.ip {
-            std::net::IpAddr::V6(_) => format!("[{}]:{}", e.ip, e.port),
-            _ => format!("{}:{}", e.ip, e.port),
-        }
-    } else {
-        e.name.clone()
+/// An end's name, or its address when it has no other name.
+fn endpoint(e: &Value, side: &str) -> String {
+    let ip = str_at(e, &format!("/{side}/ip"));
+    let name = str_at(e, &format!("/{side}/name"));
+    if !name.is_empty() && name != ip {
+        return name.to_string();
     }
+    let port = e.pointer(&format!("/{side}/port")).and_then(Value::as_u64).unwrap_or(0);
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
 /// One entry as a line.
 pub fn row(e: &Entry) -> String {
-    let time = e.timestamp.to_string();
-    let time = time.get(11..23).unwrap_or(&time).to_string();
-    let question = |qs: &[crate::entry::DnsQuestion]| qs.first().map(|q| (q.qtype.clone(), q.name.clone())).unwrap_or_default();
-    let (method, what) = match (&e.request, &e.response) {
-        (Some(Request::Http(r)), _) => (r.method.clone(), r.url.clone()),
-        (Some(Request::Grpc(r)), _) => ("RPC".into(), r.path.clone()),
-        (Some(Request::Dns(r)), _) => question(&r.questions),
-        (None, Some(Response::Dns(r))) => question(&r.questions),
+    row_json(&serde_json::to_value(e).unwrap_or_default())
+}
+
+/// One entry, in its JSON form (as the hub serves it), as a line.
+pub fn row_json(e: &Value) -> String {
+    let ts = str_at(e, "/timestamp");
+    let time = ts.get(11..23).unwrap_or(ts);
+    let question = |q: Option<&Value>| q.map(|q| (str_at(q, "/type").to_string(), str_at(q, "/name").to_string())).unwrap_or_default();
+    let request = e.get("request").filter(|r| r.is_object());
+    let response = e.get("response").filter(|r| r.is_object());
+    let protocol = str_at(e, "/protocol");
+    let (method, what) = match (protocol, request) {
+        ("http", Some(r)) => (str_at(r, "/method").to_string(), str_at(r, "/url").to_string()),
+        ("grpc", Some(r)) => ("RPC".into(), str_at(r, "/path").to_string()),
+        ("dns", Some(r)) => question(r.pointer("/questions/0")),
+        ("dns", None) if response.is_some() => question(response.and_then(|r| r.pointer("/questions/0"))),
         _ => ("-".into(), "-".into()),
     };
-    let status = match &e.response {
-        Some(Response::Http(r)) => r.status_code.to_string(),
-        Some(Response::Grpc(r)) => match r.grpc_status {
-            Some(g) => format!("{} g{g}", r.status_code),
-            None => r.status_code.to_string(),
-        },
-        Some(Response::Dns(r)) => r.rcode.clone(),
-        None => "-".into(),
+    let status = match (protocol, response) {
+        ("dns", Some(r)) => str_at(r, "/rcode").to_string(),
+        ("grpc", Some(r)) => {
+            let code = r.get("status_code").and_then(Value::as_i64).unwrap_or(0);
+            match r.get("grpc_status").and_then(Value::as_i64) {
+                Some(g) => format!("{code} g{g}"),
+                None => code.to_string(),
+            }
+        }
+        (_, Some(r)) => r.get("status_code").and_then(Value::as_i64).unwrap_or(0).to_string(),
+        (_, None) => "-".into(),
     };
-    let latency = match e.elapsed_time {
+    let latency = match e.get("elapsed_time").and_then(Value::as_u64) {
         Some(us) if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
         Some(us) if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
         Some(us) => format!("{us}µs"),
         None => "-".into(),
     };
-    let size = human(e.request_size + e.response_size);
+    let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let size = human(n("request_size") + n("response_size"));
     let mut notes = String::new();
-    for a in &e.anomalies {
+    for a in e.get("anomalies").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
         if !notes.is_empty() {
             notes.push(',');
         }
-        let _ = write!(notes, "{}", serde_json::to_value(a).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default());
+        notes.push_str(a);
     }
     format!(
         "{:<12} {:<5} {:<22} {:<22} {:<7} {:<40} {:>6} {:>9} {:>8}  {}",
-        time,
-        e.protocol.as_str(),
-        cut(&endpoint(&e.src), 22),
-        cut(&endpoint(&e.dst), 22),
+        cut(time, 12),
+        cut(protocol, 5),
+        cut(&endpoint(e, "src"), 22),
+        cut(&endpoint(e, "dst"), 22),
         cut(&method, 7),
         cut(&what, 40),
         cut(&status, 8),
         latency,
         size,
-        notes
+        terminal_safe(&notes)
     )
 }
 
