@@ -20,6 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
+/// As in the `kshark` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn corpus_lines() -> Vec<String> {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/pcaps");
     let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (the shared corpus is needed)", dir.display())).flatten().map(|e| e.path()).collect();
@@ -114,8 +118,9 @@ fn main() {
                 let mut lat = Vec::with_capacity(RATE * SECS);
                 while lat.len() < RATE * SECS {
                     let Some(Ok(Message::Text(t))) = ws.next().await else { break };
-                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-                    if let Some(sent) = v["id"].as_str().and_then(|s| s.strip_prefix("t")).and_then(|s| s.parse::<i64>().ok()) {
+                    // the send time, from the id the sender gave (`"id":"t<ns>"`)
+                    let sent = t.split_once("\"id\":\"t").and_then(|(_, rest)| rest.split('"').next()).and_then(|s| s.parse::<i64>().ok());
+                    if let Some(sent) = sent {
                         lat.push(kshark_hub::store::now_ns() - sent);
                     }
                 }

@@ -123,7 +123,11 @@ async fn ingest(ws: WebSocketUpgrade, headers: HeaderMap, Query(p): Query<Ingest
     ws.max_message_size(crate::record::MAX_BATCH_BYTES).on_upgrade(move |sock| ingest_conn(app.hub, Arc::from(worker), sock))
 }
 
-type Decoded = tokio::task::JoinHandle<(Option<u64>, Result<(u64, Vec<crate::record::Record>), Error>)>;
+type Decoded = tokio::task::JoinHandle<(Option<u64>, Result<crate::record::Block, Error>)>;
+type Pending = tokio::sync::oneshot::Receiver<Result<crate::store::Committed, Error>>;
+
+/// Batches a connection may have on their way to the store before it stops reading more.
+const IN_FLIGHT: usize = 8;
 
 async fn ingest_conn(hub: Hub, worker: Arc<str>, sock: WebSocket) {
     hub.worker_report(&worker, true, None);
@@ -138,35 +142,55 @@ async fn ingest_conn(hub: Hub, worker: Arc<str>, sock: WebSocket) {
         }
         let _ = tx.close().await;
     });
-    // batches are decoded on the blocking pool, several at once, and committed in order
-    let (dec_tx, mut dec_rx) = tokio::sync::mpsc::channel::<Decoded>(4);
+    // a pipeline, in order: batches are decoded on the blocking pool several at once,
+    // handed to the writer without waiting for the last one's commit, and acknowledged
+    // as their commits come back
+    let (dec_tx, mut dec_rx) = tokio::sync::mpsc::channel::<Decoded>(IN_FLIGHT);
+    let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<(u64, Result<Pending, Value>)>(IN_FLIGHT);
     let h = hub.clone();
     let w = worker.clone();
-    let committer = tokio::spawn(async move {
+    let out = out_tx.clone();
+    let submitter = tokio::spawn(async move {
         while let Some(job) = dec_rx.recv().await {
             let Ok((number, decoded)) = job.await else { break };
-            let reply = match decoded {
-                Ok((batch, records)) => match h.ingest(w.clone(), batch, records).await {
-                    Ok(_) => json!({"ack": batch}),
-                    Err(e) => {
-                        let _ = out_tx.send(Message::Text(json!({"error": e.to_string()}).to_string().into())).await;
-                        break;
+            let next = match decoded {
+                Ok(block) => {
+                    let n = block.batch;
+                    match h.submit(w.clone(), block).await {
+                        Ok(pending) => (n, Ok(pending)),
+                        Err(e) => (n, Err(json!({"error": e.to_string()}))),
                     }
-                },
+                }
                 Err(e) => {
                     h.inner.counters.malformed_batches.fetch_add(1, Relaxed);
                     eprintln!("kshark hub: worker {w}: {e}");
                     match number {
-                        Some(n) => json!({"refused": n, "error": e.to_string()}),
+                        Some(n) => (n, Err(json!({"refused": n, "error": e.to_string()}))),
                         None => {
-                            let _ = out_tx.send(Message::Text(json!({"error": e.to_string()}).to_string().into())).await;
-                            let _ = out_tx.send(Message::Close(Some(CloseFrame { code: 1007, reason: "malformed batch".into() }))).await;
+                            let _ = out.send(Message::Text(json!({"error": e.to_string()}).to_string().into())).await;
+                            let _ = out.send(Message::Close(Some(CloseFrame { code: 1007, reason: "malformed batch".into() }))).await;
                             break;
                         }
                     }
                 }
             };
-            if out_tx.send(Message::Text(reply.to_string().into())).await.is_err() {
+            if ack_tx.send(next).await.is_err() {
+                break;
+            }
+        }
+    });
+    let acker = tokio::spawn(async move {
+        while let Some((n, next)) = ack_rx.recv().await {
+            let reply = match next {
+                Ok(pending) => match pending.await {
+                    Ok(Ok(_)) => json!({"ack": n}),
+                    Ok(Err(e)) => json!({"error": e.to_string()}),
+                    Err(_) => json!({"error": Error::Closed.to_string()}),
+                },
+                Err(refusal) => refusal,
+            };
+            let fatal = reply.get("error").is_some() && reply.get("refused").is_none();
+            if out_tx.send(Message::Text(reply.to_string().into())).await.is_err() || fatal {
                 break;
             }
         }
@@ -174,8 +198,8 @@ async fn ingest_conn(hub: Hub, worker: Arc<str>, sock: WebSocket) {
     while let Some(Ok(msg)) = rx.next().await {
         match msg {
             Message::Binary(b) => {
-                let job = tokio::task::spawn_blocking(move || match decode_batch(&b) {
-                    Ok(d) => (Some(d.0), Ok(d)),
+                let job = tokio::task::spawn_blocking(move || match decode_batch(b.clone()) {
+                    Ok(block) => (Some(block.batch), Ok(block)),
                     Err(e) => (crate::record::batch_number(&b), Err(e)),
                 });
                 if dec_tx.send(job).await.is_err() {
@@ -194,7 +218,8 @@ async fn ingest_conn(hub: Hub, worker: Arc<str>, sock: WebSocket) {
         }
     }
     drop(dec_tx);
-    let _ = committer.await;
+    let _ = submitter.await;
+    let _ = acker.await;
     sender.abort();
     hub.worker_report(&worker, false, None);
 }
@@ -295,7 +320,22 @@ async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored:
         tokio::select! {
             live = sub.rx.recv() => match live {
                 Some(l) => {
-                    if l.seq > high && sock.send(Message::Text(l.full.to_string().into())).await.is_err() {
+                    // what else is waiting goes out with it, in one flush
+                    let mut next = Some(l);
+                    let mut sent = 0;
+                    while let Some(l) = next.take() {
+                        if l.seq > high {
+                            let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(l.full()) else { continue };
+                            if sock.feed(Message::Text(text)).await.is_err() {
+                                return;
+                            }
+                        }
+                        sent += 1;
+                        if sent < 1024 {
+                            next = sub.rx.try_recv().ok();
+                        }
+                    }
+                    if sock.flush().await.is_err() {
                         return;
                     }
                 }

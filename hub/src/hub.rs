@@ -6,7 +6,7 @@
 
 use crate::filter::Filter;
 use crate::metrics::Metrics;
-use crate::record::Record;
+use crate::record::Block;
 use crate::store::{now_ns, Batch, Committed, Query, Reader, Retention, Store};
 use crate::Error;
 use serde_json::{json, Value};
@@ -17,13 +17,31 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One stored entry on its way to subscribers.
+/// One stored entry on its way to subscribers (it shares its batch's memory).
 #[derive(Debug)]
 pub struct Live {
     /// The store's sequence number.
     pub seq: i64,
-    pub slim: Value,
-    pub full: Arc<str>,
+    block: Arc<Block>,
+    i: usize,
+}
+
+impl Live {
+    /// The entry's JSON.
+    pub fn full(&self) -> bytes::Bytes {
+        self.block.full(self.i)
+    }
+
+    /// The entry's slim form (see [`crate::record`]).
+    pub fn slim(&self) -> &str {
+        self.block.slim(self.i)
+    }
+
+    fn full_str(&self) -> &str {
+        let r = &self.block.lines[self.i];
+        // the block's text was checked to be UTF-8 and lines split at '\n'
+        std::str::from_utf8(&self.block.text[r.start as usize..r.end as usize]).unwrap_or("")
+    }
 }
 
 /// Every counter the hub keeps.
@@ -43,14 +61,14 @@ pub struct Counters {
 struct Subscriber {
     id: u64,
     filter: Arc<Filter>,
-    tx: tokio::sync::mpsc::Sender<Arc<Live>>,
+    tx: tokio::sync::mpsc::Sender<Live>,
     cut: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A live subscription: matching entries as they are stored. When the hub cuts it loose
 /// (its queue was full) the channel closes and [`Subscription::was_cut`] says so.
 pub struct Subscription {
-    pub rx: tokio::sync::mpsc::Receiver<Arc<Live>>,
+    pub rx: tokio::sync::mpsc::Receiver<Live>,
     cut: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -70,8 +88,7 @@ pub struct WorkerInfo {
 
 struct Job {
     worker: Arc<str>,
-    batch: u64,
-    records: Vec<Record>,
+    block: Block,
     reply: tokio::sync::oneshot::Sender<Result<Committed, Error>>,
 }
 
@@ -146,13 +163,25 @@ impl Hub {
     }
 
     /// Stores a batch from `worker`; resolves once it is committed (or known already).
-    pub async fn ingest(&self, worker: Arc<str>, batch: u64, records: Vec<Record>) -> Result<Committed, Error> {
+    pub async fn ingest(&self, worker: Arc<str>, block: Block) -> Result<Committed, Error> {
+        self.submit(worker, block).await?.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Hands a batch to the writer and returns at once with what will say when it is
+    /// committed, so a connection can have several batches on their way (they are
+    /// committed in the order they were submitted). The writer's queue is bounded: a full
+    /// one holds the caller back.
+    pub async fn submit(&self, worker: Arc<str>, block: Block) -> Result<tokio::sync::oneshot::Receiver<Result<Committed, Error>>, Error> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let tx = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
-        let job = Job { worker, batch, records, reply };
-        // the queue is bounded: a full one holds the worker's connection back (backpressure)
-        tokio::task::spawn_blocking(move || tx.send(job).map_err(|_| Error::Closed)).await.map_err(|_| Error::Closed)??;
-        rx.await.map_err(|_| Error::Closed)?
+        match tx.try_send(Job { worker, block, reply }) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || tx.send(job).map_err(|_| Error::Closed)).await.map_err(|_| Error::Closed)??;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        }
+        Ok(rx)
     }
 
     /// Subscribes to entries matching `filter` as they are stored.
@@ -233,11 +262,11 @@ impl Hub {
             if let Some(first) = first {
                 // group commit: whatever else is waiting, up to a bound
                 let mut jobs = vec![first];
-                let mut n = jobs[0].records.len();
+                let mut n = jobs[0].block.len();
                 while n < 65536 {
                     match rx.try_recv() {
                         Ok(j) => {
-                            n += j.records.len();
+                            n += j.block.len();
                             jobs.push(j);
                         }
                         Err(_) => break,
@@ -264,7 +293,7 @@ impl Hub {
     }
 
     fn commit(&self, store: &mut Store, jobs: Vec<Job>) {
-        let batches: Vec<Batch<'_>> = jobs.iter().map(|j| Batch { worker: &j.worker, batch: j.batch, records: &j.records }).collect();
+        let batches: Vec<Batch<'_>> = jobs.iter().map(|j| Batch { worker: &j.worker, block: &j.block }).collect();
         let result = store.commit(&batches);
         drop(batches);
         let c = &self.inner.counters;
@@ -276,58 +305,53 @@ impl Hub {
                     let _ = j.reply.send(Err(Error::Store(e.to_string())));
                 }
             }
-            Ok((outcomes, first_seq)) => {
-                let mut seq = first_seq;
-                let mut stored: Vec<Arc<Live>> = Vec::new();
+            Ok(outcomes) => {
+                let mut stored: Vec<(i64, Arc<Block>)> = Vec::new();
                 let now = now_ns();
                 for (j, o) in jobs.into_iter().zip(outcomes) {
                     c.batches.fetch_add(1, Relaxed);
-                    if o == Committed::Duplicate {
-                        c.duplicate_batches.fetch_add(1, Relaxed);
-                    } else {
-                        c.entries.fetch_add(j.records.len() as u64, Relaxed);
-                        for r in j.records {
-                            stored.push(Arc::new(Live { seq, slim: r.slim, full: r.full }));
-                            seq += 1;
+                    match o {
+                        Committed::Duplicate => {
+                            c.duplicate_batches.fetch_add(1, Relaxed);
+                        }
+                        Committed::Stored(first) => {
+                            c.entries.fetch_add(j.block.len() as u64, Relaxed);
+                            if let Ok(mut m) = self.inner.metrics.lock() {
+                                m.add(&j.block.tally, now);
+                            }
+                            stored.push((first, Arc::new(j.block)));
                         }
                     }
                     let _ = j.reply.send(Ok(o));
-                }
-                if let Ok(mut m) = self.inner.metrics.lock() {
-                    for l in &stored {
-                        m.observe(&l.slim, now);
-                    }
                 }
                 self.publish(&stored);
             }
         }
     }
 
-    fn publish(&self, stored: &[Arc<Live>]) {
+    fn publish(&self, stored: &[(i64, Arc<Block>)]) {
         if stored.is_empty() {
             return;
         }
         let mut subs = self.inner.subs.lock().unwrap_or_else(|p| p.into_inner());
+        if subs.is_empty() {
+            return;
+        }
         let now = now_ns() as i128;
-        let mut parsed: Vec<Option<Option<Value>>> = Vec::new();
         subs.retain(|s| {
             if s.tx.is_closed() {
                 return false;
             }
-            for (i, l) in stored.iter().enumerate() {
-                let hit = if s.filter.needs_full() {
-                    if parsed.is_empty() {
-                        parsed.resize(stored.len(), None);
+            for (first, block) in stored {
+                for i in 0..block.len() {
+                    let l = Live { seq: first + i as i64, block: block.clone(), i };
+                    let hit = s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { l.full_str() } else { l.slim() }, now);
+                    if hit && s.tx.try_send(l).is_err() {
+                        s.cut.store(true, Relaxed);
+                        self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
+                        eprintln!("kshark hub: subscriber {} fell {} entries behind: cut loose", s.id, self.inner.subscriber_queue);
+                        return false;
                     }
-                    parsed[i].get_or_insert_with(|| serde_json::from_str(&l.full).ok()).as_ref().is_some_and(|v| s.filter.matches_at(v, now))
-                } else {
-                    s.filter.matches_at(&l.slim, now)
-                };
-                if hit && s.tx.try_send(l.clone()).is_err() {
-                    s.cut.store(true, Relaxed);
-                    self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
-                    eprintln!("kshark hub: subscriber {} fell {} entries behind: cut loose", s.id, self.inner.subscriber_queue);
-                    return false;
                 }
             }
             true
@@ -339,13 +363,11 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn records(from: usize, n: usize) -> Vec<Record> {
-        (from..from + n)
-            .map(|i| {
-                let line = format!(r#"{{"id":"{i}","timestamp":"2026-01-01T00:00:00Z","protocol":"dns","transport":"udp","src":{{"ip":"10.0.0.1","port":1}},"dst":{{"ip":"10.0.0.2","port":53}},"request":null,"response":null}}"#);
-                Record::from_json(&line, &"t").unwrap()
-            })
-            .collect()
+    fn block(batch: u64, from: usize, n: usize) -> Block {
+        let lines: Vec<String> = (from..from + n)
+            .map(|i| format!(r#"{{"id":"{i}","timestamp":"2026-01-01T00:00:00Z","protocol":"dns","transport":"udp","src":{{"ip":"10.0.0.1","port":1}},"dst":{{"ip":"10.0.0.2","port":53}},"request":null,"response":null}}"#))
+            .collect();
+        crate::record::decode_batch(crate::record::encode_batch(batch, &lines).into()).unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,7 +389,7 @@ mod tests {
             n
         });
         for b in 0..40u64 {
-            assert_eq!(hub.ingest(Arc::from("w"), b + 1, records(b as usize * 25, 25)).await.unwrap(), Committed::Stored);
+            assert!(matches!(hub.ingest(Arc::from("w"), block(b + 1, b as usize * 25, 25)).await.unwrap(), Committed::Stored(_)));
             // the reader keeps up (never more than one batch, half its queue, waiting)
             let t = Instant::now();
             while seen.load(Relaxed) < (b + 1) * 25 && t.elapsed() < Duration::from_secs(10) {

@@ -8,7 +8,10 @@
 //! status is 5xx, its gRPC status is not OK, its DNS rcode is a failure other than
 //! NXDOMAIN, or it got no response.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
 
@@ -30,19 +33,23 @@ pub struct Workload {
 }
 
 impl Workload {
-    fn of(end: &Value) -> Workload {
-        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
-        let namespace = s(end.get("namespace"));
-        if let Some(w) = end.pointer("/pod/workload").filter(|w| w.is_object()) {
-            return Workload { namespace, name: s(w.get("name")), kind: s(w.get("kind")) };
+    fn of(end: Option<&End<'_>>) -> Workload {
+        let Some(end) = end else { return Workload { kind: "External".into(), ..Default::default() } };
+        let namespace = text(end.namespace);
+        fn obj(v: Option<&RawValue>) -> Option<&RawValue> {
+            v.filter(|v| v.get().starts_with('{'))
         }
-        if let Some(svc) = end.get("service").filter(|w| w.is_object()) {
-            return Workload { namespace, name: s(svc.get("name")), kind: "Service".into() };
+        let pod: Option<Pod> = obj(end.pod).and_then(|p| serde_json::from_str(p.get()).ok());
+        if let Some(w) = pod.as_ref().and_then(|p| obj(p.workload)).and_then(|w| serde_json::from_str::<Named>(w.get()).ok()) {
+            return Workload { namespace, name: text(w.name), kind: text(w.kind) };
         }
-        if let Some(p) = end.get("pod").filter(|w| w.is_object()) {
-            return Workload { namespace, name: s(p.get("name")), kind: "Pod".into() };
+        if let Some(svc) = obj(end.service).and_then(|s| serde_json::from_str::<Named>(s.get()).ok()) {
+            return Workload { namespace, name: text(svc.name), kind: "Service".into() };
         }
-        Workload { namespace, name: s(end.get("name").or(end.get("ip"))), kind: "External".into() }
+        if let Some(p) = pod {
+            return Workload { namespace, name: text(p.name), kind: "Pod".into() };
+        }
+        Workload { namespace, name: text(end.name.or(end.ip)), kind: "External".into() }
     }
 
     fn id(&self) -> String {
@@ -91,23 +98,125 @@ pub struct Metrics {
     edges: HashMap<(Workload, Workload), Edge>,
 }
 
+/// The fields of a slim entry the metrics read, each left raw so that one of the wrong
+/// type reads as absent (as in the filter language) rather than failing the entry.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    protocol: Option<&'a RawValue>,
+    #[serde(borrow)]
+    src: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dst: Option<&'a RawValue>,
+    #[serde(borrow)]
+    elapsed_time: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct End<'a> {
+    #[serde(borrow)]
+    namespace: Option<&'a RawValue>,
+    #[serde(borrow)]
+    pod: Option<&'a RawValue>,
+    #[serde(borrow)]
+    service: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ip: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Pod<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    workload: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    kind: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Response<'a> {
+    #[serde(borrow)]
+    status_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    grpc_status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    rcode: Option<&'a RawValue>,
+}
+
+/// A raw value as a string ("" when it is not one).
+fn text(v: Option<&RawValue>) -> String {
+    v.and_then(|v| serde_json::from_str::<Cow<str>>(v.get()).ok()).map(Cow::into_owned).unwrap_or_default()
+}
+
+fn int(v: Option<&RawValue>) -> Option<i64> {
+    v.and_then(|v| serde_json::from_str(v.get()).ok())
+}
+
 /// What an entry's status is, as a label, and whether it is an error.
-fn status(e: &Value) -> (String, bool) {
-    let resp = e.get("response").filter(|r| r.is_object());
-    let Some(r) = resp else { return ("none".into(), true) };
-    match e.get("protocol").and_then(Value::as_str) {
-        Some("grpc") => match r.get("grpc_status").and_then(Value::as_i64) {
+fn status(protocol: &str, response: Option<&RawValue>) -> (String, bool) {
+    let r: Option<Response> = response.filter(|r| r.get().starts_with('{')).and_then(|r| serde_json::from_str(r.get()).ok());
+    let Some(r) = r else { return ("none".into(), true) };
+    match protocol {
+        "grpc" => match int(r.grpc_status) {
             Some(g) => (g.to_string(), g != 0),
-            None => (r.get("status_code").and_then(Value::as_i64).map_or("none".into(), |s| format!("http{s}")), true),
+            None => (int(r.status_code).map_or("none".into(), |s| format!("http{s}")), true),
         },
-        Some("dns") => {
-            let rc = r.get("rcode").and_then(Value::as_str).unwrap_or("none");
-            (rc.to_string(), !matches!(rc, "NOERROR" | "NXDOMAIN"))
+        "dns" => {
+            let rc = r.rcode.and_then(|v| serde_json::from_str::<Cow<str>>(v.get()).ok()).unwrap_or(Cow::Borrowed("none"));
+            let bad = !matches!(&*rc, "NOERROR" | "NXDOMAIN");
+            (rc.into_owned(), bad)
         }
-        _ => match r.get("status_code").and_then(Value::as_i64) {
+        _ => match int(r.status_code) {
             Some(s) => (s.to_string(), s >= 500),
             None => ("none".into(), true),
         },
+    }
+}
+
+/// What one batch adds to the metrics, counted while it is decoded (off the writer
+/// thread), then added in one step when it is stored.
+#[derive(Default)]
+pub struct Tally {
+    series: HashMap<Key, (Series, Box<[u32; LOG_BUCKETS]>)>,
+}
+
+impl Tally {
+    /// Counts one entry (its slim JSON).
+    pub fn observe(&mut self, slim: &str) {
+        let f: Option<Fields> = serde_json::from_str(slim).ok();
+        fn end(v: Option<&RawValue>) -> Option<End<'_>> {
+            v.and_then(|v| serde_json::from_str(v.get()).ok())
+        }
+        let (src, dst) = (end(f.as_ref().and_then(|f| f.src)), end(f.as_ref().and_then(|f| f.dst)));
+        let protocol = f.as_ref().map(|f| text(f.protocol)).filter(|p| !p.is_empty()).unwrap_or_else(|| "unknown".into());
+        let (status, error) = status(&protocol, f.as_ref().and_then(|f| f.response));
+        let elapsed = f.as_ref().and_then(|f| f.elapsed_time).and_then(|v| serde_json::from_str::<u64>(v.get()).ok());
+        let key = Key { src: Workload::of(src.as_ref()), dst: Workload::of(dst.as_ref()), protocol, status };
+        let (s, hist) = self.series.entry(key).or_insert_with(|| (Series::default(), Box::new([0; LOG_BUCKETS])));
+        s.count += 1;
+        s.errors += error as u64;
+        if let Some(us) = elapsed {
+            let secs = us as f64 / 1e6;
+            s.timed += 1;
+            s.sum += secs;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    s.buckets[i] += 1;
+                }
+            }
+            hist[log_bucket(us)] += 1;
+        }
     }
 }
 
@@ -123,48 +232,46 @@ fn bucket_value_ms(i: usize) -> f64 {
 }
 
 impl Metrics {
-    /// Counts one stored entry (its slim form), stored at `now` (ns).
-    pub fn observe(&mut self, e: &Value, now: i64) {
-        let src = Workload::of(e.get("src").unwrap_or(&Value::Null));
-        let dst = Workload::of(e.get("dst").unwrap_or(&Value::Null));
-        let protocol = e.get("protocol").and_then(Value::as_str).unwrap_or("unknown").to_string();
-        let (status, error) = status(e);
-        let elapsed = e.get("elapsed_time").and_then(Value::as_u64);
-        let mut key = Key { src: src.clone(), dst: dst.clone(), protocol: protocol.clone(), status };
-        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
-            self.series_overflow += 1;
-            let other = Workload { name: "other".into(), ..Default::default() };
-            key = Key { src: other.clone(), dst: other, protocol: protocol.clone(), status: "other".into() };
-        }
-        let s = self.series.entry(key).or_default();
-        s.count += 1;
-        s.errors += error as u64;
-        if let Some(us) = elapsed {
-            let secs = us as f64 / 1e6;
-            s.timed += 1;
-            s.sum += secs;
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    s.buckets[i] += 1;
+    /// Adds what a stored batch counted, stored at `now` (ns).
+    pub fn add(&mut self, tally: &Tally, now: i64) {
+        let start = now - now.rem_euclid(SLOT_NS);
+        for (key, (t, hist)) in &tally.series {
+            let mut key = key;
+            let other;
+            if !self.series.contains_key(key) && self.series.len() >= MAX_SERIES {
+                self.series_overflow += t.count;
+                let o = Workload { name: "other".into(), ..Default::default() };
+                other = Key { src: o.clone(), dst: o, protocol: key.protocol.clone(), status: "other".into() };
+                key = &other;
+            }
+            let s = match self.series.get_mut(key) {
+                Some(s) => s,
+                None => self.series.entry(key.clone()).or_default(),
+            };
+            s.count += t.count;
+            s.errors += t.errors;
+            s.timed += t.timed;
+            s.sum += t.sum;
+            for (a, b) in s.buckets.iter_mut().zip(t.buckets) {
+                *a += b;
+            }
+            let pair = (key.src.clone(), key.dst.clone());
+            let edge = self.edges.entry(pair).or_default();
+            if !edge.protocols.contains(&key.protocol) {
+                edge.protocols.push(key.protocol.clone());
+            }
+            if edge.slots.back().is_none_or(|s| s.start != start) {
+                edge.slots.push_back(Slot { start, requests: 0, errors: 0, hist: Box::new([0; LOG_BUCKETS]) });
+                while edge.slots.len() > SLOTS {
+                    edge.slots.pop_front();
                 }
             }
-        }
-        let edge = self.edges.entry((src, dst)).or_default();
-        if !edge.protocols.contains(&protocol) {
-            edge.protocols.push(protocol);
-        }
-        let start = now - now.rem_euclid(SLOT_NS);
-        if edge.slots.back().is_none_or(|s| s.start != start) {
-            edge.slots.push_back(Slot { start, requests: 0, errors: 0, hist: Box::new([0; LOG_BUCKETS]) });
-            while edge.slots.len() > SLOTS {
-                edge.slots.pop_front();
+            let slot = edge.slots.back_mut().expect("pushed above");
+            slot.requests += t.count;
+            slot.errors += t.errors;
+            for (a, b) in slot.hist.iter_mut().zip(hist.iter()) {
+                *a += b;
             }
-        }
-        let slot = edge.slots.back_mut().expect("pushed above");
-        slot.requests += 1;
-        slot.errors += error as u64;
-        if let Some(us) = elapsed {
-            slot.hist[log_bucket(us)] += 1;
         }
     }
 
@@ -271,9 +378,11 @@ pub fn esc(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn entry(src: &str, dst: &str, status: i64, us: u64) -> Value {
-        json!({"protocol": "http", "src": {"namespace": "ns", "pod": {"workload": {"kind": "Deployment", "name": src}}},
-               "dst": {"namespace": "ns", "service": {"name": dst}}, "response": {"status_code": status}, "elapsed_time": us})
+    fn entry(src: &str, dst: &str, status: i64, us: u64) -> Tally {
+        let mut t = Tally::default();
+        t.observe(&json!({"protocol": "http", "src": {"namespace": "ns", "pod": {"workload": {"kind": "Deployment", "name": src}}},
+               "dst": {"namespace": "ns", "service": {"name": dst}}, "response": {"status_code": status}, "elapsed_time": us}).to_string());
+        t
     }
 
     #[test]
@@ -281,9 +390,9 @@ mod tests {
         let mut m = Metrics::default();
         let now = 1_000 * SLOT_NS;
         for i in 0..100u64 {
-            m.observe(&entry("front-end", "catalogue", if i < 10 { 503 } else { 200 }, 1000 * (i + 1)), now);
+            m.add(&entry("front-end", "catalogue", if i < 10 { 503 } else { 200 }, 1000 * (i + 1)), now);
         }
-        m.observe(&entry("front-end", "user", 200, 50), now - 2 * 3600 * 1_000_000_000);
+        m.add(&entry("front-end", "user", 200, 50), now - 2 * 3600 * 1_000_000_000);
         let map = m.service_map(60_000_000_000, now);
         let edges = map["edges"].as_array().unwrap();
         assert_eq!(edges.len(), 1, "{map}");

@@ -1,18 +1,24 @@
-//! What the hub keeps of each entry, and the batch format workers send.
+//! What the hub keeps of each batch, and the batch format workers send.
 //!
 //! A batch on the wire is one LZ4 block (size prepended) holding a header line
-//! `{"batch":N,"entries":K}` and K entries as NDJSON. The hub reads each line once, into
-//! its *slim* form: the entry without the parts that make it big (headers, bodies, gRPC
-//! messages, trailers, DNS authority and additional records), skipped while parsing rather
-//! than built and thrown away. Filters that read only slim fields (most do: see
-//! [`crate::Filter::needs_full`]), the service map and the metrics work on that; the full
-//! JSON is kept as the worker sent it, compressed, for what is shown and exported.
+//! `{"batch":N,"entries":K}` and K entries as NDJSON. The hub reads each entry once,
+//! without building it: it checks the fields every entry must have, and writes its *slim*
+//! form (the entry without the parts that make it big: headers, bodies, gRPC messages,
+//! trailers, DNS authority and additional records) by copying the other values' bytes as
+//! they stand. Filters that read only slim fields (most do: see
+//! [`crate::Filter::needs_full`]) and the metrics work on that. The batch's LZ4 bytes are
+//! stored as the worker sent them: they are the full entries, compressed once, by the
+//! worker.
 
+use crate::metrics::Tally;
 use crate::Error;
+use bytes::Bytes;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Range;
 
 /// Keys under `request` and `response` left out of the slim form.
 pub const HEAVY: &[&str] = &["headers", "body", "messages", "trailers", "authorities", "additionals"];
@@ -20,49 +26,56 @@ pub const HEAVY: &[&str] = &["headers", "body", "messages", "trailers", "authori
 /// A batch bigger than this once decompressed is refused (a worker sends ~1 MiB).
 pub const MAX_BATCH_BYTES: usize = 256 << 20;
 
-/// One entry as the hub holds it.
-#[derive(Debug)]
-pub struct Record {
-    /// The entry's `timestamp`, nanoseconds since the epoch.
-    pub ts: i64,
-    /// The slim form (see the module docs).
-    pub slim: Value,
-    /// The slim form's JSON, as stored.
-    pub slim_json: Vec<u8>,
-    /// The entry's JSON as the worker sent it.
-    pub full: Arc<str>,
-    /// `full`, LZ4-compressed, as stored.
-    pub packed: Vec<u8>,
+/// One batch as the hub holds it. It is stored as one block: `wire` as the full
+/// entries, `slim` (compressed) as what filters read.
+pub struct Block {
+    /// The batch's number (per worker).
+    pub batch: u64,
+    /// The batch as it came: LZ4 of the header line and the entries.
+    pub wire: Bytes,
+    /// `wire` decompressed (valid UTF-8).
+    pub text: Bytes,
+    /// Where each entry's JSON is in `text`.
+    pub lines: Vec<Range<u32>>,
+    /// Each entry's `timestamp`, ns since the epoch.
+    pub ts: Vec<i64>,
+    /// The entries' slim forms, one line each, in order.
+    pub slim: Vec<u8>,
+    /// Where each slim form is in `slim`.
+    pub slim_lines: Vec<Range<u32>>,
+    /// `slim`, LZ4-compressed, as stored.
+    pub slim_packed: Vec<u8>,
+    /// What the batch adds to the metrics.
+    pub tally: Tally,
 }
 
-impl Record {
-    /// Reads one entry's JSON (one NDJSON line). `what` names it in the error.
-    pub fn from_json(line: &str, what: &dyn fmt::Display) -> Result<Record, Error> {
-        let mut de = serde_json::Deserializer::from_str(line);
-        let slim = Slim::Top.deserialize(&mut de).and_then(|v| de.end().map(|_| v)).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
-        let ts = check(&slim).map_err(|m| Error::Malformed(format!("{what}: {m}")))?;
-        let slim_json = serde_json::to_vec(&slim).map_err(|e| Error::Malformed(format!("{what}: {e}")))?;
-        Ok(Record { ts, slim, slim_json, packed: lz4_flex::compress_prepend_size(line.as_bytes()), full: Arc::from(line) })
+impl fmt::Debug for Block {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Block(batch {}, {} entries)", self.batch, self.lines.len())
     }
 }
 
-/// The fields every entry must have, and its time.
-fn check(e: &Value) -> Result<i64, String> {
-    let o = e.as_object().ok_or("an entry must be a JSON object")?;
-    for k in ["id", "protocol", "transport"] {
-        if !o.get(k).is_some_and(Value::is_string) {
-            return Err(format!("`{k}` must be a string"));
-        }
+impl Block {
+    pub fn len(&self) -> usize {
+        self.lines.len()
     }
-    for k in ["src", "dst"] {
-        let side = o.get(k).and_then(Value::as_object).ok_or_else(|| format!("`{k}` must be an object"))?;
-        if !side.get("ip").is_some_and(Value::is_string) {
-            return Err(format!("`{k}.ip` must be a string"));
-        }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
     }
-    let ts = o.get("timestamp").and_then(Value::as_str).ok_or("`timestamp` must be a string")?;
-    let ns = crate::filter::parse_timestamp(ts).ok_or_else(|| format!("`timestamp` {ts:?} is not RFC 3339"))?;
-    i64::try_from(ns).map_err(|_| format!("`timestamp` {ts:?} is out of range"))
+
+    /// Entry `i`'s JSON as the worker sent it (shares the block's memory).
+    pub fn full(&self, i: usize) -> Bytes {
+        let r = &self.lines[i];
+        self.text.slice(r.start as usize..r.end as usize)
+    }
+
+    /// Entry `i`'s slim form.
+    pub fn slim(&self, i: usize) -> &str {
+        let r = &self.slim_lines[i];
+        // built from whole UTF-8 pieces of the text, and ASCII
+        std::str::from_utf8(&self.slim[r.start as usize..r.end as usize]).unwrap_or("{}")
+    }
 }
 
 /// Encodes a batch for the wire.
@@ -76,120 +89,272 @@ pub fn encode_batch<S: AsRef<str>>(batch: u64, entries: &[S]) -> Vec<u8> {
     lz4_flex::compress_prepend_size(&raw)
 }
 
-/// Decodes a batch: its number and its entries. Any fault refuses the whole batch.
-pub fn decode_batch(bytes: &[u8]) -> Result<(u64, Vec<Record>), Error> {
-    if bytes.len() >= 4 {
-        let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+#[derive(Deserialize)]
+struct Header {
+    batch: u64,
+    entries: u64,
+}
+
+/// Decodes a batch. Any fault refuses the whole batch, with an error that names the
+/// entry (`batch N, entry M: ...`).
+pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
+    let text = decompress(&wire)?;
+    let s = std::str::from_utf8(&text).map_err(|e| Error::Malformed(format!("batch is not UTF-8 at byte {}", e.valid_up_to())))?;
+    let head_end = s.find('\n').unwrap_or(s.len());
+    let h: Header = serde_json::from_str(&s[..head_end]).map_err(|e| Error::Malformed(format!("batch header (needs `batch` and `entries`): {e}")))?;
+    let batch = h.batch;
+    let cap = h.entries.min(1 << 20) as usize;
+    let mut b = Block {
+        batch,
+        wire,
+        text: Bytes::new(),
+        lines: Vec::with_capacity(cap),
+        ts: Vec::with_capacity(cap),
+        slim: Vec::with_capacity(s.len() / 3),
+        slim_lines: Vec::with_capacity(cap),
+        slim_packed: Vec::new(),
+        tally: Tally::default(),
+    };
+    let mut at = (head_end + 1).min(s.len());
+    let mut i = 0;
+    while at < s.len() {
+        let end = s[at..].find('\n').map_or(s.len(), |n| at + n);
+        let line = &s[at..end];
+        if !line.is_empty() {
+            i += 1;
+            let start = b.slim.len();
+            let ts = slim_of(line, &mut b.slim).map_err(|m| Error::Malformed(format!("batch {batch}, entry {i}: {m}")))?;
+            b.slim_lines.push(start as u32..b.slim.len() as u32);
+            b.slim.push(b'\n');
+            b.tally.observe(std::str::from_utf8(&b.slim[start..b.slim.len() - 1]).unwrap_or("{}"));
+            b.ts.push(ts);
+            b.lines.push(at as u32..end as u32);
+        }
+        at = end + 1;
+    }
+    if b.lines.len() as u64 != h.entries {
+        return Err(Error::Malformed(format!("batch {batch} says {} entries but holds {}", h.entries, b.lines.len())));
+    }
+    b.text = Bytes::from(text);
+    b.slim_packed = lz4_flex::compress_prepend_size(&b.slim);
+    Ok(b)
+}
+
+fn decompress(wire: &[u8]) -> Result<Vec<u8>, Error> {
+    if wire.len() >= 4 {
+        let n = u32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize;
         if n > MAX_BATCH_BYTES {
             return Err(Error::Malformed(format!("batch of {n} bytes is over the limit of {MAX_BATCH_BYTES}")));
         }
     }
-    let raw = lz4_flex::decompress_size_prepended(bytes).map_err(|e| Error::Malformed(format!("batch is not LZ4: {e}")))?;
-    let text = std::str::from_utf8(&raw).map_err(|e| Error::Malformed(format!("batch is not UTF-8 at byte {}", e.valid_up_to())))?;
-    let mut lines = text.split('\n');
-    let head = lines.next().unwrap_or_default();
-    let h: Value = serde_json::from_str(head).map_err(|e| Error::Malformed(format!("batch header: {e}")))?;
-    let (Some(batch), Some(count)) = (h.get("batch").and_then(Value::as_u64), h.get("entries").and_then(Value::as_u64)) else {
-        return Err(Error::Malformed("batch header needs `batch` and `entries`".into()));
-    };
-    let mut out = Vec::with_capacity(count.min(1 << 20) as usize);
-    for (i, line) in lines.enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        out.push(Record::from_json(line, &format_args!("batch {batch}, entry {}", i + 1))?);
-    }
-    if out.len() as u64 != count {
-        return Err(Error::Malformed(format!("batch {batch} says {count} entries but holds {}", out.len())));
-    }
-    Ok((batch, out))
+    lz4_flex::decompress_size_prepended(wire).map_err(|e| Error::Malformed(format!("batch is not LZ4: {e}")))
+}
+
+/// The entries of a stored block's text (the header line skipped), in order.
+pub fn entry_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n').skip(1).filter(|l| !l.is_empty())
+}
+
+/// A stored block's `wire` bytes, decompressed.
+pub fn unpack(wire: &[u8]) -> Result<String, String> {
+    let raw = decompress(wire).map_err(|e| e.to_string())?;
+    String::from_utf8(raw).map_err(|e| e.to_string())
 }
 
 /// The number of a batch whose entries could not be read, when its header can be.
 pub fn batch_number(bytes: &[u8]) -> Option<u64> {
-    let size = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    if size > MAX_BATCH_BYTES {
-        return None;
-    }
-    let raw = lz4_flex::decompress_size_prepended(bytes).ok()?;
+    let raw = decompress(bytes).ok()?;
     let end = raw.iter().position(|b| *b == b'\n').unwrap_or(raw.len());
-    serde_json::from_slice::<Value>(&raw[..end]).ok()?.get("batch")?.as_u64()
+    serde_json::from_slice::<Header>(&raw[..end]).ok().map(|h| h.batch)
 }
 
-/// The slim form's parser: at the top, `request` and `response` are read as `Side`;
-/// inside them, the heavy keys are skipped unbuilt.
-#[derive(Clone, Copy)]
-enum Slim {
-    Top,
-    Side,
+/// What the checks saw of the fields every entry must have.
+#[derive(Default)]
+struct Seen<'a> {
+    id: bool,
+    protocol: bool,
+    transport: bool,
+    src: Option<&'a RawValue>,
+    dst: Option<&'a RawValue>,
+    timestamp: Option<&'a RawValue>,
 }
 
-impl<'de> DeserializeSeed<'de> for Slim {
-    type Value = Value;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+/// Writes `line`'s slim form to `out` and returns its time; or says what is wrong.
+fn slim_of(line: &str, out: &mut Vec<u8>) -> Result<i64, String> {
+    let mut seen = Seen::default();
+    let mut de = serde_json::Deserializer::from_str(line);
+    Top { out, seen: &mut seen }.deserialize(&mut de).and_then(|_| de.end()).map_err(|e| e.to_string())?;
+    for (k, ok) in [("id", seen.id), ("protocol", seen.protocol), ("transport", seen.transport)] {
+        if !ok {
+            return Err(format!("`{k}` must be a string"));
+        }
+    }
+    #[derive(Deserialize)]
+    struct End<'a> {
+        #[serde(borrow)]
+        ip: Option<&'a RawValue>,
+    }
+    for (k, v) in [("src", seen.src), ("dst", seen.dst)] {
+        let v = v.filter(|v| v.get().starts_with('{')).ok_or_else(|| format!("`{k}` must be an object"))?;
+        let end: Option<End> = serde_json::from_str(v.get()).ok();
+        if !end.and_then(|e| e.ip).is_some_and(|ip| ip.get().starts_with('"')) {
+            return Err(format!("`{k}.ip` must be a string"));
+        }
+    }
+    let ts: Cow<str> = seen.timestamp.and_then(|t| serde_json::from_str(t.get()).ok()).ok_or("`timestamp` must be a string")?;
+    let ns = crate::filter::parse_timestamp(&ts).ok_or_else(|| format!("`timestamp` {ts:?} is not RFC 3339"))?;
+    i64::try_from(ns).map_err(|_| format!("`timestamp` {ts:?} is out of range"))
+}
+
+fn write_key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    // a key's JSON: serde_json escapes what must be
+    let _ = serde_json::to_writer(&mut *out, k);
+    out.push(b':');
+}
+
+/// The entry: copied key by key, `request` and `response` through [`Side`].
+struct Top<'o, 'a> {
+    out: &'o mut Vec<u8>,
+    seen: &'o mut Seen<'a>,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Top<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Top<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an entry (a JSON object)")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut first = true;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            write_key(self.out, &mut first, &k);
+            if k == "request" || k == "response" {
+                map.next_value_seed(Side { out: self.out })?;
+                continue;
+            }
+            let v: &'de RawValue = map.next_value()?;
+            self.out.extend_from_slice(v.get().as_bytes());
+            let string = v.get().starts_with('"');
+            match &*k {
+                "id" => self.seen.id = string,
+                "protocol" => self.seen.protocol = string,
+                "transport" => self.seen.transport = string,
+                "src" => self.seen.src = Some(v),
+                "dst" => self.seen.dst = Some(v),
+                "timestamp" => self.seen.timestamp = Some(v),
+                _ => {}
+            }
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// A request or response (or null): copied without its heavy keys.
+struct Side<'o> {
+    out: &'o mut Vec<u8>,
+}
+
+impl<'de> DeserializeSeed<'de> for Side<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Slim {
-    type Value = Value;
+impl<'de> Visitor<'de> for Side<'_> {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Slim::Top => "an entry (a JSON object)",
-            Slim::Side => "a request or response object, or null",
-        })
+        f.write_str("a request or response object, or null")
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
     }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut m = Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            let v = match self {
-                Slim::Top if k == "request" || k == "response" => map.next_value_seed(Slim::Side)?,
-                Slim::Side if HEAVY.contains(&k.as_str()) => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-                _ => map.next_value::<Value>()?,
-            };
-            m.insert(k, v);
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut first = true;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            if HEAVY.contains(&&*k) {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            write_key(self.out, &mut first, &k);
+            let v: &'de RawValue = map.next_value()?;
+            self.out.extend_from_slice(v.get().as_bytes());
         }
-        Ok(Value::Object(m))
+        self.out.push(b'}');
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     const E: &str = r#"{"id":"a","timestamp":"2026-01-01T00:00:00.5Z","protocol":"http","transport":"tcp","src":{"ip":"10.0.0.1","port":1},"dst":{"ip":"10.0.0.2","port":80},"request":{"method":"GET","path":"/x","headers":{"a":"b"},"body":{"size":3,"text":"abc"}},"response":null}"#;
 
+    fn block(n: u64, lines: &[&str]) -> Result<Block, Error> {
+        decode_batch(Bytes::from(encode_batch(n, lines)))
+    }
+
     #[test]
     fn slim_drops_heavy_parts_and_keeps_the_rest() {
-        let r = Record::from_json(E, &"t").unwrap();
-        assert_eq!(r.ts, 1_767_225_600_500_000_000);
-        assert_eq!(r.slim["request"], serde_json::json!({"method":"GET","path":"/x"}));
-        assert_eq!(r.slim["response"], Value::Null);
-        assert_eq!(&*r.full, E);
-        assert_eq!(lz4_flex::decompress_size_prepended(&r.packed).unwrap(), E.as_bytes());
+        let b = block(1, &[E]).unwrap();
+        assert_eq!(b.ts, [1_767_225_600_500_000_000]);
+        let slim: Value = serde_json::from_str(b.slim(0)).unwrap();
+        assert_eq!(slim["request"], serde_json::json!({"method":"GET","path":"/x"}));
+        assert_eq!(slim["response"], Value::Null);
+        assert_eq!(slim["src"], serde_json::json!({"ip":"10.0.0.1","port":1}));
+        assert_eq!(&b.full(0)[..], E.as_bytes());
+        assert_eq!(entry_lines(&unpack(&b.wire).unwrap()).collect::<Vec<_>>(), [E]);
+        // keys that need escaping stay valid JSON; values are copied as they stand
+        let odd = E.replace("\"path\":\"/x\"", "\"pa\\\"th\":\"/\\u00e9\\n\"");
+        let b = block(2, &[&odd]).unwrap();
+        let slim: Value = serde_json::from_str(b.slim(0)).unwrap();
+        assert_eq!(slim["request"]["pa\"th"], "/é\n");
     }
 
     #[test]
     fn batches_round_trip_and_faults_refuse_the_whole_batch() {
-        let (n, recs) = decode_batch(&encode_batch(7, &[E, E])).unwrap();
-        assert_eq!((n, recs.len()), (7, 2));
+        let b = block(7, &[E, E]).unwrap();
+        assert_eq!((b.batch, b.len()), (7, 2));
         let bad = E.replace("\"timestamp\":\"2026-01-01T00:00:00.5Z\",", "");
-        let err = decode_batch(&encode_batch(8, &[E, &bad])).unwrap_err().to_string();
+        let err = block(8, &[E, &bad]).unwrap_err().to_string();
         assert!(err.contains("batch 8, entry 2") && err.contains("timestamp"), "{err}");
-        let err = decode_batch(&encode_batch(9, &[E, "{\"id\":"])).unwrap_err().to_string();
+        let err = block(9, &[E, "{\"id\":"]).unwrap_err().to_string();
         assert!(err.contains("entry 2"), "{err}");
-        assert!(decode_batch(b"\x05\0\0\0garbage").is_err());
-        assert!(decode_batch(&[0xff, 0xff, 0xff, 0x7f, 0]).unwrap_err().to_string().contains("over the limit"));
+        for (what, line) in [
+            ("`src.ip`", E.replace("\"ip\":\"10.0.0.1\"", "\"ip\":7")),
+            ("`dst` must be an object", E.replace("\"dst\":{\"ip\":\"10.0.0.2\",\"port\":80}", "\"dst\":[]")),
+            ("`id`", E.replace("\"id\":\"a\"", "\"id\":1")),
+            ("not RFC 3339", E.replace("2026-01-01T00:00:00.5Z", "yesterday")),
+            ("request or response", E.replace("\"response\":null", "\"response\":5")),
+            ("JSON object", "[1,2]".to_string()),
+            ("trailing", format!("{E} x")),
+        ] {
+            let err = block(3, &[&line]).unwrap_err().to_string();
+            assert!(err.contains("batch 3, entry 1") && err.contains(what), "{what}: {err}");
+        }
+        assert!(decode_batch(Bytes::from_static(b"\x05\0\0\0garbage")).is_err());
+        assert!(decode_batch(Bytes::from_static(&[0xff, 0xff, 0xff, 0x7f, 0])).unwrap_err().to_string().contains("over the limit"));
         let short = lz4_flex::compress_prepend_size(b"{\"batch\":1,\"entries\":3}\n");
-        assert!(decode_batch(&short).unwrap_err().to_string().contains("says 3 entries but holds 0"));
+        assert!(decode_batch(Bytes::from(short)).unwrap_err().to_string().contains("says 3 entries but holds 0"));
+        assert_eq!(batch_number(&encode_batch(12, &["x"])), Some(12));
     }
 }

@@ -1,17 +1,20 @@
 //! The store: one SQLite database (WAL mode) in the hub's data directory.
 //!
-//! `entries` holds each entry's slim form (what filters read) keyed by `seq`, the order
-//! the hub committed them in, with the entry's time (`ts`, indexed) and the time it was
-//! stored (`at`, for age retention); `bodies` holds the full JSON, LZ4-compressed, apart,
-//! so that a scan reads only slim rows. `workers` holds the last batch committed from each
-//! worker, in the same transaction as the batch's entries: after a crash a batch is either
-//! wholly stored and known, or neither, which is what makes resending safe.
+//! Entries are kept by batch, as blocks: `blocks` holds, per batch, the `seq` of its
+//! first entry (entries are numbered in the order the hub committed them; a block's are
+//! `first..first+n`), its entries' times (each, and the block's lowest and highest, so a
+//! time range skips whole blocks), when it was stored (`at`, for age retention), and its
+//! entries' slim forms, LZ4-compressed: what filters read. `fulls` holds the batch's LZ4
+//! bytes as the worker sent them: the full entries, apart, so a scan reads only the slim
+//! forms. A few rows per batch rather than two per entry is what lets the writer keep
+//! up with 200,000 entries a second. `workers` holds the last batch committed from each
+//! worker, in the same transaction as the batch: after a crash a batch is either wholly
+//! stored and known, or neither, which is what makes resending safe.
 
 use crate::filter::Filter;
-use crate::record::Record;
+use crate::record::{entry_lines, unpack, Block};
 use crate::Error;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,17 +70,17 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// A batch to commit: from which worker, its number, its entries.
+/// A batch to commit: from which worker, and the batch.
 pub struct Batch<'a> {
     pub worker: &'a str,
-    pub batch: u64,
-    pub records: &'a [Record],
+    pub block: &'a Block,
 }
 
 /// What happened to a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Committed {
-    Stored,
+    /// Stored; its entries' seqs start here.
+    Stored(i64),
     /// Already stored before (a resend after a lost acknowledgement): nothing done.
     Duplicate,
 }
@@ -88,12 +91,16 @@ pub struct Store {
     conn: Connection,
     workers: HashMap<String, u64>,
     retention: Retention,
+    next_seq: i64,
 }
 
+/// The layout's version, in `PRAGMA user_version`.
+const VERSION: i64 = 2;
+
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS entries(seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, at INTEGER NOT NULL, slim BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS entries_ts ON entries(ts);
-CREATE TABLE IF NOT EXISTS bodies(seq INTEGER PRIMARY KEY, full BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks(first INTEGER PRIMARY KEY, n INTEGER NOT NULL, min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL, at INTEGER NOT NULL, ts BLOB NOT NULL, slim BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_at ON blocks(at);
+CREATE TABLE IF NOT EXISTS fulls(first INTEGER PRIMARY KEY, full BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS workers(worker TEXT PRIMARY KEY, batch INTEGER NOT NULL, at INTEGER NOT NULL);
 ";
 
@@ -115,17 +122,26 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         let path = dir.join("kshark.db");
         let conn = open_conn(&path)?;
-        conn.execute_batch(SCHEMA).map_err(db_err(&path))?;
+        let path2 = path.clone();
+        let err = db_err(&path2);
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&err)?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0)).map_err(&err)?;
+        if version != VERSION && (version != 0 || tables > 0) {
+            return Err(Error::Store(format!("{}: a store of another kshark version (layout {version}, this one reads {VERSION}): move it away or give another --data", path.display())));
+        }
+        conn.execute_batch(SCHEMA).map_err(&err)?;
+        conn.execute_batch(&format!("PRAGMA user_version = {VERSION}")).map_err(&err)?;
         let mut workers = HashMap::new();
         {
-            let mut st = conn.prepare("SELECT worker, batch FROM workers").map_err(db_err(&path))?;
-            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(db_err(&path))?;
+            let mut st = conn.prepare("SELECT worker, batch FROM workers").map_err(&err)?;
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(&err)?;
             for row in rows {
-                let (w, b) = row.map_err(db_err(&path))?;
+                let (w, b) = row.map_err(&err)?;
                 workers.insert(w, b as u64);
             }
         }
-        Ok(Store { path, conn, workers, retention })
+        let next_seq: i64 = conn.query_row("SELECT coalesce(max(first + n), 1) FROM blocks", [], |r| r.get(0)).map_err(&err)?;
+        Ok(Store { path, conn, workers, retention, next_seq })
     }
 
     pub fn path(&self) -> &Path {
@@ -138,41 +154,44 @@ impl Store {
     }
 
     /// Commits batches in one transaction; a batch already stored is skipped. Returns what
-    /// happened to each, and the `seq` of the first entry stored (the rest follow it).
-    pub fn commit(&mut self, batches: &[Batch<'_>]) -> Result<(Vec<Committed>, i64), Error> {
+    /// happened to each.
+    pub fn commit(&mut self, batches: &[Batch<'_>]) -> Result<Vec<Committed>, Error> {
         let path = self.path.clone();
         let err = db_err(&path);
         let at = now_ns();
         let tx = self.conn.transaction().map_err(&err)?;
         let mut out = Vec::with_capacity(batches.len());
-        let mut first = None;
+        let mut seq = self.next_seq;
+        let mut seen: HashMap<&str, u64> = HashMap::new();
         {
-            let mut ins = tx.prepare_cached("INSERT INTO entries(ts, at, slim) VALUES (?1, ?2, ?3)").map_err(&err)?;
-            let mut body = tx.prepare_cached("INSERT INTO bodies(seq, full) VALUES (?1, ?2)").map_err(&err)?;
+            let mut block = tx.prepare_cached("INSERT INTO blocks(first, n, min_ts, max_ts, at, ts, slim) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)").map_err(&err)?;
+            let mut full = tx.prepare_cached("INSERT INTO fulls(first, full) VALUES (?1, ?2)").map_err(&err)?;
             let mut mark = tx.prepare_cached("INSERT INTO workers(worker, batch, at) VALUES (?1, ?2, ?3) ON CONFLICT(worker) DO UPDATE SET batch = excluded.batch, at = excluded.at").map_err(&err)?;
-            let mut seen: HashMap<&str, u64> = HashMap::new();
             for b in batches {
                 let last = seen.get(b.worker).copied().or_else(|| self.workers.get(b.worker).copied());
-                if last.is_some_and(|l| b.batch <= l) {
+                if last.is_some_and(|l| b.block.batch <= l) {
                     out.push(Committed::Duplicate);
                     continue;
                 }
-                for r in b.records {
-                    ins.execute(params![r.ts, at, r.slim_json]).map_err(&err)?;
-                    let seq = tx.last_insert_rowid();
-                    first.get_or_insert(seq);
-                    body.execute(params![seq, r.packed]).map_err(&err)?;
+                let blk = b.block;
+                if !blk.is_empty() {
+                    let ts: Vec<u8> = blk.ts.iter().flat_map(|t| t.to_le_bytes()).collect();
+                    let (lo, hi) = (blk.ts.iter().min().copied().unwrap_or(0), blk.ts.iter().max().copied().unwrap_or(0));
+                    block.execute(params![seq, blk.len() as i64, lo, hi, at, ts, &blk.slim_packed]).map_err(&err)?;
+                    full.execute(params![seq, &blk.wire[..]]).map_err(&err)?;
                 }
-                mark.execute(params![b.worker, b.batch as i64, at]).map_err(&err)?;
-                seen.insert(b.worker, b.batch);
-                out.push(Committed::Stored);
-            }
-            for (w, n) in seen {
-                self.workers.insert(w.to_string(), n);
+                mark.execute(params![b.worker, blk.batch as i64, at]).map_err(&err)?;
+                seen.insert(b.worker, blk.batch);
+                out.push(Committed::Stored(seq));
+                seq += blk.len() as i64;
             }
         }
         tx.commit().map_err(&err)?;
-        Ok((out, first.unwrap_or(0)))
+        self.next_seq = seq;
+        for (w, n) in seen {
+            self.workers.insert(w.to_string(), n);
+        }
+        Ok(out)
     }
 
     /// The last batch stored from `worker`.
@@ -186,74 +205,54 @@ impl Store {
         Ok(((q("page_count")? - q("freelist_count")?) * q("page_size")?).max(0) as u64)
     }
 
-    /// The oldest and newest `seq` stored.
-    fn seq_range(&self) -> Result<Option<(i64, i64)>, Error> {
-        self.conn
-            .query_row("SELECT min(seq), max(seq) FROM entries", [], |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)))
-            .map_err(db_err(&self.path))
-    }
-
-    /// Deletes what retention no longer allows, oldest first, in steps that keep ingest
-    /// going; returns how many entries went.
+    /// Deletes what retention no longer allows, oldest first, a block (a batch) at a
+    /// time, in steps that keep ingest going; returns how many entries went.
     pub fn enforce_retention(&mut self, now: i64) -> Result<u64, Error> {
+        let path = self.path.clone();
+        let err = db_err(&path);
         let mut deleted = 0;
         if let Some(age) = self.retention.max_age {
             let cutoff = now.saturating_sub(age.as_nanos().min(i64::MAX as u128) as i64);
-            if let Some(upto) = self.last_stored_before(cutoff)? {
+            let upto: Option<i64> = self.conn.query_row("SELECT max(first) FROM blocks WHERE at < ?1", [cutoff], |r| r.get(0)).map_err(&err)?;
+            if let Some(upto) = upto {
                 deleted += self.delete_through(upto)?;
             }
-            self.conn.execute("DELETE FROM workers WHERE at < ?1", [cutoff.min(now - 7 * 86_400_000_000_000)]).map_err(db_err(&self.path))?;
+            self.conn.execute("DELETE FROM workers WHERE at < ?1", [cutoff.min(now - 7 * 86_400_000_000_000)]).map_err(&err)?;
         }
         if let Some(max) = self.retention.max_bytes {
             // down to 90% of the limit, so that the next check is not at once
             for _ in 0..64 {
                 let used = self.used_bytes()?;
-                let Some((lo, hi)) = self.seq_range()? else { break };
                 if used <= max {
                     break;
                 }
-                let count = (hi - lo + 1) as f64;
+                let blocks: i64 = self.conn.query_row("SELECT count(*) FROM blocks", [], |r| r.get(0)).map_err(&err)?;
+                if blocks == 0 {
+                    break;
+                }
                 let excess = (used - max) as f64 + max as f64 * 0.1;
-                let n = ((count * excess / used as f64).ceil() as i64).clamp(1, 50_000);
-                deleted += self.delete_through(lo + n - 1)?;
+                let k = ((blocks as f64 * excess / used as f64).ceil() as i64).clamp(1, 5_000);
+                let upto: Option<i64> = self.conn.query_row("SELECT first FROM blocks ORDER BY first LIMIT 1 OFFSET ?1", [k - 1], |r| r.get(0)).optional().map_err(&err)?;
+                let Some(upto) = upto else { break };
+                deleted += self.delete_through(upto)?;
             }
         }
         Ok(deleted)
     }
 
-    /// The newest `seq` stored before `cutoff` (stored times rise with `seq`).
-    fn last_stored_before(&self, cutoff: i64) -> Result<Option<i64>, Error> {
-        let Some((mut lo, mut hi)) = self.seq_range()? else { return Ok(None) };
-        let at = |seq: i64| -> Result<Option<(i64, i64)>, Error> {
-            self.conn
-                .query_row("SELECT seq, at FROM entries WHERE seq >= ?1 ORDER BY seq LIMIT 1", [seq], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(db_err(&self.path))
-        };
-        if at(lo)?.is_none_or(|(_, a)| a >= cutoff) {
-            return Ok(None);
-        }
-        // invariant: the entry at or after lo is older than cutoff
-        while lo < hi {
-            let mid = lo + (hi - lo + 1) / 2;
-            match at(mid)? {
-                Some((s, a)) if a < cutoff => lo = s.max(mid),
-                _ => hi = mid - 1,
-            }
-        }
-        Ok(Some(lo))
-    }
-
+    /// Deletes the blocks whose first entry is at or before `upto`.
     fn delete_through(&mut self, upto: i64) -> Result<u64, Error> {
+        let err = db_err(&self.path);
         let mut total = 0;
         loop {
-            let tx = self.conn.transaction().map_err(db_err(&self.path))?;
-            let first: Option<i64> = tx.query_row("SELECT min(seq) FROM entries", [], |r| r.get(0)).map_err(db_err(&self.path))?;
-            let Some(first) = first.filter(|f| *f <= upto) else { break };
-            let end = upto.min(first + 49_999);
-            let n = tx.execute("DELETE FROM entries WHERE seq <= ?1", [end]).map_err(db_err(&self.path))?;
-            tx.execute("DELETE FROM bodies WHERE seq <= ?1", [end]).map_err(db_err(&self.path))?;
-            tx.commit().map_err(db_err(&self.path))?;
+            let tx = self.conn.transaction().map_err(&err)?;
+            // a step: up to 200 blocks
+            let end: Option<i64> = tx.query_row("SELECT max(first) FROM (SELECT first FROM blocks WHERE first <= ?1 ORDER BY first LIMIT 200)", [upto], |r| r.get(0)).map_err(&err)?;
+            let Some(end) = end else { break };
+            let n: i64 = tx.query_row("SELECT coalesce(sum(n), 0) FROM blocks WHERE first <= ?1", [end], |r| r.get(0)).map_err(&err)?;
+            tx.execute("DELETE FROM blocks WHERE first <= ?1", [end]).map_err(&err)?;
+            tx.execute("DELETE FROM fulls WHERE first <= ?1", [end]).map_err(&err)?;
+            tx.commit().map_err(&err)?;
             total += n as u64;
             if end >= upto {
                 break;
@@ -279,8 +278,18 @@ pub struct Reader {
     conn: Connection,
 }
 
-/// Rows read at a time; each read is a short transaction.
-const CHUNK: usize = 8192;
+/// A stored block as a query reads it.
+struct Stored {
+    first: i64,
+    n: i64,
+    min_ts: i64,
+    ts: Vec<u8>,
+    /// The slim forms, or (for filters that need them) the full entries, compressed.
+    data: Vec<u8>,
+}
+
+/// Entries a query reads before it looks at what it found (in blocks, newest first).
+const CHUNK: i64 = 32_768;
 
 impl Reader {
     pub fn open(path: &Path) -> Result<Reader, Error> {
@@ -289,89 +298,139 @@ impl Reader {
 
     /// Entries stored.
     pub fn count(&self) -> Result<u64, Error> {
-        self.conn.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db_err(&self.path))
+        self.conn.query_row("SELECT coalesce(sum(n), 0) FROM blocks", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(db_err(&self.path))
     }
 
-    /// The matching entries' JSON, oldest first (the order they were stored in), newest
-    /// `limit` of them. Rows are read newest first in chunks; each chunk's filtering is
-    /// spread over the cores.
+    /// The matching entries' JSON, oldest first (the order they were stored in), the
+    /// newest `limit` of them, with their seqs. Blocks are read newest first; the
+    /// filtering of each run of blocks is spread over the cores.
     pub fn query(&self, q: &Query<'_>) -> Result<Vec<(i64, String)>, Error> {
         let err = db_err(&self.path);
         let full = q.filter.needs_full();
-        let sql = if full {
-            "SELECT e.seq, b.full FROM entries e JOIN bodies b ON b.seq = e.seq WHERE e.seq < ?1 AND e.ts >= ?2 ORDER BY e.seq DESC LIMIT ?3"
-        } else {
-            "SELECT seq, slim FROM entries WHERE seq < ?1 AND ts >= ?2 ORDER BY seq DESC LIMIT ?3"
+        let everything = q.filter.is_everything();
+        let since = q.since.unwrap_or(i64::MIN);
+        let sql = match (everything, full) {
+            (true, _) => "SELECT first, n, min_ts, ts, x'' FROM blocks WHERE first < ?1 AND max_ts >= ?2 ORDER BY first DESC LIMIT 1",
+            (false, false) => "SELECT first, n, min_ts, ts, slim FROM blocks WHERE first < ?1 AND max_ts >= ?2 ORDER BY first DESC LIMIT 1",
+            (false, true) => "SELECT b.first, b.n, b.min_ts, b.ts, f.full FROM blocks b JOIN fulls f ON f.first = b.first WHERE b.first < ?1 AND b.max_ts >= ?2 ORDER BY b.first DESC LIMIT 1",
         };
         let mut st = self.conn.prepare_cached(sql).map_err(&err)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         let mut cursor = i64::MAX;
-        let mut picked: Vec<i64> = Vec::new();
-        let everything = q.filter.is_everything();
-        while picked.len() < q.limit {
-            let want = if everything { (q.limit - picked.len()).min(CHUNK) } else { CHUNK };
-            let rows: Vec<(i64, Vec<u8>)> = st
-                .query_map(params![cursor, q.since.unwrap_or(i64::MIN), want as i64], |r| Ok((r.get(0)?, if everything { Vec::new() } else { r.get(1)? })))
-                .map_err(&err)?
-                .collect::<Result<_, _>>()
-                .map_err(&err)?;
-            let Some(last) = rows.last() else { break };
-            cursor = last.0;
-            let n = rows.len();
-            let keep = if everything { vec![true; n] } else { filter_rows(&rows, q, full, threads) };
-            picked.extend(rows.iter().zip(keep).filter(|(_, k)| *k).map(|(r, _)| r.0).take(q.limit - picked.len()));
-            if n < want {
+        // newest first: (seq, its full JSON when the scan already has it)
+        let mut picked: Vec<(i64, Option<String>)> = Vec::new();
+        'scan: while picked.len() < q.limit {
+            // a run of blocks, newest first, of about CHUNK entries
+            let mut run: Vec<Stored> = Vec::new();
+            let mut entries = 0;
+            let want = if everything { CHUNK.min((q.limit - picked.len()) as i64) } else { CHUNK };
+            while entries < want {
+                let row = st
+                    .query_row(params![cursor, since], |r| Ok(Stored { first: r.get(0)?, n: r.get(1)?, min_ts: r.get(2)?, ts: r.get(3)?, data: r.get(4)? }))
+                    .optional()
+                    .map_err(&err)?;
+                let Some(row) = row else { break };
+                cursor = row.first;
+                entries += row.n;
+                run.push(row);
+            }
+            if run.is_empty() {
                 break;
+            }
+            for found in scan_run(&run, q, since, full, threads) {
+                let found = found.map_err(|m| Error::Store(format!("{}: {m}", self.path.display())))?;
+                for hit in found.into_iter().rev() {
+                    picked.push(hit);
+                    if picked.len() >= q.limit {
+                        break 'scan;
+                    }
+                }
             }
         }
         picked.reverse();
-        self.bodies(&picked)
+        self.bodies(picked)
     }
 
-    /// The full JSON of these entries, in this order, with their seqs.
-    pub fn bodies(&self, seqs: &[i64]) -> Result<Vec<(i64, String)>, Error> {
+    /// The full JSON of these entries (in this order, with their seqs), read from their
+    /// blocks where a scan did not already have it.
+    fn bodies(&self, picked: Vec<(i64, Option<String>)>) -> Result<Vec<(i64, String)>, Error> {
         let err = db_err(&self.path);
-        let mut st = self.conn.prepare_cached("SELECT full FROM bodies WHERE seq = ?1").map_err(&err)?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for s in seqs {
-            let Some(packed) = st.query_row([s], |r| r.get::<_, Vec<u8>>(0)).optional().map_err(&err)? else { continue };
-            out.push((*s, unpack(&packed).map_err(|m| Error::Store(format!("{}: entry {s}: {m}", self.path.display())))?));
+        let mut st = self.conn.prepare_cached("SELECT first, full FROM fulls WHERE first <= ?1 ORDER BY first DESC LIMIT 1").map_err(&err)?;
+        let mut out = Vec::with_capacity(picked.len());
+        // the block last read: its first seq and its entries
+        let mut block: Option<(i64, Vec<String>)> = None;
+        for (seq, json) in picked {
+            if let Some(j) = json {
+                out.push((seq, j));
+                continue;
+            }
+            let have = block.as_ref().is_some_and(|(first, lines)| seq >= *first && seq < first + lines.len() as i64);
+            if !have {
+                let Some((first, packed)) = st.query_row([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).optional().map_err(&err)? else { continue };
+                let text = unpack(&packed).map_err(|m| Error::Store(format!("{}: block {first}: {m}", self.path.display())))?;
+                block = Some((first, entry_lines(&text).map(str::to_string).collect()));
+            }
+            if let Some((first, lines)) = &block {
+                // deleted by retention meanwhile: left out
+                if let Some(l) = usize::try_from(seq - first).ok().and_then(|i| lines.get(i)) {
+                    out.push((seq, l.clone()));
+                }
+            }
         }
         Ok(out)
     }
 }
 
-pub fn unpack(packed: &[u8]) -> Result<String, String> {
-    let raw = lz4_flex::decompress_size_prepended(packed).map_err(|e| e.to_string())?;
-    String::from_utf8(raw).map_err(|e| e.to_string())
-}
-
-fn filter_rows(rows: &[(i64, Vec<u8>)], q: &Query<'_>, full: bool, threads: usize) -> Vec<bool> {
-    let one = |r: &(i64, Vec<u8>)| -> bool {
-        let parsed: Option<Value> = if full { unpack(&r.1).ok().and_then(|s| serde_json::from_str(&s).ok()) } else { serde_json::from_slice(&r.1).ok() };
-        parsed.is_some_and(|v| q.filter.matches_at(&v, q.now))
+/// Each block's matching entries, oldest first (seq, and the JSON when the scan read
+/// the full entries), for a run of blocks in the run's order.
+fn scan_run(run: &[Stored], q: &Query<'_>, since: i64, full: bool, threads: usize) -> Vec<Result<Vec<(i64, Option<String>)>, String>> {
+    let one = |b: &Stored| -> Result<Vec<(i64, Option<String>)>, String> {
+        let ts = |i: usize| b.ts.get(i * 8..i * 8 + 8).map_or(i64::MIN, |t| i64::from_le_bytes(t.try_into().unwrap_or_default()));
+        let in_time = |i: usize| b.min_ts >= since || ts(i) >= since;
+        if q.filter.is_everything() {
+            return Ok((0..b.n as usize).filter(|i| in_time(*i)).map(|i| (b.first + i as i64, None)).collect());
+        }
+        let text = unpack(&b.data).map_err(|m| format!("block {}: {m}", b.first))?;
+        let lines: Box<dyn Iterator<Item = &str>> = if full { Box::new(entry_lines(&text)) } else { Box::new(text.split_terminator('\n')) };
+        Ok(lines
+            .enumerate()
+            .filter(|(i, l)| in_time(*i) && q.filter.matches_json(l, q.now))
+            .map(|(i, l)| (b.first + i as i64, full.then(|| l.to_string())))
+            .collect())
     };
-    if threads <= 1 || rows.len() < 512 {
-        return rows.iter().map(one).collect();
+    if threads <= 1 || run.len() < 2 || q.filter.is_everything() {
+        return run.iter().map(one).collect();
     }
-    let per = rows.len().div_ceil(threads);
+    // blocks dealt out in turn, so each thread gets old and new alike
+    let mut out: Vec<Option<Result<Vec<(i64, Option<String>)>, String>>> = (0..run.len()).map(|_| None).collect();
     std::thread::scope(|s| {
-        let parts: Vec<_> = rows.chunks(per).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<bool>>())).collect();
-        parts.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-    })
+        let parts: Vec<_> = (0..threads.min(run.len())).map(|t| s.spawn(move || run.iter().enumerate().skip(t).step_by(threads).map(|(i, b)| (i, one(b))).collect::<Vec<_>>())).collect();
+        for p in parts {
+            for (i, r) in p.join().unwrap_or_default() {
+                out[i] = Some(r);
+            }
+        }
+    });
+    out.into_iter().map(|r| r.unwrap_or_else(|| Err("a query thread failed".into()))).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{decode_batch, encode_batch};
+    use serde_json::Value;
 
-    fn rec(i: usize, status: u16) -> Record {
-        let line = format!(
+    fn line(i: usize, status: u16) -> String {
+        format!(
             r#"{{"id":"{i}","timestamp":"2026-01-01T00:00:{:02}Z","protocol":"http","transport":"tcp","src":{{"ip":"10.0.0.1","port":1}},"dst":{{"ip":"10.0.0.2","port":80}},"request":{{"method":"GET","path":"/p{i}","headers":{{"x":"{}"}}}},"response":{{"status_code":{status}}}}}"#,
             i % 60,
             "y".repeat(200)
-        );
-        Record::from_json(&line, &"test").unwrap()
+        )
+    }
+
+    fn block(batch: u64, ids: std::ops::Range<usize>) -> Block {
+        let lines: Vec<String> = ids.map(|i| line(i, 200)).collect();
+        decode_batch(encode_batch(batch, &lines).into()).unwrap()
     }
 
     fn ids(rows: &[(i64, String)]) -> Vec<String> {
@@ -381,34 +440,68 @@ mod tests {
     #[test]
     fn batches_are_stored_once_even_across_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let recs: Vec<Record> = (0..5).map(|i| rec(i, 200)).collect();
+        let (b1, b2, other) = (block(1, 0..3), block(2, 3..5), block(1, 0..1));
         {
             let mut s = Store::open(dir.path(), Retention::default()).unwrap();
-            let (out, first) = s.commit(&[Batch { worker: "w", batch: 1, records: &recs[..3] }, Batch { worker: "w", batch: 1, records: &recs[..3] }]).unwrap();
-            assert_eq!(out, vec![Committed::Stored, Committed::Duplicate]);
-            assert_eq!(first, 1);
+            let out = s.commit(&[Batch { worker: "w", block: &b1 }, Batch { worker: "w", block: &b1 }]).unwrap();
+            assert_eq!(out, vec![Committed::Stored(1), Committed::Duplicate]);
         }
         let mut s = Store::open(dir.path(), Retention::default()).unwrap();
         assert_eq!(s.last_batch("w"), Some(1));
-        assert_eq!(s.commit(&[Batch { worker: "w", batch: 1, records: &recs[..3] }]).unwrap().0, vec![Committed::Duplicate]);
-        assert_eq!(s.commit(&[Batch { worker: "w", batch: 2, records: &recs[3..] }]).unwrap(), (vec![Committed::Stored], 4));
-        assert_eq!(s.commit(&[Batch { worker: "other", batch: 1, records: &recs[..1] }]).unwrap().0, vec![Committed::Stored]);
+        assert_eq!(s.commit(&[Batch { worker: "w", block: &b1 }]).unwrap(), vec![Committed::Duplicate]);
+        assert_eq!(s.commit(&[Batch { worker: "w", block: &b2 }]).unwrap(), vec![Committed::Stored(4)]);
+        assert_eq!(s.commit(&[Batch { worker: "other", block: &other }]).unwrap(), vec![Committed::Stored(6)]);
         let r = s.reader().unwrap();
         assert_eq!(r.count().unwrap(), 6);
         let all = Filter::compile("").unwrap();
         let q = |f: &Filter, limit| r.query(&Query { filter: f, since: None, limit, now: 0 }).unwrap();
         assert_eq!(ids(&q(&all, 100)), ["0", "1", "2", "3", "4", "0"]);
+        assert_eq!(q(&all, 100).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
         // the newest two, oldest first
         assert_eq!(ids(&q(&all, 2)), ["4", "0"]);
         let f = Filter::compile(r#"path.endsWith("3") || path == "/p1""#).unwrap();
         assert!(!f.needs_full());
         assert_eq!(ids(&q(&f, 100)), ["1", "3"]);
+        assert_eq!(ids(&q(&f, 1)), ["3"]);
         // headers are not in the slim form: such a filter reads the full entry
         let h = Filter::compile(r#"request.headers["x"].startsWith("yy") && path == "/p2""#).unwrap();
         assert!(h.needs_full());
         assert_eq!(ids(&q(&h, 100)), ["2"]);
         let since = r.query(&Query { filter: &all, since: Some(1_767_225_603_000_000_000), limit: 100, now: 0 }).unwrap();
         assert_eq!(ids(&since), ["3", "4"]);
+        let since = r.query(&Query { filter: &f, since: Some(1_767_225_602_000_000_000), limit: 100, now: 0 }).unwrap();
+        assert_eq!(ids(&since), ["3"]);
+    }
+
+    #[test]
+    fn a_query_over_many_blocks_takes_the_newest_matches_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), Retention::default()).unwrap();
+        let blocks: Vec<Block> = (0..40).map(|b| block(b as u64 + 1, b * 1000..(b + 1) * 1000)).collect();
+        for b in &blocks {
+            s.commit(&[Batch { worker: "w", block: b }]).unwrap();
+        }
+        let r = s.reader().unwrap();
+        // every 7th entry: 5,715 of 40,000, spread over runs of blocks and threads
+        let f = Filter::compile("int(id) % 7 == 0").unwrap();
+        let got = r.query(&Query { filter: &f, since: None, limit: 1_000_000, now: 0 }).unwrap();
+        let want: Vec<String> = (0..40_000).filter(|i| i % 7 == 0).map(|i| i.to_string()).collect();
+        assert_eq!(ids(&got), want);
+        let got = r.query(&Query { filter: &f, since: None, limit: 10, now: 0 }).unwrap();
+        assert_eq!(ids(&got), want[want.len() - 10..]);
+        let all = r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1500, now: 0 }).unwrap();
+        assert_eq!(all.first().map(|r| r.0), Some(38_501));
+        assert_eq!(all.len(), 1500);
+    }
+
+    #[test]
+    fn an_older_layout_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Connection::open(dir.path().join("kshark.db")).unwrap();
+        c.execute_batch("CREATE TABLE entries(seq INTEGER PRIMARY KEY, slim BLOB)").unwrap();
+        drop(c);
+        let e = Store::open(dir.path(), Retention::default()).err().unwrap().to_string();
+        assert!(e.contains("another kshark version") && e.contains("--data"), "{e}");
     }
 
     #[test]
@@ -416,12 +509,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hour = Duration::from_secs(3600);
         let mut s = Store::open(dir.path(), Retention { max_age: Some(hour), max_bytes: None }).unwrap();
-        let recs: Vec<Record> = (0..2000).map(|i| rec(i, 200)).collect();
-        s.commit(&[Batch { worker: "w", batch: 1, records: &recs[..1000] }]).unwrap();
+        s.commit(&[Batch { worker: "w", block: &block(1, 0..1000) }]).unwrap();
         std::thread::sleep(Duration::from_millis(5));
         let between = now_ns();
         std::thread::sleep(Duration::from_millis(5));
-        s.commit(&[Batch { worker: "w", batch: 2, records: &recs[1000..] }]).unwrap();
+        s.commit(&[Batch { worker: "w", block: &block(2, 1000..2000) }]).unwrap();
         assert_eq!(s.enforce_retention(now_ns()).unwrap(), 0);
         // an hour after `between`: the first batch is too old, the second is not
         assert_eq!(s.enforce_retention(between + hour.as_nanos() as i64).unwrap(), 1000);
@@ -430,18 +522,19 @@ mod tests {
         assert_eq!(ids(&r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1, now: 0 }).unwrap()), ["1999"]);
 
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::open(dir.path(), Retention { max_age: None, max_bytes: Some(300_000) }).unwrap();
-        for b in 0..10 {
-            s.commit(&[Batch { worker: "w", batch: b + 1, records: &recs[b as usize * 200..(b as usize + 1) * 200] }]).unwrap();
+        let mut s = Store::open(dir.path(), Retention { max_age: None, max_bytes: Some(100_000) }).unwrap();
+        for b in 0..20 {
+            s.commit(&[Batch { worker: "w", block: &block(b + 1, b as usize * 200..(b as usize + 1) * 200) }]).unwrap();
         }
-        assert!(s.used_bytes().unwrap() > 300_000);
+        assert!(s.used_bytes().unwrap() > 100_000, "{}", s.used_bytes().unwrap());
         let gone = s.enforce_retention(now_ns()).unwrap();
-        assert!(gone > 0 && gone < 2000, "{gone}");
-        assert!(s.used_bytes().unwrap() <= 300_000, "{}", s.used_bytes().unwrap());
-        // what is left is the newest
+        assert!(gone > 0 && gone < 4000, "{gone}");
+        assert!(s.used_bytes().unwrap() <= 100_000, "{}", s.used_bytes().unwrap());
+        // what is left is the newest, whole batches
         let left = s.reader().unwrap().query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 5000, now: 0 }).unwrap();
-        assert_eq!(left.len() as u64, 2000 - gone);
-        assert_eq!(ids(&left).last().map(String::as_str), Some("1999"));
+        assert_eq!(left.len() as u64, 4000 - gone);
+        assert_eq!(gone % 200, 0);
+        assert_eq!(ids(&left).last().map(String::as_str), Some("3999"));
     }
 
     #[test]

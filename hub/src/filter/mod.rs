@@ -21,6 +21,7 @@
 
 mod eval;
 mod parse;
+mod project;
 
 use serde_json::Value;
 
@@ -50,6 +51,7 @@ pub struct Filter {
     root: eval::Node,
     source: String,
     full: bool,
+    proj: project::Projection,
 }
 
 impl std::fmt::Debug for Filter {
@@ -62,16 +64,26 @@ impl Filter {
     /// Compiles `src`; an empty (or all-blank) filter matches everything.
     pub fn compile(src: &str) -> Result<Filter, FilterError> {
         if src.trim().is_empty() {
-            return Ok(Filter { root: eval::always(), source: String::new(), full: false });
+            return Ok(Filter { root: eval::always(), source: String::new(), full: false, proj: Default::default() });
         }
         let ast = parse::Parser::parse(src)?;
         let root = eval::compile_root(&ast)?;
-        Ok(Filter { root, source: src.to_string(), full: !slim_enough(&ast) })
+        Ok(Filter { root, source: src.to_string(), full: !slim_enough(&ast), proj: project::Projection::of(&ast) })
     }
 
     /// Whether the entry matches, with `now` (nanoseconds since the epoch) for `now()`.
     pub fn matches_at(&self, entry: &Value, now: i128) -> bool {
         eval::run(&self.root, entry, now)
+    }
+
+    /// Whether the entry whose JSON this is matches, with `now` (ns) for `now()`. Only
+    /// what the filter reads is built from the JSON; JSON that is not an entry matches
+    /// nothing.
+    pub fn matches_json(&self, json: &str, now: i128) -> bool {
+        if self.is_everything() {
+            return true;
+        }
+        self.proj.parse(json).is_ok_and(|v| self.matches_at(&v, now))
     }
 
     /// Whether the entry matches, `now()` being the current time.
