@@ -37,10 +37,9 @@ impl Live {
         self.block.slim(self.i)
     }
 
-    fn full_str(&self) -> &str {
+    fn full_bytes(&self) -> &[u8] {
         let r = &self.block.lines[self.i];
-        // the block's text was checked to be UTF-8 and lines split at '\n'
-        std::str::from_utf8(&self.block.text[r.start as usize..r.end as usize]).unwrap_or("")
+        &self.block.text[r.start as usize..r.end as usize]
     }
 }
 
@@ -345,7 +344,7 @@ impl Hub {
             for (first, block) in stored {
                 for i in 0..block.len() {
                     let l = Live { seq: first + i as i64, block: block.clone(), i };
-                    let hit = s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { l.full_str() } else { l.slim() }, now);
+                    let hit = s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { l.full_bytes() } else { l.slim().as_bytes() }, now);
                     if hit && s.tx.try_send(l).is_err() {
                         s.cut.store(true, Relaxed);
                         self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);

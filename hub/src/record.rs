@@ -140,7 +140,7 @@ pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
     Ok(b)
 }
 
-fn decompress(wire: &[u8]) -> Result<Vec<u8>, Error> {
+pub(crate) fn decompress(wire: &[u8]) -> Result<Vec<u8>, Error> {
     if wire.len() >= 4 {
         let n = u32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize;
         if n > MAX_BATCH_BYTES {
@@ -177,6 +177,7 @@ struct Seen<'a> {
     src: Option<&'a RawValue>,
     dst: Option<&'a RawValue>,
     timestamp: Option<&'a RawValue>,
+    keys: Vec<Cow<'a, str>>,
 }
 
 /// Writes `line`'s slim form to `out` and returns its time; or says what is wrong.
@@ -237,6 +238,11 @@ impl<'de: 'a, 'a> Visitor<'de> for Top<'_, 'a> {
         self.out.push(b'{');
         let mut first = true;
         while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            // queries stop reading an entry once they have the keys they need
+            if self.seen.keys.contains(&k) {
+                return Err(serde::de::Error::custom(format_args!("key {k:?} appears twice")));
+            }
+            self.seen.keys.push(k.clone());
             write_key(self.out, &mut first, &k);
             if k == "request" || k == "response" {
                 map.next_value_seed(Side { out: self.out })?;
@@ -347,6 +353,7 @@ mod tests {
             ("request or response", E.replace("\"response\":null", "\"response\":5")),
             ("JSON object", "[1,2]".to_string()),
             ("trailing", format!("{E} x")),
+            ("\"id\" appears twice", E.replace("{\"id\":\"a\"", "{\"id\":\"a\",\"id\":\"b\"")),
         ] {
             let err = block(3, &[&line]).unwrap_err().to_string();
             assert!(err.contains("batch 3, entry 1") && err.contains(what), "{what}: {err}");

@@ -12,7 +12,7 @@
 //! stored and known, or neither, which is what makes resending safe.
 
 use crate::filter::Filter;
-use crate::record::{entry_lines, unpack, Block};
+use crate::record::Block;
 use crate::Error;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -352,57 +352,122 @@ impl Reader {
     }
 
     /// The full JSON of these entries (in this order, with their seqs), read from their
-    /// blocks where a scan did not already have it.
+    /// blocks where a scan did not already have it; blocks are unpacked over the cores.
     fn bodies(&self, picked: Vec<(i64, Option<String>)>) -> Result<Vec<(i64, String)>, Error> {
         let err = db_err(&self.path);
-        let mut st = self.conn.prepare_cached("SELECT first, full FROM fulls WHERE first <= ?1 ORDER BY first DESC LIMIT 1").map_err(&err)?;
-        let mut out = Vec::with_capacity(picked.len());
-        // the block last read: its first seq and its entries
-        let mut block: Option<(i64, Vec<String>)> = None;
+        let mut st = self.conn.prepare_cached("SELECT b.first, b.n, f.full FROM blocks b JOIN fulls f ON f.first = b.first WHERE b.first <= ?1 ORDER BY b.first DESC LIMIT 1").map_err(&err)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+        let mut out: Vec<Option<(i64, String)>> = Vec::with_capacity(picked.len());
+        // blocks to unpack: (first, packed, [(place in out, seq)])
+        let mut wanted: Vec<Wanted> = Vec::new();
+        let mut last: Option<(i64, i64)> = None;
+        let flush = |wanted: &mut Vec<Wanted>, out: &mut Vec<Option<(i64, String)>>| -> Result<(), Error> {
+            let done = unpack_blocks(wanted, threads).map_err(|m| Error::Store(format!("{}: {m}", self.path.display())))?;
+            for (place, seq, json) in done {
+                out[place] = Some((seq, json));
+            }
+            wanted.clear();
+            Ok(())
+        };
         for (seq, json) in picked {
-            if let Some(j) = json {
-                out.push((seq, j));
+            out.push(json.map(|j| (seq, j)));
+            if out.last().is_some_and(Option::is_some) {
                 continue;
             }
-            let have = block.as_ref().is_some_and(|(first, lines)| seq >= *first && seq < first + lines.len() as i64);
-            if !have {
-                let Some((first, packed)) = st.query_row([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))).optional().map_err(&err)? else { continue };
-                let text = unpack(&packed).map_err(|m| Error::Store(format!("{}: block {first}: {m}", self.path.display())))?;
-                block = Some((first, entry_lines(&text).map(str::to_string).collect()));
-            }
-            if let Some((first, lines)) = &block {
+            let place = out.len() - 1;
+            if !last.is_some_and(|(first, n)| seq >= first && seq < first + n) {
                 // deleted by retention meanwhile: left out
-                if let Some(l) = usize::try_from(seq - first).ok().and_then(|i| lines.get(i)) {
-                    out.push((seq, l.clone()));
+                let Some((first, n, packed)) = st.query_row([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))).optional().map_err(&err)? else { continue };
+                last = Some((first, n));
+                if wanted.len() >= 4 * threads {
+                    flush(&mut wanted, &mut out)?;
                 }
+                wanted.push((first, packed, Vec::new()));
+            }
+            if let Some(w) = wanted.last_mut() {
+                w.2.push((place, seq));
             }
         }
-        Ok(out)
+        flush(&mut wanted, &mut out)?;
+        Ok(out.into_iter().flatten().collect())
     }
+}
+
+/// Unpacks blocks (over `threads`) and takes the entries asked of each: (place, seq, JSON).
+fn unpack_blocks(wanted: &[Wanted], threads: usize) -> Result<Vec<(usize, i64, String)>, String> {
+    let one = |(first, packed, want): &Wanted| -> Result<Vec<(usize, i64, String)>, String> {
+        let text = crate::record::decompress(packed).map_err(|e| format!("block {first}: {e}"))?;
+        let lines: Vec<&[u8]> = split_lines(&text).skip(1).filter(|l| !l.is_empty()).collect();
+        let mut got = Vec::with_capacity(want.len());
+        for (place, seq) in want {
+            if let Some(l) = usize::try_from(seq - first).ok().and_then(|i| lines.get(i)) {
+                got.push((*place, *seq, String::from_utf8(l.to_vec()).map_err(|_| format!("block {first}: not UTF-8"))?));
+            }
+        }
+        Ok(got)
+    };
+    if threads <= 1 || wanted.len() < 2 {
+        return wanted.iter().map(one).collect::<Result<Vec<_>, _>>().map(|v| v.into_iter().flatten().collect());
+    }
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads.min(wanted.len())).map(|t| s.spawn(move || wanted.iter().skip(t).step_by(threads).map(one).collect::<Vec<_>>())).collect();
+        let mut all = Vec::new();
+        for p in parts {
+            for r in p.join().map_err(|_| "a query thread failed".to_string())? {
+                all.extend(r?);
+            }
+        }
+        Ok(all)
+    })
+}
+
+/// A block's matching entries: seq, and the JSON when the scan read the full entries.
+type Hits = Vec<(i64, Option<String>)>;
+
+/// A block to unpack: its first seq, its packed bytes, and the entries wanted of it
+/// (their place in the answer, and seq).
+type Wanted = (i64, Vec<u8>, Vec<(usize, i64)>);
+
+/// The lines of `t` (found by memchr), the last one whether or not a newline ends it.
+fn split_lines(t: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let rest = t.get(start..)?;
+        let n = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        start += n + 1;
+        Some(&rest[..n])
+    })
 }
 
 /// Each block's matching entries, oldest first (seq, and the JSON when the scan read
 /// the full entries), for a run of blocks in the run's order.
-fn scan_run(run: &[Stored], q: &Query<'_>, since: i64, full: bool, threads: usize) -> Vec<Result<Vec<(i64, Option<String>)>, String>> {
-    let one = |b: &Stored| -> Result<Vec<(i64, Option<String>)>, String> {
+fn scan_run(run: &[Stored], q: &Query<'_>, since: i64, full: bool, threads: usize) -> Vec<Result<Hits, String>> {
+    let one = |b: &Stored| -> Result<Hits, String> {
         let ts = |i: usize| b.ts.get(i * 8..i * 8 + 8).map_or(i64::MIN, |t| i64::from_le_bytes(t.try_into().unwrap_or_default()));
         let in_time = |i: usize| b.min_ts >= since || ts(i) >= since;
         if q.filter.is_everything() {
             return Ok((0..b.n as usize).filter(|i| in_time(*i)).map(|i| (b.first + i as i64, None)).collect());
         }
-        let text = unpack(&b.data).map_err(|m| format!("block {}: {m}", b.first))?;
-        let lines: Box<dyn Iterator<Item = &str>> = if full { Box::new(entry_lines(&text)) } else { Box::new(text.split_terminator('\n')) };
-        Ok(lines
-            .enumerate()
-            .filter(|(i, l)| in_time(*i) && q.filter.matches_json(l, q.now))
-            .map(|(i, l)| (b.first + i as i64, full.then(|| l.to_string())))
-            .collect())
+        let text = crate::record::decompress(&b.data).map_err(|e| format!("block {}: {e}", b.first))?;
+        // lines by memchr; a full block's first line is the batch header
+        let mut lines = split_lines(&text);
+        if full {
+            lines.next();
+        }
+        let mut out = Vec::new();
+        for (i, l) in lines.filter(|l| !l.is_empty()).enumerate() {
+            if in_time(i) && q.filter.matches_json(l, q.now) {
+                let json = if full { Some(String::from_utf8(l.to_vec()).map_err(|_| format!("block {}: not UTF-8", b.first))?) } else { None };
+                out.push((b.first + i as i64, json));
+            }
+        }
+        Ok(out)
     };
     if threads <= 1 || run.len() < 2 || q.filter.is_everything() {
         return run.iter().map(one).collect();
     }
     // blocks dealt out in turn, so each thread gets old and new alike
-    let mut out: Vec<Option<Result<Vec<(i64, Option<String>)>, String>>> = (0..run.len()).map(|_| None).collect();
+    let mut out: Vec<Option<Result<Hits, String>>> = (0..run.len()).map(|_| None).collect();
     std::thread::scope(|s| {
         let parts: Vec<_> = (0..threads.min(run.len())).map(|t| s.spawn(move || run.iter().enumerate().skip(t).step_by(threads).map(|(i, b)| (i, one(b))).collect::<Vec<_>>())).collect();
         for p in parts {

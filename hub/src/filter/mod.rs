@@ -20,6 +20,7 @@
 //! is true, and an entry whose filter ends in an error does not match.
 
 mod eval;
+mod needle;
 mod parse;
 mod project;
 
@@ -52,6 +53,7 @@ pub struct Filter {
     source: String,
     full: bool,
     proj: project::Projection,
+    need: needle::Need,
 }
 
 impl std::fmt::Debug for Filter {
@@ -64,11 +66,11 @@ impl Filter {
     /// Compiles `src`; an empty (or all-blank) filter matches everything.
     pub fn compile(src: &str) -> Result<Filter, FilterError> {
         if src.trim().is_empty() {
-            return Ok(Filter { root: eval::always(), source: String::new(), full: false, proj: Default::default() });
+            return Ok(Filter { root: eval::always(), source: String::new(), full: false, proj: Default::default(), need: needle::Need::Any });
         }
         let ast = parse::Parser::parse(src)?;
         let root = eval::compile_root(&ast)?;
-        Ok(Filter { root, source: src.to_string(), full: !slim_enough(&ast), proj: project::Projection::of(&ast) })
+        Ok(Filter { root, source: src.to_string(), full: !slim_enough(&ast), proj: project::Projection::of(&ast), need: needle::Need::of(&ast) })
     }
 
     /// Whether the entry matches, with `now` (nanoseconds since the epoch) for `now()`.
@@ -77,11 +79,16 @@ impl Filter {
     }
 
     /// Whether the entry whose JSON this is matches, with `now` (ns) for `now()`. Only
-    /// what the filter reads is built from the JSON; JSON that is not an entry matches
-    /// nothing.
-    pub fn matches_json(&self, json: &str, now: i128) -> bool {
+    /// what the filter reads is built from the JSON, and reading stops once it has that:
+    /// this is for entries the hub has checked (unique top-level keys); JSON it cannot
+    /// read matches nothing.
+    pub fn matches_json(&self, json: &[u8], now: i128) -> bool {
         if self.is_everything() {
             return true;
+        }
+        // text the entry must have (see `needle`), sure only when nothing is escaped
+        if !self.need.admits(json) && memchr::memchr(b'\\', json).is_none() {
+            return false;
         }
         self.proj.parse(json).is_ok_and(|v| self.matches_at(&v, now))
     }

@@ -51,8 +51,8 @@ impl Projection {
         }
     }
 
-    fn get(&self, top: &str) -> Option<&Option<Vec<String>>> {
-        self.keys.iter().find(|(k, _)| k == top).map(|(_, v)| v)
+    fn get(&self, top: &[u8]) -> Option<&Option<Vec<String>>> {
+        self.keys.iter().find(|(k, _)| k.as_bytes() == top).map(|(_, v)| v)
     }
 
     /// What a name reads (see `eval::name`, which this must cover).
@@ -137,13 +137,17 @@ impl Projection {
     /// by `memchr`), which is what makes a scan over a million entries fast; the values it
     /// takes are parsed by serde_json. JSON that is not well-formed is an error (the
     /// store holds only entries checked at ingest).
-    pub fn parse(&self, json: &str) -> Result<Value, Bad> {
-        let s = json.as_bytes();
-        let (v, end) = object(s, ws(s, 0), &|k| self.get(k).map(|sub| match sub {
-            None => Take::Whole,
-            Some(keys) => Take::Keys(keys),
-        }))?;
-        if ws(s, end) != s.len() {
+    pub fn parse(&self, s: &[u8]) -> Result<Value, Bad> {
+        let take = |k: &[u8]| {
+            self.get(k).map(|sub| match sub {
+                None => Take::Whole,
+                Some(keys) => Take::Keys(keys),
+            })
+        };
+        // an entry's top-level keys are unique (the hub refuses others): once it has all
+        // it takes, the rest is not read
+        let (v, end) = object(s, ws(s, 0), &take, self.keys.len())?;
+        if end.is_some_and(|end| ws(s, end) != s.len()) {
             return Err(Bad);
         }
         Ok(v)
@@ -220,46 +224,48 @@ fn skip(s: &[u8], i: usize) -> Result<usize, Bad> {
     }
 }
 
-/// The object at `i`, with only the keys `take` says (and how), and where it ends.
-fn object<'p>(s: &[u8], i: usize, take: &dyn Fn(&str) -> Option<Take<'p>>) -> Result<(Value, usize), Bad> {
+/// The object at `i`, with only the keys `take` says (and how), and where it ends (None:
+/// it stopped when it had `all` keys).
+fn object<'p>(s: &[u8], i: usize, take: &dyn Fn(&[u8]) -> Option<Take<'p>>, all: usize) -> Result<(Value, Option<usize>), Bad> {
     if s.get(i) != Some(&b'{') {
         return Err(Bad);
     }
     let mut m = Map::new();
     let mut i = ws(s, i + 1);
     if s.get(i) == Some(&b'}') {
-        return Ok((Value::Object(m), i + 1));
+        return Ok((Value::Object(m), Some(i + 1)));
     }
     loop {
         if s.get(i) != Some(&b'"') {
             return Err(Bad);
         }
         let (kend, escaped) = string_end(s, i)?;
-        let key: std::borrow::Cow<str> = if escaped {
-            std::borrow::Cow::Owned(serde_json::from_slice::<String>(&s[i..kend])?)
-        } else {
-            std::borrow::Cow::Borrowed(std::str::from_utf8(&s[i + 1..kend - 1]).map_err(|_| Bad)?)
-        };
+        // a key is compared as bytes; made a string only when it is taken
+        let key: std::borrow::Cow<[u8]> = if escaped { std::borrow::Cow::Owned(serde_json::from_slice::<String>(&s[i..kend])?.into_bytes()) } else { std::borrow::Cow::Borrowed(&s[i + 1..kend - 1]) };
         i = ws(s, kend);
         if s.get(i) != Some(&b':') {
             return Err(Bad);
         }
         let v = ws(s, i + 1);
         let end = skip(s, v)?;
+        let name = || String::from_utf8(key.to_vec()).map_err(|_| Bad);
         match take(&key) {
             None => {}
             Some(Take::Whole) => {
-                m.insert(key.into_owned(), serde_json::from_slice(&s[v..end])?);
+                m.insert(name()?, serde_json::from_slice(&s[v..end])?);
             }
             Some(Take::Keys(keys)) => {
-                let value = if s[v] == b'{' { object(s, v, &|k| keys.iter().any(|w| w == k).then_some(Take::Whole))?.0 } else { serde_json::from_slice(&s[v..end])? };
-                m.insert(key.into_owned(), value);
+                let value = if s[v] == b'{' { object(s, v, &|k| keys.iter().any(|w| w.as_bytes() == k).then_some(Take::Whole), usize::MAX)?.0 } else { serde_json::from_slice(&s[v..end])? };
+                m.insert(name()?, value);
             }
+        }
+        if m.len() >= all {
+            return Ok((Value::Object(m), None));
         }
         i = ws(s, end);
         match s.get(i) {
             Some(b',') => i = ws(s, i + 1),
-            Some(b'}') => return Ok((Value::Object(m), i + 1)),
+            Some(b'}') => return Ok((Value::Object(m), Some(i + 1))),
             _ => return Err(Bad),
         }
     }
@@ -272,11 +278,11 @@ mod tests {
     #[test]
     fn the_scanner_takes_what_is_asked_and_refuses_what_is_not_json() {
         let p = Projection::of(&super::super::parse::Parser::parse(r#"status_code >= 500 && request["a\"b"] == 1 && http"#).unwrap());
-        let v = p.parse(r#" {"protocol" : "http", "x": {"y": ["}", "\"{", [1, {"z": 2}]]}, "response": {"headers": {"status_code": 1}, "status_code": 503},
+        let v = p.parse(br#" {"protocol" : "http", "x": {"y": ["}", "\"{", [1, {"z": 2}]]}, "response": {"headers": {"status_code": 1}, "status_code": 503},
             "request": {"a\"b": 1, "c": "d"}, "n": -1.5e3, "t": true} "#).unwrap();
         assert_eq!(v, serde_json::json!({"protocol": "http", "response": {"status_code": 503}, "request": {"a\"b": 1}}));
         for bad in ["", "[]", "{", r#"{"a"}"#, r#"{"a":1,}"#, r#"{"a":"x}"#, r#"{"protocol":tru}"#, r#"{"a":1} x"#, r#"{"a":{"b":1}"#, r#"{"protocol":"\"}"#] {
-            assert!(p.parse(bad).is_err(), "{bad}");
+            assert!(p.parse(bad.as_bytes()).is_err(), "{bad}");
         }
     }
 }
