@@ -102,6 +102,7 @@ pub struct Inner {
     store_bytes: AtomicU64,
     subscriber_queue: usize,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A running hub (cheap to clone).
@@ -141,11 +142,16 @@ impl Hub {
             store_bytes: AtomicU64::new(store_bytes),
             subscriber_queue: cfg.subscriber_queue.max(1),
             writer: Mutex::new(None),
+            checkpointer: Mutex::new(None),
         });
         let hub = Hub { inner: inner.clone() };
         let h = hub.clone();
         let t = std::thread::Builder::new().name("hub-writer".into()).spawn(move || h.writer(store, rx)).map_err(|e| Error::Store(e.to_string()))?;
         *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        let h = hub.clone();
+        let reader = hub.reader()?;
+        let c = std::thread::Builder::new().name("hub-checkpoint".into()).spawn(move || h.checkpointer(reader)).map_err(|e| Error::Store(e.to_string()))?;
+        *inner.checkpointer.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
         Ok(hub)
     }
 
@@ -154,6 +160,27 @@ impl Hub {
         self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
+        }
+        if let Some(t) = self.inner.checkpointer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Checkpoints the store's WAL every 200 ms, until the hub shuts down.
+    fn checkpointer(&self, reader: Reader) {
+        let mut failing = false;
+        while self.inner.jobs.lock().map(|j| j.is_some()).unwrap_or(false) {
+            std::thread::sleep(Duration::from_millis(200));
+            match reader.checkpoint() {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    // said once, not every 200 ms
+                    if !std::mem::replace(&mut failing, true) {
+                        self.inner.counters.store_errors.fetch_add(1, Relaxed);
+                        eprintln!("kshark hub: checkpoint: {e}");
+                    }
+                }
+            }
         }
     }
 

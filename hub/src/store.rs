@@ -122,6 +122,10 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| Error::Store(format!("{}: {e}", dir.display())))?;
         let path = dir.join("kshark.db");
         let conn = open_conn(&path)?;
+        // checkpoints (copying the WAL into the database, with an fsync) are the hub's
+        // checkpoint thread's work ([`Reader::checkpoint`]), not the writer's: a commit
+        // that did one would hold up everything behind it. This is the backstop (1 GiB).
+        conn.execute_batch("PRAGMA wal_autocheckpoint=262144").map_err(db_err(&path))?;
         let path2 = path.clone();
         let err = db_err(&path2);
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&err)?;
@@ -294,6 +298,12 @@ const CHUNK: i64 = 32_768;
 impl Reader {
     pub fn open(path: &Path) -> Result<Reader, Error> {
         Ok(Reader { path: path.to_path_buf(), conn: open_conn(path)? })
+    }
+
+    /// Copies what it can of the WAL into the database, without holding up the writer or
+    /// readers (SQLite's PASSIVE checkpoint).
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(db_err(&self.path))
     }
 
     /// Entries stored.
