@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS blocks(first INTEGER PRIMARY KEY, n INTEGER NOT NULL,
 CREATE INDEX IF NOT EXISTS blocks_at ON blocks(at);
 CREATE TABLE IF NOT EXISTS fulls(first INTEGER PRIMARY KEY, full BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS workers(worker TEXT PRIMARY KEY, batch INTEGER NOT NULL, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -144,7 +145,10 @@ impl Store {
                 workers.insert(w, b as u64);
             }
         }
-        let next_seq: i64 = conn.query_row("SELECT coalesce(max(first + n), 1) FROM blocks", [], |r| r.get(0)).map_err(&err)?;
+        // seqs are never reused, even once retention has deleted every block
+        let next_seq: i64 = conn
+            .query_row("SELECT max(coalesce((SELECT max(first + n) FROM blocks), 1), coalesce((SELECT value FROM meta WHERE key = 'next_seq'), 1))", [], |r| r.get(0))
+            .map_err(&err)?;
         Ok(Store { path, conn, workers, retention, next_seq })
     }
 
@@ -189,6 +193,9 @@ impl Store {
                 out.push(Committed::Stored(seq));
                 seq += blk.len() as i64;
             }
+        }
+        if seq != self.next_seq {
+            tx.execute("INSERT INTO meta(key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [seq]).map_err(&err)?;
         }
         tx.commit().map_err(&err)?;
         self.next_seq = seq;
@@ -595,6 +602,11 @@ mod tests {
         let r = s.reader().unwrap();
         assert_eq!(r.count().unwrap(), 1000);
         assert_eq!(ids(&r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1, now: 0 }).unwrap()), ["1999"]);
+        // everything gone, and the store reopened: seqs go on from where they were
+        assert_eq!(s.enforce_retention(now_ns() + 2 * hour.as_nanos() as i64).unwrap(), 1000);
+        drop((r, s));
+        let mut s = Store::open(dir.path(), Retention::default()).unwrap();
+        assert_eq!(s.commit(&[Batch { worker: "w", block: &block(3, 0..1) }]).unwrap(), [Committed::Stored(2001)]);
 
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(dir.path(), Retention { max_age: None, max_bytes: Some(100_000) }).unwrap();
