@@ -122,6 +122,8 @@ fn describe(r: &Retention) -> String {
 /// The hub inside `tap`: a store in a temporary directory, the API on 127.0.0.1:PORT.
 pub struct LocalHub {
     hub: Hub,
+    /// Where its API listens.
+    pub addr: SocketAddr,
     rt: Option<tokio::runtime::Runtime>,
     _dir: tempdir::Dir,
     batch: std::cell::Cell<u64>,
@@ -150,14 +152,15 @@ impl LocalHub {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind(addr))
             .map_err(|e| Failure::Runtime(format!("the in-process hub cannot listen on {addr}: {e} (another kshark? use --port N, or --port 0 for any)")))?;
-        eprintln!("kshark: hub API on http://{} (kshark observe --hub http://{0})", listener.local_addr().unwrap_or(addr));
+        let addr = listener.local_addr().unwrap_or(addr);
+        eprintln!("kshark: hub API on http://{addr} (kshark observe --hub http://{addr})");
         // the token guards ingest only; nothing ingests over the network here
         let token = new_token().map_err(|e| Failure::Runtime(e.to_string()))?;
         let router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: false });
         rt.spawn(async move {
             let _ = api::serve(listener, router, None, std::future::pending()).await;
         });
-        Ok(LocalHub { hub, rt: Some(rt), _dir: dir, batch: std::cell::Cell::new(0), in_flight: Arc::default(), dropped: std::cell::Cell::new(0) })
+        Ok(LocalHub { hub, addr, rt: Some(rt), _dir: dir, batch: std::cell::Cell::new(0), in_flight: Arc::default(), dropped: std::cell::Cell::new(0) })
     }
 
     /// Stores entries (their JSON).

@@ -12,6 +12,7 @@ mod lab;
 mod read;
 mod schema;
 mod tap;
+mod tuicmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ struct Cli {
 enum Command {
     /// Dissect pcap or pcapng files into entries
     Read(read::ReadArgs),
-    /// Capture live traffic of pods (or interfaces) and print entries as they complete
+    /// Capture live traffic of pods (or interfaces) and show it in the terminal UI (or print it)
     Tap(tap::TapArgs),
     /// Run the hub: ingest from workers, storage, the query API and live stream
     Hub(hubcmd::HubArgs),
@@ -42,6 +43,8 @@ enum Command {
     Worker(tap::WorkerArgs),
     /// Print entries from a hub: stored ones matching a filter, then new ones (-f)
     Observe(hubcmd::ObserveArgs),
+    /// The terminal UI on a running hub
+    Tui(tuicmd::TuiArgs),
     /// A local sock-shop in network namespaces, to tap without a cluster (needs root)
     Lab(lab::LabArgs),
 }
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Hub(args) => hubcmd::hub(args),
         Command::Worker(args) => tap::worker(args),
         Command::Observe(args) => hubcmd::observe(args),
+        Command::Tui(args) => tuicmd::tui(args),
         Command::Lab(args) => lab::main(args),
     };
     match result {

@@ -43,7 +43,8 @@ pub enum TapFormat {
 pub struct TapArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
-    /// Print entries to stdout (the terminal UI is not built yet, so this is what tap does)
+    /// Print entries to stdout instead of opening the terminal UI (the UI opens only when
+    /// stdout is a terminal)
     #[arg(long)]
     no_tui: bool,
     /// Output format [default: table on a terminal, ndjson otherwise]
@@ -136,7 +137,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+pub(crate) static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::Relaxed);
@@ -278,20 +279,21 @@ fn identity_source(a: &CaptureArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
 }
 
 /// Where entries go.
-enum Sink {
-    /// Printed (tap), and kept by the in-process hub.
-    Print { format: TapFormat, port: u16 },
+pub(crate) enum Sink {
+    /// Printed (tap; `None`: not printed, the terminal UI shows them), and kept by the
+    /// in-process hub, whose address goes to `announce` once it listens.
+    Print { format: Option<TapFormat>, port: u16, announce: Option<std::sync::mpsc::Sender<std::net::SocketAddr>> },
     /// Shipped to a hub (worker).
     Ship(kshark_capture::ship::Shipper),
 }
 
 pub fn run(t: TapArgs) -> Result<(), Failure> {
     let format = t.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
-    if !t.no_tui {
-        eprintln!("kshark: the terminal UI is not part of this build yet; printing entries (as with --no-tui)");
-    }
     crate::read::compile_filter(t.capture.filter.as_deref())?;
-    capture(&t.capture, Sink::Print { format, port: t.port })
+    if t.no_tui || !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        return capture(&t.capture, Sink::Print { format: Some(format), port: t.port, announce: None });
+    }
+    crate::tuicmd::tap(t.capture, t.port)
 }
 
 pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
@@ -322,7 +324,7 @@ pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
     capture(&w.capture, Sink::Ship(shipper))
 }
 
-fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
+pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     let pattern = a
         .pattern
         .as_deref()
@@ -392,7 +394,13 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     }
     // the in-process hub starts once capture is sure to run, so a failure is one line
     let local = match &sink {
-        Sink::Print { port, .. } => Some(crate::hubcmd::LocalHub::start(*port)?),
+        Sink::Print { port, announce, .. } => {
+            let h = crate::hubcmd::LocalHub::start(*port)?;
+            if let Some(a) = announce {
+                let _ = a.send(h.addr);
+            }
+            Some(h)
+        }
         Sink::Ship(_) => None,
     };
     let live_stats = std::sync::Arc::new(std::sync::Mutex::new(kshark_capture::worker::WorkerStats::default()));
@@ -455,13 +463,14 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     });
 
     let format = match &sink {
-        Sink::Print { format, .. } => Some(*format),
+        Sink::Print { format, .. } => *format,
         Sink::Ship(_) => None,
     };
     let mut lines: Vec<String> = Vec::new();
     let mut last_report = Instant::now();
-    let mut out = io::BufWriter::with_capacity(256 << 10, io::stdout().lock());
-    if format == Some(TapFormat::Table) {
+    // stdout is held only when entries are printed: the terminal UI draws on it otherwise
+    let mut out = format.map(|_| io::BufWriter::with_capacity(256 << 10, io::stdout().lock()));
+    if let (Some(TapFormat::Table), Some(out)) = (format, out.as_mut()) {
         let _ = writeln!(out, "{}", table::header());
     }
     let deadline = a.duration.map(|d| Instant::now() + d);
@@ -522,7 +531,7 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             st.entries = entries;
             sink_report(&sink, local.as_ref(), st.to_json());
         }
-        if !write_failed && !buf.is_empty() && out.write_all(&buf).and_then(|_| out.flush()).is_err() {
+        if !write_failed && !buf.is_empty() && out.as_mut().is_some_and(|out| out.write_all(&buf).and_then(|_| out.flush()).is_err()) {
             // the reader went away (a closed pipe): stop capturing
             write_failed = true;
             STOP.store(true, Ordering::Relaxed);
@@ -545,6 +554,13 @@ fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     sink_report(&sink, local.as_ref(), stats.to_json());
     let mut all = stats.to_json();
     if let Some(h) = local {
+        // the terminal UI reads this hub: it stays up, with what was captured, until the
+        // UI quits
+        if matches!(&sink, Sink::Print { announce: Some(_), .. }) {
+            while !STOP.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         h.stop();
     }
     match sink {

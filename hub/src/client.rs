@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub use tokio_tungstenite::tungstenite::Message;
 
 /// Where a hub is and how to talk to it.
 #[derive(Clone, Debug)]
@@ -54,6 +55,45 @@ impl HubAddr {
         let connector = if self.base.starts_with("wss://") { Some(Connector::Rustls(Arc::new(tls_config(self.ca_file.as_deref())?))) } else { None };
         let (sock, _) = tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_config()), true, connector).await.map_err(|e| refusal(&self.display(), e))?;
         Ok(sock)
+    }
+}
+
+impl HubAddr {
+    /// `GET path` (with its query): the status and the body. The hub's plain API
+    /// (`/api/stats`, `/api/servicemap`, `/api/entries`), over HTTP/1.1 (hyper's client)
+    /// on TCP or rustls.
+    pub async fn get(&self, path: &str) -> Result<(u16, String), Error> {
+        use http_body_util::BodyExt;
+        let tls = self.base.starts_with("wss://");
+        let authority = self.base.split_once("://").map_or("", |(_, a)| a).to_string();
+        let hub = self.display();
+        let fail = |e: &dyn std::fmt::Display| Error::Serve(format!("{hub}: {e}"));
+        let tcp = tokio::net::TcpStream::connect(&authority).await.map_err(|e| fail(&e))?;
+        let mut req = hyper::Request::get(path).header("host", &authority).header("connection", "close");
+        if let Some(t) = &self.token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| fail(&e))?;
+        macro_rules! exchange {
+            ($io:expr) => {{
+                let (mut send, conn) = hyper::client::conn::http1::handshake($io).await.map_err(|e| fail(&e))?;
+                tokio::spawn(conn);
+                let resp = send.send_request(req).await.map_err(|e| fail(&e))?;
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map_err(|e| fail(&e))?.to_bytes();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }};
+        }
+        let out = if tls {
+            let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']').to_string();
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host).map_err(|e| fail(&e))?;
+            let conn = tokio_rustls::TlsConnector::from(Arc::new(tls_config(self.ca_file.as_deref())?));
+            let stream = conn.connect(name, tcp).await.map_err(|e| fail(&e))?;
+            exchange!(hyper_util::rt::TokioIo::new(stream))
+        } else {
+            exchange!(hyper_util::rt::TokioIo::new(tcp))
+        };
+        Ok(out)
     }
 }
 

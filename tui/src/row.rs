@@ -1,0 +1,151 @@
+//! One entry as a row of the live table: its columns worked out once, when it arrives,
+//! from the entry's JSON, and made safe for a terminal (captured text never reaches it
+//! with a control character in it).
+
+use kshark_dissect::export::terminal_safe;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// How a status reads: it sets the status column's colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Ok,
+    Redirect,
+    ClientError,
+    ServerError,
+    /// No response, or a DNS or gRPC failure.
+    Failed,
+    Unknown,
+}
+
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub time: String,
+    pub protocol: String,
+    pub method: String,
+    /// Path, or the DNS name asked.
+    pub what: String,
+    pub status: String,
+    pub class: Class,
+    pub src: String,
+    pub src_ns: String,
+    pub dst: String,
+    pub dst_ns: String,
+    pub latency_us: Option<u64>,
+    pub size: u64,
+    pub anomalies: String,
+    /// The entry itself, for the detail pane and copying.
+    pub json: Arc<str>,
+}
+
+fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+/// An end's name: pod, else service, else the name the worker gave, else address:port.
+fn end(e: &Value, side: &str) -> (String, String) {
+    let v = e.get(side).unwrap_or(&Value::Null);
+    let ns = s(v, "/namespace").to_string();
+    let name = [s(v, "/pod/name"), s(v, "/service/name"), s(v, "/name")].into_iter().find(|n| !n.is_empty()).unwrap_or("");
+    let ip = s(v, "/ip");
+    let name = if name.is_empty() || name == ip {
+        let port = v.get("port").and_then(Value::as_u64).unwrap_or(0);
+        if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    } else {
+        name.to_string()
+    };
+    (terminal_safe(&name), terminal_safe(&ns))
+}
+
+impl Row {
+    /// The row of an entry (its JSON); `None` when it is not an entry at all.
+    pub fn of(json: Arc<str>) -> Option<Row> {
+        let e: Value = serde_json::from_str(&json).ok()?;
+        e.as_object()?;
+        let ts = s(&e, "/timestamp");
+        let time = ts.get(11..23).unwrap_or(ts).to_string();
+        let protocol = s(&e, "/protocol").to_string();
+        let req = e.get("request").filter(|r| r.is_object());
+        let resp = e.get("response").filter(|r| r.is_object());
+        let question = |r: Option<&Value>| r.and_then(|r| r.pointer("/questions/0")).map(|q| (s(q, "/type").to_string(), s(q, "/name").to_string()));
+        let (method, what) = match protocol.as_str() {
+            "http" => req.map(|r| (s(r, "/method").to_string(), s(r, "/url").to_string())).unwrap_or_default(),
+            "grpc" => req.map(|r| ("RPC".to_string(), s(r, "/path").to_string())).unwrap_or_default(),
+            "dns" => question(req).or_else(|| question(resp)).unwrap_or_default(),
+            _ => Default::default(),
+        };
+        let int = |r: &Value, k: &str| r.get(k).and_then(Value::as_i64);
+        let (status, class) = match (protocol.as_str(), resp) {
+            (_, None) => ("-".to_string(), Class::Failed),
+            ("dns", Some(r)) => {
+                let rc = s(r, "/rcode");
+                (rc.to_string(), if matches!(rc, "NOERROR" | "NXDOMAIN") { Class::Ok } else { Class::Failed })
+            }
+            ("grpc", Some(r)) => match int(r, "grpc_status") {
+                Some(0) => ("OK".to_string(), Class::Ok),
+                Some(g) => (format!("grpc {g}"), Class::Failed),
+                None => (int(r, "status_code").map_or("-".into(), |c| c.to_string()), Class::Failed),
+            },
+            (_, Some(r)) => match int(r, "status_code") {
+                Some(c) => (
+                    c.to_string(),
+                    match c {
+                        500.. => Class::ServerError,
+                        400..=499 => Class::ClientError,
+                        300..=399 => Class::Redirect,
+                        100..=299 => Class::Ok,
+                        _ => Class::Unknown,
+                    },
+                ),
+                None => ("-".to_string(), Class::Unknown),
+            },
+        };
+        let (src, src_ns) = end(&e, "src");
+        let (dst, dst_ns) = end(&e, "dst");
+        let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let anomalies = e.get("anomalies").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(",");
+        Some(Row {
+            time: terminal_safe(&time),
+            protocol: terminal_safe(&protocol),
+            method: terminal_safe(&method),
+            what: terminal_safe(&what),
+            status: terminal_safe(&status),
+            class,
+            src,
+            src_ns,
+            dst,
+            dst_ns,
+            latency_us: e.get("elapsed_time").and_then(Value::as_u64),
+            size: n("request_size") + n("response_size"),
+            anomalies: terminal_safe(&anomalies),
+            json,
+        })
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self.class, Class::ServerError | Class::Failed)
+    }
+}
+
+/// `1.2ms`, `830µs`, `2.31s`.
+pub fn latency(us: Option<u64>) -> String {
+    match us {
+        Some(us) if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
+        Some(us) if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
+        Some(us) => format!("{us}µs"),
+        None => "-".into(),
+    }
+}
+
+/// `512B`, `1.5K`, `2.0M`.
+pub fn size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1}M", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1}K", n as f64 / 1024.0),
+        n => format!("{n}B"),
+    }
+}
