@@ -37,7 +37,7 @@ const KEYS: &[(&str, &str)] = &[
     ("f", "follow the newest on/off"),
     ("space, p", "pause/resume (entries are held meanwhile)"),
     ("s", "sort by latency, slowest first, on/off"),
-    ("/", "filter (checked as you type; Enter applies it on the hub, ↑ ↓ history, Esc cancels)"),
+    ("/", "filter: checked as you type, Enter applies it on the hub; ↑ ↓ history"),
     ("Enter", "detail of the selected entry on/off"),
     ("Tab ← →", "detail: request, response, info; otherwise: switch view"),
     ("y then j c h", "write the entry as JSON, curl or HAR to a file"),
