@@ -3,7 +3,7 @@
 # kind (run as root). Idempotent: packages already there are left alone.
 set -euo pipefail
 PKGS=(python3 python3-venv tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev
-      nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl)
+      nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
