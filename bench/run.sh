@@ -120,3 +120,8 @@ cargo run --release -q -p kshark-hub --example filter_speed | tee "$OUT/filter.t
 #    filtered query over 1,000,000 stored entries, latency to 10 live subscribers at 10,000
 #    entries/s, peak memory.
 cargo run --release -q -p kshark-hub --example hub_bench | tee "$OUT/hub.txt"
+
+# --- terminal UI ---------------------------------------------------------------------------
+# 6. The terminal UI (tui/examples/tui_bench.rs): 5,000 entries/s for 20 s, a tick and a
+#    redraw every 40 ms through the crossterm backend; frames/s, frame times, CPU, backlog.
+cargo run --release -q -p kshark-tui --example tui_bench | tee "$OUT/tui.txt"

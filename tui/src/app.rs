@@ -464,7 +464,7 @@ impl App {
 
     fn copy(&mut self, form: char) {
         let Some(row) = self.selected_row() else { return };
-        let Ok(e) = serde_json::from_str::<Value>(&row.json) else { return };
+        let Ok(e) = serde_json::from_str::<Value>(&row.json()) else { return };
         let id: String = e.get("id").and_then(Value::as_str).unwrap_or("entry").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(40).collect();
         let (ext, text) = match form {
             'c' => ("sh", crate::detail::curl(&e)),
@@ -484,7 +484,7 @@ impl App {
 
     /// The entry behind the selected row, parsed.
     pub fn selected_entry(&self) -> Option<Value> {
-        serde_json::from_str(&self.selected_row()?.json).ok()
+        serde_json::from_str(&self.selected_row()?.json()).ok()
     }
 
     /// For the header: the source's entries dropped because the UI fell behind, and

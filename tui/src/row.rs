@@ -34,8 +34,9 @@ pub struct Row {
     pub latency_us: Option<u64>,
     pub size: u64,
     pub anomalies: String,
-    /// The entry itself, for the detail pane and copying.
-    pub json: Arc<str>,
+    /// The entry itself, LZ4-compressed (a table of 100,000 entries would otherwise hold
+    /// them whole, several hundred MB), for the detail pane and copying.
+    packed: Box<[u8]>,
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -122,8 +123,13 @@ impl Row {
             latency_us: e.get("elapsed_time").and_then(Value::as_u64),
             size: n("request_size") + n("response_size"),
             anomalies: terminal_safe(&anomalies),
-            json,
+            packed: lz4_flex::compress_prepend_size(json.as_bytes()).into_boxed_slice(),
         })
+    }
+
+    /// The entry's JSON.
+    pub fn json(&self) -> String {
+        lz4_flex::decompress_size_prepended(&self.packed).ok().and_then(|b| String::from_utf8(b).ok()).unwrap_or_default()
     }
 
     pub fn is_error(&self) -> bool {
