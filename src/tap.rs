@@ -368,6 +368,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         _ => CaptureSource::Ebpf,
     };
     let dissect = a.dissect.config(a.node.clone().unwrap_or_else(hostname), capture_source)?;
+    // targeted pods (their addresses), for the reports the terminal UI's header shows
+    let pods = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let source: Box<dyn Source> = match &a.replay {
         Some(p) => {
             let f = FileSource::open(p).map_err(|e| Failure::Input(e.to_string()))?;
@@ -376,6 +378,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         None => {
             let plan = t.plan().map_err(Failure::Runtime)?;
             if let Some(targets) = &plan.targets {
+                pods.store(targets.len() as u64, Ordering::Relaxed);
                 eprintln!(
                     "kshark: tapping {} pod addresses on {} interfaces",
                     targets.len(),
@@ -416,6 +419,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     // the output loop names entries from the same cache the watch (or a reload) updates
     let id = t.id.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
+    let pods_for_worker = pods.clone();
     let worker = std::thread::spawn(move || {
         let mut scans = 0u32;
         let replan = move || -> Option<kshark_capture::source::Plan> {
@@ -448,6 +452,9 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                         if !gone.is_empty() {
                             eprintln!("kshark: no longer capturing on {} (pod gone or no longer targeted)", gone.join(", "));
                         }
+                    }
+                    if let Some(targets) = &p.targets {
+                        pods_for_worker.store(targets.len() as u64, Ordering::Relaxed);
                     }
                     t.last = Some(p.clone());
                     Some(p)
@@ -529,7 +536,9 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             last_report = Instant::now();
             let mut st = live_stats.lock().map(|s| s.clone()).unwrap_or_default();
             st.entries = entries;
-            sink_report(&sink, local.as_ref(), st.to_json());
+            let mut report = st.to_json();
+            report["pods"] = pods.load(Ordering::Relaxed).into();
+            sink_report(&sink, local.as_ref(), report);
         }
         if !write_failed && !buf.is_empty() && out.as_mut().is_some_and(|out| out.write_all(&buf).and_then(|_| out.flush()).is_err()) {
             // the reader went away (a closed pipe): stop capturing

@@ -109,7 +109,7 @@ pub fn tap(capture: CaptureArgs, port: u16) -> Result<(), Failure> {
     let ui = HubAddr::parse(&format!("http://{addr}"), None, None)
         .map_err(|e| Failure::Runtime(e.to_string()))
         .and_then(|a| HubSource::connect(a, "").map_err(|r| Failure::Runtime(r.message)))
-        .and_then(|source| kshark_tui::run(Box::new(source), &title, "", &|| false).map_err(|e| Failure::Runtime(e.to_string())));
+        .and_then(|source| kshark_tui::run(Box::new(source), &title, "", &|| STOP.load(Ordering::Relaxed)).map_err(|e| Failure::Runtime(e.to_string())));
     STOP.store(true, Ordering::Relaxed);
     let captured = cap.join().map_err(|_| Failure::Runtime("the capture thread panicked".into()));
     drop(quiet);

@@ -37,6 +37,12 @@ const TICK: Duration = Duration::from_millis(40);
 pub fn run(source: Box<dyn source::Source>, title: &str, filter: &str, stop: &dyn Fn() -> bool) -> Result<(), Error> {
     // ratatui::init: raw mode, the alternate screen, and a panic hook that restores both
     let mut terminal = ratatui::init();
+    // on a panic, mouse capture goes too, before ratatui's own restoring hook runs
+    let restore = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = execute!(std::io::stdout(), DisableMouseCapture);
+        restore(info);
+    }));
     let _ = execute!(std::io::stdout(), EnableMouseCapture);
     let result = (|| -> Result<(), Error> {
         let size = terminal.size()?;
@@ -62,5 +68,7 @@ pub fn run(source: Box<dyn source::Source>, title: &str, filter: &str, stop: &dy
     })();
     let _ = execute!(std::io::stdout(), DisableMouseCapture);
     ratatui::restore();
+    // the hooks as they were before (ours wraps ratatui's, which wraps the default)
+    let _ = std::panic::take_hook();
     result
 }
