@@ -100,6 +100,7 @@ fn rows_appear_a_filter_narrows_them_enter_shows_the_detail_and_q_leaves_a_clean
     let s = Session::start(&tap(file.path()));
     s.wait_for("the five rows", |t| t.contains("Live  5/5") && t.contains("/orders") && t.contains("carts.sock-shop.svc.cluster.local"));
     assert_eq!(s.show("#{alternate_on}"), "1", "the UI runs on the alternate screen");
+    assert_eq!(s.show("#{mouse_any_flag}"), "1", "the UI takes the mouse (wheel scrolling)");
 
     s.keys(&["/"]);
     s.literal("status_code >=");
@@ -124,6 +125,7 @@ fn rows_appear_a_filter_narrows_them_enter_shows_the_detail_and_q_leaves_a_clean
     assert!(t.contains("5 entries"), "{t}");
     assert_eq!(s.show("#{alternate_on}"), "0", "the alternate screen is left");
     assert_eq!(s.show("#{cursor_flag}"), "1", "the cursor is back");
+    assert_eq!(s.show("#{mouse_any_flag}"), "0", "the mouse is given back");
     s.keys(&["stty -a | grep -o -- '-icanon' || echo COOKED", "Enter"]);
     s.wait_for("the terminal mode", |t| t.contains("COOKED"));
 }
@@ -144,7 +146,21 @@ fn escape_sequences_in_captured_bodies_do_not_touch_the_terminal() {
     let with_escapes = tmux(&["capture-pane", "-p", "-e", "-t", &s.0]);
     assert!(!with_escapes.contains("\x1b]") && !with_escapes.contains("\x1b[2J") && !with_escapes.contains("\x1b[5m"), "captured escapes reached the terminal");
     assert_eq!(s.show("#{pane_title}"), title, "the pane's title was changed by captured bytes");
-    s.keys(&["q"]);
-    s.keys(&["q"]);
+    // Ctrl-C, with the detail open, quits at once and restores the terminal
+    s.keys(&["C-c"]);
     s.wait_for("the exit", |t| t.contains("EXIT-0-CODE"));
+    assert_eq!(s.show("#{alternate_on}"), "0");
+}
+
+#[test]
+fn a_panic_in_the_ui_still_restores_the_terminal() {
+    let file = capture(&http(42000, "/x", "200 OK", "ok"));
+    let s = Session::start(&format!("KSHARK_TEST_PANIC=1 {}", tap(file.path())));
+    let t = s.wait_for("the exit", |t| t.lines().any(|l| l.starts_with("EXIT-") && l.trim_end().ends_with("-CODE")));
+    assert!(t.contains("EXIT-101-CODE") && t.contains("panicking on purpose"), "{t}");
+    assert_eq!(s.show("#{alternate_on}"), "0", "the alternate screen is left");
+    assert_eq!(s.show("#{cursor_flag}"), "1", "the cursor is back");
+    assert_eq!(s.show("#{mouse_any_flag}"), "0", "the mouse is given back");
+    s.keys(&["stty -a | grep -o -- '-icanon' || echo COOKED", "Enter"]);
+    s.wait_for("the terminal mode", |t| t.contains("COOKED"));
 }
