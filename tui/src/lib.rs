@@ -55,7 +55,7 @@ pub fn run(source: Box<dyn source::Source>, title: &str, filter: &str, stop: &dy
                 terminal.draw(|f| f.render_widget(&app, f.area()))?;
                 next_tick = Instant::now() + TICK;
                 // for the test that the terminal is restored on a panic (tests/tui.rs)
-                if app.rows.len() > 0 && std::env::var_os("KSHARK_TEST_PANIC").is_some() {
+                if !app.rows.is_empty() && std::env::var_os("KSHARK_TEST_PANIC").is_some() {
                     panic!("KSHARK_TEST_PANIC is set: panicking on purpose, with the UI up");
                 }
             }
