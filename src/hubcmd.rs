@@ -126,8 +126,9 @@ pub struct LocalHub {
     pub addr: SocketAddr,
     rt: Option<tokio::runtime::Runtime>,
     _dir: tempdir::Dir,
-    batch: std::cell::Cell<u64>,
-    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// Batches on their way to the store, taken in order by one task (`feeder`).
+    tx: Option<tokio::sync::mpsc::Sender<Vec<String>>>,
+    feeder: Option<tokio::task::JoinHandle<()>>,
     /// Entries the in-process hub could not take in time (printing goes on regardless).
     pub dropped: std::cell::Cell<u64>,
 }
@@ -160,7 +161,25 @@ impl LocalHub {
         rt.spawn(async move {
             let _ = api::serve(listener, router, None, std::future::pending()).await;
         });
-        Ok(LocalHub { hub, addr, rt: Some(rt), _dir: dir, batch: std::cell::Cell::new(0), in_flight: Arc::default(), dropped: std::cell::Cell::new(0) })
+        // one task, in order: the hub takes a worker's batches in order (one numbered at or
+        // below the last it stored is a resend, and skipped), so they must not race
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<String>>(16);
+        let h = hub.clone();
+        let feeder = rt.spawn(async move {
+            let mut n = 0u64;
+            while let Some(lines) = rx.recv().await {
+                n += 1;
+                let b = n;
+                match tokio::task::spawn_blocking(move || decode_batch(encode_batch(b, &lines).into())).await {
+                    // handed over in order; its commit is not waited for
+                    Ok(Ok(block)) => drop(h.submit(Arc::from("tap"), block).await),
+                    // the dissector's own entries: not expected, but not silent
+                    Ok(Err(e)) => eprintln!("kshark: the in-process hub refused a batch: {e}"),
+                    Err(_) => {}
+                }
+            }
+        });
+        Ok(LocalHub { hub, addr, rt: Some(rt), _dir: dir, tx: Some(tx), feeder: Some(feeder), dropped: std::cell::Cell::new(0) })
     }
 
     /// Stores entries (their JSON).
@@ -168,29 +187,12 @@ impl LocalHub {
         if lines.is_empty() {
             return;
         }
-        use std::sync::atomic::Ordering::Relaxed;
         // the store must not hold capture back: when it is behind, batches are counted
         // and skipped rather than queued without bound
-        if self.in_flight.load(Relaxed) >= 16 {
-            self.dropped.set(self.dropped.get() + lines.len() as u64);
-            return;
-        }
-        let n = self.batch.get() + 1;
-        self.batch.set(n);
-        let hub = self.hub.clone();
-        let in_flight = self.in_flight.clone();
-        if let Some(rt) = &self.rt {
-            in_flight.fetch_add(1, Relaxed);
-            rt.spawn(async move {
-                let block = tokio::task::spawn_blocking(move || decode_batch(encode_batch(n, &lines).into())).await;
-                match block {
-                    Ok(Ok(block)) => drop(hub.ingest(Arc::from("tap"), block).await),
-                    // the dissector's own entries: not expected, but not silent
-                    Ok(Err(e)) => eprintln!("kshark: the in-process hub refused a batch: {e}"),
-                    Err(_) => {}
-                }
-                in_flight.fetch_sub(1, Relaxed);
-            });
+        if let Some(tx) = &self.tx {
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(l)) = tx.try_send(lines) {
+                self.dropped.set(self.dropped.get() + l.len() as u64);
+            }
         }
     }
 
@@ -202,6 +204,11 @@ impl LocalHub {
     pub fn stop(mut self) {
         if self.dropped.get() > 0 {
             eprintln!("kshark: the in-process hub could not keep up and did not store {} entries (all were printed)", self.dropped.get());
+        }
+        // what is queued is stored before the hub stops
+        self.tx.take();
+        if let (Some(rt), Some(f)) = (&self.rt, self.feeder.take()) {
+            let _ = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), f).await });
         }
         if let Some(rt) = self.rt.take() {
             rt.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -41,7 +41,8 @@ pub fn tui(a: TuiArgs) -> Result<(), Failure> {
     let token = a.token_file.as_deref().map(kshark_hub::client::read_token).transpose().map_err(|e| Failure::Input(e.to_string()))?;
     let addr = HubAddr::parse(&a.hub, token, a.ca_file).map_err(|e| Failure::Input(e.to_string()))?;
     let shown = addr.display();
-    let source = HubSource::connect(addr, &filter).map_err(|r| Failure::Runtime(format!("{shown}: {}", r.message)))?;
+    // the message names the hub already
+    let source = HubSource::connect(addr, &filter).map_err(|r| Failure::Runtime(r.message))?;
     kshark_tui::run(Box::new(source), &format!("hub {shown}"), &filter, &|| false).map_err(|e| Failure::Runtime(e.to_string()))
 }
 

@@ -164,3 +164,16 @@ fn a_panic_in_the_ui_still_restores_the_terminal() {
     s.keys(&["stty -a | grep -o -- '-icanon' || echo COOKED", "Enter"]);
     s.wait_for("the terminal mode", |t| t.contains("COOKED"));
 }
+
+#[test]
+fn a_bad_filter_and_an_absent_hub_are_one_line_each() {
+    let o = Command::new(env!("CARGO_BIN_EXE_kshark")).args(["tui", "--filter", "http &&"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("position 7") && e.lines().count() == 1, "{e}");
+    // on a terminal, a hub that is not there
+    let s = Session::start(&format!("{} tui --hub http://127.0.0.1:1; echo EXIT-$?-CODE", env!("CARGO_BIN_EXE_kshark")));
+    let t = s.wait_for("the exit", |t| t.contains("EXIT-1-CODE"));
+    assert!(t.contains("kshark: http://127.0.0.1:1: Connection refused"), "{t}");
+    assert_eq!(s.show("#{alternate_on}"), "0");
+}
