@@ -56,6 +56,21 @@ impl Session {
         }
     }
 
+    /// Waits for the command's exit line (`EXIT-n-CODE`) and returns the screen.
+    fn exited(&self) -> String {
+        self.wait_for("the exit", |t| t.lines().any(|l| l.starts_with("EXIT-") && l.trim_end().ends_with("-CODE")))
+    }
+
+    /// The terminal as it was before the UI: main screen, cursor shown, mouse given back,
+    /// cooked mode.
+    fn assert_restored(&self) {
+        assert_eq!(self.show("#{alternate_on}"), "0", "the alternate screen is left");
+        assert_eq!(self.show("#{cursor_flag}"), "1", "the cursor is back");
+        assert_eq!(self.show("#{mouse_any_flag}"), "0", "the mouse is given back");
+        self.keys(&["stty -a | grep -o -- '-icanon' || echo COOKED", "Enter"]);
+        self.wait_for("the terminal mode", |t| t.contains("COOKED"));
+    }
+
     fn show(&self, format: &str) -> String {
         tmux(&["display-message", "-p", "-t", &self.0, format]).trim().to_string()
     }
@@ -119,15 +134,11 @@ fn rows_appear_a_filter_narrows_them_enter_shows_the_detail_and_q_leaves_a_clean
     s.keys(&["q"]);
     s.wait_for("the detail to close", |t| !t.contains("Request │ Response"));
     s.keys(&["q"]);
-    let t = s.wait_for("the exit", |t| t.lines().any(|l| l.starts_with("EXIT-") && l.trim_end().ends_with("-CODE")));
+    let t = s.exited();
     assert!(t.contains("EXIT-0-CODE"), "{t}");
     // what capture said while the UI owned the screen comes after it
     assert!(t.contains("5 entries"), "{t}");
-    assert_eq!(s.show("#{alternate_on}"), "0", "the alternate screen is left");
-    assert_eq!(s.show("#{cursor_flag}"), "1", "the cursor is back");
-    assert_eq!(s.show("#{mouse_any_flag}"), "0", "the mouse is given back");
-    s.keys(&["stty -a | grep -o -- '-icanon' || echo COOKED", "Enter"]);
-    s.wait_for("the terminal mode", |t| t.contains("COOKED"));
+    s.assert_restored();
 }
 
 #[test]
@@ -156,13 +167,9 @@ fn escape_sequences_in_captured_bodies_do_not_touch_the_terminal() {
 fn a_panic_in_the_ui_still_restores_the_terminal() {
     let file = capture(&http(42000, "/x", "200 OK", "ok"));
     let s = Session::start(&format!("KSHARK_TEST_PANIC=1 {}", tap(file.path())));
-    let t = s.wait_for("the exit", |t| t.lines().any(|l| l.starts_with("EXIT-") && l.trim_end().ends_with("-CODE")));
+    let t = s.exited();
     assert!(t.contains("EXIT-101-CODE") && t.contains("panicking on purpose"), "{t}");
-    assert_eq!(s.show("#{alternate_on}"), "0", "the alternate screen is left");
-    assert_eq!(s.show("#{cursor_flag}"), "1", "the cursor is back");
-    assert_eq!(s.show("#{mouse_any_flag}"), "0", "the mouse is given back");
-    s.keys(&["stty -a | grep -o -- '-icanon' || echo COOKED", "Enter"]);
-    s.wait_for("the terminal mode", |t| t.contains("COOKED"));
+    s.assert_restored();
 }
 
 #[test]

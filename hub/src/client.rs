@@ -63,7 +63,6 @@ impl HubAddr {
     /// (`/api/stats`, `/api/servicemap`, `/api/entries`), over HTTP/1.1 (hyper's client)
     /// on TCP or rustls.
     pub async fn get(&self, path: &str) -> Result<(u16, String), Error> {
-        use http_body_util::BodyExt;
         let tls = self.base.starts_with("wss://");
         let authority = self.base.split_once("://").map_or("", |(_, a)| a).to_string();
         let hub = self.display();
@@ -74,27 +73,31 @@ impl HubAddr {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let req = req.body(http_body_util::Empty::<bytes::Bytes>::new()).map_err(|e| fail(&e))?;
-        macro_rules! exchange {
-            ($io:expr) => {{
-                let (mut send, conn) = hyper::client::conn::http1::handshake($io).await.map_err(|e| fail(&e))?;
-                tokio::spawn(conn);
-                let resp = send.send_request(req).await.map_err(|e| fail(&e))?;
-                let status = resp.status().as_u16();
-                let body = resp.into_body().collect().await.map_err(|e| fail(&e))?.to_bytes();
-                (status, String::from_utf8_lossy(&body).into_owned())
-            }};
-        }
         let out = if tls {
             let host = authority.rsplit_once(':').map_or(authority.as_str(), |(h, _)| h).trim_start_matches('[').trim_end_matches(']').to_string();
             let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host).map_err(|e| fail(&e))?;
             let conn = tokio_rustls::TlsConnector::from(Arc::new(tls_config(self.ca_file.as_deref())?));
             let stream = conn.connect(name, tcp).await.map_err(|e| fail(&e))?;
-            exchange!(hyper_util::rt::TokioIo::new(stream))
+            exchange(hyper_util::rt::TokioIo::new(stream), req).await
         } else {
-            exchange!(hyper_util::rt::TokioIo::new(tcp))
+            exchange(hyper_util::rt::TokioIo::new(tcp), req).await
         };
-        Ok(out)
+        out.map_err(|e| fail(&e))
     }
+}
+
+/// One request on a fresh HTTP/1.1 connection: the status and the body.
+async fn exchange<T>(io: T, req: hyper::Request<http_body_util::Empty<bytes::Bytes>>) -> Result<(u16, String), hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    let resp = send.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {

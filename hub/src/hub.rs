@@ -37,10 +37,6 @@ impl Live {
         self.block.slim(self.i)
     }
 
-    fn full_bytes(&self) -> &[u8] {
-        let r = &self.block.lines[self.i];
-        &self.block.text[r.start as usize..r.end as usize]
-    }
 }
 
 /// Every counter the hub keeps.
@@ -370,9 +366,8 @@ impl Hub {
             }
             for (first, block) in stored {
                 for i in 0..block.len() {
-                    let l = Live { seq: first + i as i64, block: block.clone(), i };
-                    let hit = s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { l.full_bytes() } else { l.slim().as_bytes() }, now);
-                    if hit && s.tx.try_send(l).is_err() {
+                    let hit = s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { block.full_bytes(i) } else { block.slim(i).as_bytes() }, now);
+                    if hit && s.tx.try_send(Live { seq: first + i as i64, block: block.clone(), i }).is_err() {
                         s.cut.store(true, Relaxed);
                         self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
                         eprintln!("kshark hub: subscriber {} fell {} entries behind: cut loose", s.id, self.inner.subscriber_queue);

@@ -70,6 +70,12 @@ impl Block {
         self.text.slice(r.start as usize..r.end as usize)
     }
 
+    /// Entry `i`'s JSON, borrowed.
+    pub fn full_bytes(&self, i: usize) -> &[u8] {
+        let r = &self.lines[i];
+        &self.text[r.start as usize..r.end as usize]
+    }
+
     /// Entry `i`'s slim form.
     pub fn slim(&self, i: usize) -> &str {
         let r = &self.slim_lines[i];
@@ -148,17 +154,6 @@ pub(crate) fn decompress(wire: &[u8]) -> Result<Vec<u8>, Error> {
         }
     }
     lz4_flex::decompress_size_prepended(wire).map_err(|e| Error::Malformed(format!("batch is not LZ4: {e}")))
-}
-
-/// The entries of a stored block's text (the header line skipped), in order.
-pub fn entry_lines(text: &str) -> impl Iterator<Item = &str> {
-    text.split('\n').skip(1).filter(|l| !l.is_empty())
-}
-
-/// A stored block's `wire` bytes, decompressed.
-pub fn unpack(wire: &[u8]) -> Result<String, String> {
-    let raw = decompress(wire).map_err(|e| e.to_string())?;
-    String::from_utf8(raw).map_err(|e| e.to_string())
 }
 
 /// The number of a batch whose entries could not be read, when its header can be.
@@ -328,7 +323,7 @@ mod tests {
         assert_eq!(slim["response"], Value::Null);
         assert_eq!(slim["src"], serde_json::json!({"ip":"10.0.0.1","port":1}));
         assert_eq!(&b.full(0)[..], E.as_bytes());
-        assert_eq!(entry_lines(&unpack(&b.wire).unwrap()).collect::<Vec<_>>(), [E]);
+        assert_eq!(String::from_utf8(decompress(&b.wire).unwrap()).unwrap().lines().skip(1).collect::<Vec<_>>(), [E]);
         // keys that need escaping stay valid JSON; values are copied as they stand
         let odd = E.replace("\"path\":\"/x\"", "\"pa\\\"th\":\"/\\u00e9\\n\"");
         let b = block(2, &[&odd]).unwrap();

@@ -90,7 +90,6 @@ pub struct App {
     arrivals: VecDeque<(Duration, u64, u64)>,
     pub entries_per_s: f64,
     pub errors_per_s: f64,
-    now: Duration,
     pub size: (u16, u16),
     pub quit: bool,
     /// Where `y` writes.
@@ -132,16 +131,11 @@ impl App {
             arrivals: VecDeque::new(),
             entries_per_s: 0.0,
             errors_per_s: 0.0,
-            now: Duration::ZERO,
             size,
             quit: false,
             out_dir: PathBuf::from("."),
             color: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         }
-    }
-
-    pub fn source_name(&self) -> String {
-        self.source.describe()
     }
 
     /// The row shown at visible position `i`.
@@ -183,7 +177,6 @@ impl App {
     }
 
     fn tick(&mut self, now: Duration) {
-        self.now = now;
         let u = self.source.poll();
         if let Some(s) = u.stats {
             self.stats = s;
@@ -197,7 +190,7 @@ impl App {
         self.ui_dropped += u.dropped;
         let (mut n, mut errors) = (0, 0);
         for json in u.entries {
-            let Some(row) = Row::of(json) else { continue };
+            let Some(row) = Row::of(&json) else { continue };
             n += 1;
             errors += row.is_error() as u64;
             if self.paused {
@@ -375,26 +368,19 @@ impl App {
                 self.detail_scroll = 0;
                 self.scroll_into_view();
             }
-            KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') if self.detail.is_some() => {
-                self.detail = self.detail.map(|t| match t {
-                    Tab::Request => Tab::Response,
-                    Tab::Response => Tab::Info,
-                    Tab::Info => Tab::Request,
-                });
-                self.detail_scroll = 0;
-            }
-            KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') if self.detail.is_some() => {
-                self.detail = self.detail.map(|t| match t {
-                    Tab::Request => Tab::Info,
-                    Tab::Response => Tab::Request,
-                    Tab::Info => Tab::Response,
-                });
-                self.detail_scroll = 0;
-            }
+            KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') if self.detail.is_some() => self.turn_tab(1),
+            KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') if self.detail.is_some() => self.turn_tab(2),
             KeyCode::Tab => self.view = if self.view == View::Live { View::Services } else { View::Live },
             KeyCode::Char('y') if self.selected_row().is_some() => self.mode = Mode::Copy,
             _ => {}
         }
+    }
+
+    /// The detail's tab `by` places on (of three, so 2 is one back).
+    fn turn_tab(&mut self, by: usize) {
+        const TABS: [Tab; 3] = [Tab::Request, Tab::Response, Tab::Info];
+        self.detail = self.detail.map(|t| TABS[(TABS.iter().position(|x| *x == t).unwrap_or(0) + by) % 3]);
+        self.detail_scroll = 0;
     }
 
     fn filter_key(&mut self, k: KeyEvent) {

@@ -4,7 +4,6 @@
 
 use kshark_dissect::export::terminal_safe;
 use serde_json::Value;
-use std::sync::Arc;
 
 /// How a status reads: it sets the status column's colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +63,8 @@ fn end(e: &Value, side: &str) -> (String, String) {
 
 impl Row {
     /// The row of an entry (its JSON); `None` when it is not an entry at all.
-    pub fn of(json: Arc<str>) -> Option<Row> {
-        let e: Value = serde_json::from_str(&json).ok()?;
+    pub fn of(json: &str) -> Option<Row> {
+        let e: Value = serde_json::from_str(json).ok()?;
         e.as_object()?;
         let ts = s(&e, "/timestamp");
         let time = ts.get(11..23).unwrap_or(ts).to_string();
@@ -137,21 +136,4 @@ impl Row {
     }
 }
 
-/// `1.2ms`, `830µs`, `2.31s`.
-pub fn latency(us: Option<u64>) -> String {
-    match us {
-        Some(us) if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
-        Some(us) if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
-        Some(us) => format!("{us}µs"),
-        None => "-".into(),
-    }
-}
-
-/// `512B`, `1.5K`, `2.0M`.
-pub fn size(n: u64) -> String {
-    match n {
-        n if n >= 1 << 20 => format!("{:.1}M", n as f64 / (1 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1}K", n as f64 / 1024.0),
-        n => format!("{n}B"),
-    }
-}
+pub use kshark_dissect::export::table::{human as size, latency};

@@ -71,12 +71,7 @@ pub fn row_json(e: &Value) -> String {
         (_, Some(r)) => r.get("status_code").and_then(Value::as_i64).unwrap_or(0).to_string(),
         (_, None) => "-".into(),
     };
-    let latency = match e.get("elapsed_time").and_then(Value::as_u64) {
-        Some(us) if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
-        Some(us) if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
-        Some(us) => format!("{us}µs"),
-        None => "-".into(),
-    };
+    let latency = latency(e.get("elapsed_time").and_then(Value::as_u64));
     let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
     let size = human(n("request_size") + n("response_size"));
     let mut notes = String::new();
@@ -101,7 +96,18 @@ pub fn row_json(e: &Value) -> String {
     )
 }
 
-fn human(n: u64) -> String {
+/// A latency in µs as `830µs`, `1.2ms`, `2.31s` (`-` when there is none).
+pub fn latency(us: Option<u64>) -> String {
+    match us {
+        Some(us) if us >= 1_000_000 => format!("{:.2}s", us as f64 / 1e6),
+        Some(us) if us >= 1_000 => format!("{:.1}ms", us as f64 / 1e3),
+        Some(us) => format!("{us}µs"),
+        None => "-".into(),
+    }
+}
+
+/// A size in bytes as `512B`, `1.5K`, `2.0M`.
+pub fn human(n: u64) -> String {
     match n {
         n if n >= 1 << 20 => format!("{:.1}M", n as f64 / (1 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1}K", n as f64 / 1024.0),
