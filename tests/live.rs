@@ -247,35 +247,55 @@ fn tap_with(engine: &str) {
         .filter(|e| e["request"].is_null() || e["response"].is_null())
         .collect();
     assert!(half.is_empty(), "{engine}: {} entries without their other half, e.g. {}", half.len(), half[0]);
-    let ours_http: BTreeSet<Req> = entries
-        .iter()
-        .filter(in_window)
-        .filter(|e| e["protocol"] == "http" && e["request"]["method"].is_string())
-        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["method"].as_str().unwrap().to_string(), e["request"]["url"].as_str().unwrap().to_string()))
-        .collect();
-    let ours_grpc: BTreeSet<Req> = entries
-        .iter()
-        .filter(in_window)
-        .filter(|e| e["protocol"] == "grpc")
-        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["http2"]["stream_id"].to_string(), e["request"]["path"].as_str().unwrap().to_string()))
-        .collect();
-    let ours_dns: BTreeSet<Query> = entries
-        .iter()
-        .filter(in_window)
-        .filter(|e| e["protocol"] == "dns" && e["request"].is_object())
-        .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["questions"][0]["name"].as_str().unwrap().trim_end_matches('.').to_string()))
-        .collect();
-    let (their_http, their_grpc, their_dns) = tshark_requests(&pcap, t_start, t_end);
+    // our times (the capture engine's clock) and tshark's (the bridge's) may differ by a
+    // little: a request near an edge of the window can be inside for one and just outside
+    // for the other. So: each side's requests well inside the window (EDGE from its ends)
+    // must all be among the other side's in the whole window
+    const EDGE: f64 = 0.2;
+    let ours = |from: f64, to: f64| -> (BTreeSet<Req>, BTreeSet<Req>, BTreeSet<Query>) {
+        let inside = |e: &&Value| (from..=to).contains(&epoch(e["timestamp"].as_str().unwrap()));
+        let http = entries
+            .iter()
+            .filter(inside)
+            .filter(|e| e["protocol"] == "http" && e["request"]["method"].is_string())
+            .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["method"].as_str().unwrap().to_string(), e["request"]["url"].as_str().unwrap().to_string()))
+            .collect();
+        let grpc = entries
+            .iter()
+            .filter(inside)
+            .filter(|e| e["protocol"] == "grpc")
+            .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["http2"]["stream_id"].to_string(), e["request"]["path"].as_str().unwrap().to_string()))
+            .collect();
+        let dns = entries
+            .iter()
+            .filter(inside)
+            .filter(|e| e["protocol"] == "dns" && e["request"].is_object())
+            .map(|e| (e["src"]["ip"].as_str().unwrap().to_string(), e["src"]["port"].as_u64().unwrap() as u16, e["request"]["questions"][0]["name"].as_str().unwrap().trim_end_matches('.').to_string()))
+            .collect();
+        (http, grpc, dns)
+    };
+    // tshark sees every DNS query on the bridge, kube-system's too; the tapped pods' are ours
+    let theirs = |from: f64, to: f64| {
+        let (http, grpc, dns) = tshark_requests(&pcap, from, to);
+        (http, grpc, dns.into_iter().filter(|(ip, _, _): &Query| ip != "10.244.1.30" && ip != "10.244.1.10").collect::<BTreeSet<Query>>())
+    };
+    let (ours_http, ours_grpc, ours_dns) = ours(t_start, t_end);
+    let (inner_http, inner_grpc, inner_dns) = ours(t_start + EDGE, t_end - EDGE);
+    let (their_http, their_grpc, their_dns) = theirs(t_start, t_end);
+    let (their_inner_http, their_inner_grpc, their_inner_dns) = theirs(t_start + EDGE, t_end - EDGE);
     assert!(ours_http.len() >= 40, "{engine}: only {} HTTP requests in 6 s of traffic", ours_http.len());
     assert!(!ours_grpc.is_empty(), "{engine}: no gRPC call (orders -> payment)");
     assert!(ours_grpc.iter().all(|r| r.3 == "/sockshop.Payment/Authorise"));
     assert!(ours_dns.iter().any(|r| r.2 == "catalogue.sock-shop.svc.cluster.local"), "{engine}: no DNS lookup of catalogue");
-    let diff = |a: &BTreeSet<Req>, b: &BTreeSet<Req>| a.symmetric_difference(b).cloned().collect::<Vec<_>>();
-    assert_eq!(diff(&ours_http, &their_http), vec![], "{engine}: HTTP requests differ from tshark's ({} vs {})", ours_http.len(), their_http.len());
-    assert_eq!(diff(&ours_grpc, &their_grpc), vec![], "{engine}: gRPC calls differ from tshark's");
-    // tshark sees every DNS query on the bridge, kube-system's too; the tapped pods' are ours
-    let their_dns: BTreeSet<_> = their_dns.into_iter().filter(|(ip, _, _)| ip != "10.244.1.30" && ip != "10.244.1.10").collect();
-    assert_eq!(ours_dns.symmetric_difference(&their_dns).collect::<Vec<_>>(), Vec::<&Query>::new(), "{engine}: DNS queries differ");
+    fn missing<T: Ord + Clone>(some: &BTreeSet<T>, all: &BTreeSet<T>) -> Vec<T> {
+        some.difference(all).cloned().collect()
+    }
+    assert_eq!(missing(&inner_http, &their_http), vec![], "{engine}: HTTP requests tshark did not see ({} vs {})", ours_http.len(), their_http.len());
+    assert_eq!(missing(&their_inner_http, &ours_http), vec![], "{engine}: HTTP requests we missed ({} vs {})", ours_http.len(), their_http.len());
+    assert_eq!(missing(&inner_grpc, &their_grpc), vec![], "{engine}: gRPC calls tshark did not see");
+    assert_eq!(missing(&their_inner_grpc, &ours_grpc), vec![], "{engine}: gRPC calls we missed");
+    assert_eq!(missing(&inner_dns, &their_dns), vec![], "{engine}: DNS queries tshark did not see");
+    assert_eq!(missing(&their_inner_dns, &ours_dns), vec![], "{engine}: DNS queries we missed");
     eprintln!("{engine}: {} HTTP, {} gRPC, {} DNS requests, same as tshark; no drops", ours_http.len(), ours_grpc.len(), ours_dns.len());
 }
 
