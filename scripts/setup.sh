@@ -3,7 +3,7 @@
 # kind (run as root). Idempotent: packages already there are left alone.
 set -euo pipefail
 PKGS=(python3 python3-venv tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev
-      nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux)
+      nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust stable) is needed and not found" >&2; exit 1; }
+
+# the dashboard (web/): TypeScript built by Vite into the binary (hub/build.rs), and its
+# browser tests (playwright-core driving Debian's chromium); packages from the lockfile
+command -v npm >/dev/null || { echo "setup: npm (Node.js) is needed to build the dashboard and not found" >&2; exit 1; }
+WEB="$(cd "$(dirname "$0")/../web" && pwd)"
+# (`npm install --no-save` takes the lockfile's versions and integrity hashes as `npm ci`
+# would; `npm ci` itself refuses here, as this machine's registry lacks some other
+# platforms' optional binaries that the lockfile lists)
+if [ ! -x "$WEB/node_modules/.bin/vite" ] || [ "$WEB/package-lock.json" -nt "$WEB/node_modules/.package-lock.json" ]; then
+  echo "setup: npm install (from package-lock.json) in web/"
+  (cd "$WEB" && npm install --no-save --no-audit --no-fund --loglevel=error)
+fi
 
 # a real gRPC peer for the tests and the benchmark: Python grpcio from PyPI, in a venv of
 # its own outside the repository

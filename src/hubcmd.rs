@@ -95,7 +95,9 @@ pub fn hub(a: HubArgs) -> Result<(), Failure> {
         let who = if loopback { "loopback only: readers need no token" } else { "NOT loopback: readers need the token too" };
         eprintln!("kshark hub: listening on {scheme}://{} ({who})", listener.local_addr().unwrap_or(a.listen));
         eprintln!("kshark hub: store {} (retention {}), worker token in {}", data.display(), describe(&a.retention), token_file.display());
-        let router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: !loopback });
+        let shown = listener.local_addr().unwrap_or(a.listen);
+        eprintln!("kshark hub: dashboard on {scheme}://{shown}/");
+        let router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: !loopback }).merge(kshark_hub::web::router());
         api::serve(listener, router, tls, terminated()).await.map_err(|e| Failure::Runtime(e.to_string()))
     });
     eprintln!("kshark hub: stopping; {} entries stored this run", hub.stats()["entries"]);
@@ -144,7 +146,8 @@ mod tempdir {
 }
 
 impl LocalHub {
-    pub fn start(port: u16) -> Result<LocalHub, Failure> {
+    /// `web`: the dashboard too, on the same port.
+    pub fn start(port: u16, web: bool) -> Result<LocalHub, Failure> {
         let dir = std::env::temp_dir().join(format!("kshark-tap-{}", std::process::id()));
         let dir = tempdir::Dir(dir);
         let hub = Hub::start(&HubConfig { retention: Retention { max_bytes: Some(1 << 30), max_age: None }, ..HubConfig::new(&dir.0) }).map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -157,7 +160,11 @@ impl LocalHub {
         eprintln!("kshark: hub API on http://{addr} (kshark observe --hub http://{addr})");
         // the token guards ingest only; nothing ingests over the network here
         let token = new_token().map_err(|e| Failure::Runtime(e.to_string()))?;
-        let router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: false });
+        let mut router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: false });
+        if web {
+            router = router.merge(kshark_hub::web::router());
+            eprintln!("kshark: dashboard on http://{addr}/");
+        }
         rt.spawn(async move {
             let _ = api::serve(listener, router, None, std::future::pending()).await;
         });

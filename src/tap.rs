@@ -54,6 +54,10 @@ pub struct TapArgs {
     /// 127.0.0.1 at this port (0: any free port)
     #[arg(long, default_value_t = 8899)]
     port: u16,
+    /// Also serve the dashboard at http://127.0.0.1:PORT/ (after a replay ends it stays up
+    /// until Ctrl-C)
+    #[arg(long)]
+    web: bool,
 }
 
 #[derive(Args)]
@@ -282,7 +286,7 @@ fn identity_source(a: &CaptureArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
 pub(crate) enum Sink {
     /// Printed (tap; `None`: not printed, the terminal UI shows them), and kept by the
     /// in-process hub, whose address goes to `announce` once it listens.
-    Print { format: Option<TapFormat>, port: u16, announce: Option<std::sync::mpsc::Sender<std::net::SocketAddr>> },
+    Print { format: Option<TapFormat>, port: u16, web: bool, announce: Option<std::sync::mpsc::Sender<std::net::SocketAddr>> },
     /// Shipped to a hub (worker).
     Ship(kshark_capture::ship::Shipper),
 }
@@ -291,9 +295,9 @@ pub fn run(t: TapArgs) -> Result<(), Failure> {
     let format = t.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
     crate::read::compile_filter(t.capture.filter.as_deref())?;
     if t.no_tui || !io::stdout().is_terminal() || !io::stdin().is_terminal() {
-        return capture(&t.capture, Sink::Print { format: Some(format), port: t.port, announce: None });
+        return capture(&t.capture, Sink::Print { format: Some(format), port: t.port, web: t.web, announce: None });
     }
-    crate::tuicmd::tap(t.capture, t.port)
+    crate::tuicmd::tap(t.capture, t.port, t.web)
 }
 
 pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
@@ -397,8 +401,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     }
     // the in-process hub starts once capture is sure to run, so a failure is one line
     let local = match &sink {
-        Sink::Print { port, announce, .. } => {
-            let h = crate::hubcmd::LocalHub::start(*port)?;
+        Sink::Print { port, announce, web, .. } => {
+            let h = crate::hubcmd::LocalHub::start(*port, *web)?;
             if let Some(a) = announce {
                 let _ = a.send(h.addr);
             }
@@ -565,7 +569,13 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     if let Some(h) = local {
         // the terminal UI reads this hub: it stays up, with what was captured, until the
         // UI quits
-        if matches!(&sink, Sink::Print { announce: Some(_), .. }) {
+        // and so does the dashboard's after a replay ran out (not after Ctrl-C or --duration)
+        let ui = matches!(&sink, Sink::Print { announce: Some(_), .. });
+        let web = matches!(&sink, Sink::Print { web: true, .. });
+        if web && !ui && !STOP.load(Ordering::Relaxed) {
+            eprintln!("kshark: the capture ended; the dashboard stays up at http://{}/ until Ctrl-C", h.addr);
+        }
+        if ui || web {
             while !STOP.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));
             }

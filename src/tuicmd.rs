@@ -90,12 +90,12 @@ impl Drop for Quiet {
 
 /// `tap` with the UI: capture on a thread feeding the in-process hub, the UI on this
 /// one reading that hub's API, as `kshark tui` would.
-pub fn tap(capture: CaptureArgs, port: u16) -> Result<(), Failure> {
+pub fn tap(capture: CaptureArgs, port: u16, web: bool) -> Result<(), Failure> {
     need_terminal()?;
     let title = format!("tap {}", std::env::args().skip(2).collect::<Vec<_>>().join(" "));
     let (tx, rx) = std::sync::mpsc::channel();
     let quiet = Quiet::start();
-    let cap = std::thread::spawn(move || crate::tap::capture(&capture, Sink::Print { format: None, port, announce: Some(tx) }));
+    let cap = std::thread::spawn(move || crate::tap::capture(&capture, Sink::Print { format: None, port, web, announce: Some(tx) }));
     // the hub starts once capture is sure to run: a capture that fails says why first
     let addr = loop {
         match rx.recv_timeout(Duration::from_millis(200)) {

@@ -2,67 +2,12 @@
 
 mod common;
 
-use common::{corpus, kshark, stderr, stdout};
+use common::{corpus, kshark, stderr, stdout, Hub};
 use kshark_dissect::testkit::{pcap_bytes, TcpConv, C2S, S2C};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Hub {
-    child: Child,
-    port: u16,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl Hub {
-    fn start(data: &Path, listen: &str, extra: &[&str]) -> Hub {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kshark"))
-            .args(["hub", "--listen", listen, "--data"])
-            .arg(data)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start kshark hub");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut log = String::new();
-        let port = loop {
-            let l = lines.next().and_then(Result::ok).unwrap_or_else(|| panic!("hub ended before listening: {log}"));
-            log.push_str(&l);
-            log.push('\n');
-            if let Some(rest) = l.split("listening on ").nth(1) {
-                break rest.split(':').nth(2).and_then(|p| p.split(' ').next()).and_then(|p| p.parse().ok()).expect("a port");
-            }
-        };
-        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
-        let l2 = log.clone();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                l2.lock().unwrap().push_str(&(l + "\n"));
-            }
-        });
-        Hub { child, port, log }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn kill9(mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A plain HTTP/1.1 GET to 127.0.0.1: status and body.
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {

@@ -1,5 +1,6 @@
 //! The hub's HTTP API (`cli.md`): `/api/ingest` (workers, WebSocket, token required),
 //! `/api/entries`, `/api/stream` (WebSocket), `/api/stats`, `/api/servicemap`,
+//! `/api/signals` (golden signals over time), `/api/check` (does a filter compile),
 //! `/metrics`. Readers need the token only when the hub listens beyond loopback.
 //!
 //! Ingest protocol: the worker opens `/api/ingest?worker=ID` with `Authorization: Bearer
@@ -49,6 +50,8 @@ pub fn router(hub: Hub, access: Access) -> Router {
         .route("/api/stream", get(stream))
         .route("/api/stats", get(stats))
         .route("/api/servicemap", get(servicemap))
+        .route("/api/signals", get(signals))
+        .route("/api/check", get(check))
         .route("/metrics", get(metrics))
         .with_state(App { hub, access })
 }
@@ -230,6 +233,10 @@ struct EntriesParams {
     limit: Option<usize>,
     since: Option<String>,
     token: Option<String>,
+    /// `json` (default), `ndjson` (also by `Accept: application/x-ndjson`) or `har`.
+    format: Option<String>,
+    /// Any value: served as a file to save (the dashboard's export buttons).
+    download: Option<String>,
 }
 
 async fn entries(headers: HeaderMap, Query(p): Query<EntriesParams>, State(app): State<App>) -> Response {
@@ -245,25 +252,54 @@ async fn entries(headers: HeaderMap, Query(p): Query<EntriesParams>, State(app):
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": e.to_string()})),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "the query failed"})),
     };
-    let ndjson = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("application/x-ndjson"));
-    let mut body = String::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
-    if ndjson {
-        for (_, r) in &rows {
-            body.push_str(r);
-            body.push('\n');
-        }
-        ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
-    } else {
-        body.push('[');
-        for (i, (_, r)) in rows.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
+    let accept_ndjson = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("application/x-ndjson"));
+    let format = p.format.as_deref().unwrap_or(if accept_ndjson { "ndjson" } else { "json" });
+    let (mime, ext, body) = match format {
+        "ndjson" => {
+            let mut body = String::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>());
+            for (_, r) in &rows {
+                body.push_str(r);
+                body.push('\n');
             }
-            body.push_str(r);
+            ("application/x-ndjson", "ndjson", body)
         }
-        body.push(']');
-        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        "json" => {
+            let mut body = String::with_capacity(rows.iter().map(|r| r.1.len() + 1).sum::<usize>() + 2);
+            body.push('[');
+            for (i, (_, r)) in rows.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(r);
+            }
+            body.push(']');
+            ("application/json", "json", body)
+        }
+        "har" => match har(&rows) {
+            Ok(body) => ("application/json", "har", body),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": format!("HAR export failed: {e}")})),
+        },
+        other => return error(StatusCode::BAD_REQUEST, json!({"error": format!("format {other:?} is not one of json, ndjson, har")})),
+    };
+    let mut r = ([(header::CONTENT_TYPE, mime)], body).into_response();
+    if p.download.is_some() {
+        let name = format!("attachment; filename=\"kshark-{}.{ext}\"", now_ns() / 1_000_000_000);
+        if let Ok(v) = header::HeaderValue::from_str(&name) {
+            r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
     }
+    r
+}
+
+/// HAR 1.2 of the HTTP entries among `rows` (the others have no HAR form).
+fn har(rows: &[(i64, String)]) -> std::io::Result<String> {
+    let mut w = kshark_dissect::export::har::HarWriter::new(Vec::new())?;
+    for (_, r) in rows {
+        if let Ok(v) = serde_json::from_str::<Value>(r) {
+            w.add_value(&v)?;
+        }
+    }
+    Ok(String::from_utf8_lossy(&w.finish()?).into_owned())
 }
 
 #[derive(Deserialize)]
@@ -357,6 +393,8 @@ async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored:
 struct ReaderParams {
     token: Option<String>,
     window: Option<String>,
+    source: Option<String>,
+    destination: Option<String>,
 }
 
 async fn stats(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): State<App>) -> Response {
@@ -370,15 +408,55 @@ async fn servicemap(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app
     if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
         return r;
     }
-    let window = match p.window.as_deref() {
-        None => 300_000_000_000,
-        Some(w) => match parse_duration(w) {
-            Some(d) if d > 0 => d.min(i64::MAX as i128) as i64,
-            _ => return error(StatusCode::BAD_REQUEST, json!({"error": format!("window {w:?} is not a duration (5m)")})),
-        },
+    let window = match window(&p) {
+        Ok(w) => w,
+        Err(r) => return r,
     };
     let map = app.hub.inner.metrics.lock().map(|m| m.service_map(window, now_ns())).unwrap_or_default();
     axum::Json(map).into_response()
+}
+
+#[derive(Deserialize)]
+struct CheckParams {
+    filter: Option<String>,
+    token: Option<String>,
+}
+
+/// Whether a filter compiles, answered (200) as `{"ok": true}` or `{"ok": false, "error",
+/// "position"}`: for checking as the user types, where a bad filter is no failed request.
+async fn check(headers: HeaderMap, Query(p): Query<CheckParams>, State(app): State<App>) -> Response {
+    if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
+        return r;
+    }
+    match Filter::compile(p.filter.as_deref().unwrap_or("")) {
+        Ok(_) => axum::Json(json!({"ok": true})).into_response(),
+        Err(e) => axum::Json(json!({"ok": false, "error": e.message, "position": e.position})).into_response(),
+    }
+}
+
+/// The window a reader asked for (`window=5m`), 5 minutes when it did not.
+fn window(p: &ReaderParams) -> Result<i64, Response> {
+    match p.window.as_deref() {
+        None => Ok(300_000_000_000),
+        Some(w) => match parse_duration(w) {
+            Some(d) if d > 0 => Ok(d.min(i64::MAX as i128) as i64),
+            _ => Err(error(StatusCode::BAD_REQUEST, json!({"error": format!("window {w:?} is not a duration (5m)")}))),
+        },
+    }
+}
+
+/// Golden signals over time (`window=15m`, optionally `source=ID` and/or
+/// `destination=ID`, workload ids as the service map names them).
+async fn signals(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): State<App>) -> Response {
+    if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
+        return r;
+    }
+    let window = match window(&p) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let s = app.hub.inner.metrics.lock().map(|m| m.signals(window, now_ns(), p.source.as_deref(), p.destination.as_deref())).unwrap_or_default();
+    axum::Json(s).into_response()
 }
 
 async fn metrics(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): State<App>) -> Response {

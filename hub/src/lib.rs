@@ -7,8 +7,9 @@
 //!   filter.
 //! - [`hub::Hub`]: the writer thread (group commits, exactly-once per worker batch), the
 //!   live subscribers (bounded, cut loose when slow), counters.
-//! - [`metrics`]: Prometheus text and the service map.
+//! - [`metrics`]: Prometheus text, the service map and golden signals over time.
 //! - [`api`]: the HTTP API of `cli.md` (axum), worker ingest over a WebSocket, TLS.
+//! - [`web`]: the dashboard (`web/`, built by `build.rs`), embedded and served.
 //! - [`client`]: the WebSocket client for workers, `observe` and the terminal UI.
 //! - [`filter`]: the filter language of `cli.md` (CEL syntax with KFL2-style short names),
 //!   compiled once with [`Filter::compile`], evaluated on each entry's JSON.
@@ -20,6 +21,7 @@ pub mod hub;
 pub mod metrics;
 pub mod record;
 pub mod store;
+pub mod web;
 
 pub use filter::{Filter, FilterError};
 pub use hub::{Hub, HubConfig};

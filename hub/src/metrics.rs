@@ -231,6 +231,23 @@ fn bucket_value_ms(i: usize) -> f64 {
     2f64.powf((i as f64 + 0.5) / 8.0) / 1000.0
 }
 
+/// The latency (ms) below which `p` of the timed requests in `hist` fall; null when none.
+fn percentile(hist: &[u64; LOG_BUCKETS], p: f64) -> Value {
+    let timed: u64 = hist.iter().sum();
+    if timed == 0 {
+        return Value::Null;
+    }
+    let rank = ((timed as f64) * p).ceil().max(1.0) as u64;
+    let mut acc = 0;
+    for (i, c) in hist.iter().enumerate() {
+        acc += c;
+        if acc >= rank {
+            return json!((bucket_value_ms(i) * 1000.0).round() / 1000.0);
+        }
+    }
+    Value::Null
+}
+
 impl Metrics {
     /// Adds what a stored batch counted, stored at `now` (ns).
     pub fn add(&mut self, tally: &Tally, now: i64) {
@@ -297,21 +314,7 @@ impl Metrics {
             }
             nodes.insert(src.id(), src);
             nodes.insert(dst.id(), dst);
-            let timed: u64 = hist.iter().sum();
-            let pct = |p: f64| -> Value {
-                if timed == 0 {
-                    return Value::Null;
-                }
-                let rank = ((timed as f64) * p).ceil().max(1.0) as u64;
-                let mut acc = 0;
-                for (i, c) in hist.iter().enumerate() {
-                    acc += c;
-                    if acc >= rank {
-                        return json!((bucket_value_ms(i) * 1000.0).round() / 1000.0);
-                    }
-                }
-                Value::Null
-            };
+            let pct = |p: f64| percentile(&hist, p);
             edges.push(json!({
                 "source": src.id(),
                 "destination": dst.id(),
@@ -329,6 +332,48 @@ impl Metrics {
         let mut nodes: Vec<Value> = nodes.into_iter().map(|(id, w)| json!({"id": id, "namespace": w.namespace, "name": w.name, "kind": w.kind})).collect();
         nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
         json!({"window_seconds": window / 1_000_000_000, "nodes": nodes, "edges": edges})
+    }
+
+    /// Golden signals over time: one point per 10 s slot of the last `window` (ns, up to an
+    /// hour) before `now`, empty slots included, each with the request rate, the error
+    /// ratio and p50/p95/p99 latency; over every edge, or those from `source` and/or to
+    /// `destination` (workload ids as the service map names them).
+    pub fn signals(&self, window: i64, now: i64, source: Option<&str>, destination: Option<&str>) -> Value {
+        let window = window.clamp(SLOT_NS, SLOT_NS * SLOTS as i64);
+        let last = now - now.rem_euclid(SLOT_NS);
+        let n = (window / SLOT_NS) as usize;
+        let first = last - (n as i64 - 1) * SLOT_NS;
+        let mut slots: Vec<(u64, u64, Box<[u64; LOG_BUCKETS]>)> = (0..n).map(|_| (0, 0, Box::new([0; LOG_BUCKETS]))).collect();
+        for ((src, dst), e) in &self.edges {
+            if source.is_some_and(|s| s != src.id()) || destination.is_some_and(|d| d != dst.id()) {
+                continue;
+            }
+            for s in e.slots.iter().filter(|s| s.start >= first && s.start <= last) {
+                let slot = &mut slots[((s.start - first) / SLOT_NS) as usize];
+                slot.0 += s.requests;
+                slot.1 += s.errors;
+                for (h, c) in slot.2.iter_mut().zip(s.hist.iter()) {
+                    *h += *c as u64;
+                }
+            }
+        }
+        let points: Vec<Value> = slots
+            .iter()
+            .enumerate()
+            .map(|(i, (requests, errors, hist))| {
+                json!({
+                    "t": (first + i as i64 * SLOT_NS) / 1_000_000_000,
+                    "requests": requests,
+                    "rate": *requests as f64 / (SLOT_NS as f64 / 1e9),
+                    "errors": errors,
+                    "error_ratio": if *requests == 0 { Value::Null } else { json!(*errors as f64 / *requests as f64) },
+                    "p50_ms": percentile(hist, 0.50),
+                    "p95_ms": percentile(hist, 0.95),
+                    "p99_ms": percentile(hist, 0.99),
+                })
+            })
+            .collect();
+        json!({"window_seconds": window / 1_000_000_000, "step_seconds": SLOT_NS / 1_000_000_000, "source": source, "destination": destination, "points": points})
     }
 
     /// Prometheus text: `kshark_requests_total`, `kshark_request_errors_total` and the
@@ -408,5 +453,34 @@ mod tests {
         m.prometheus(&mut text);
         assert!(text.contains("kshark_requests_total{source_namespace=\"ns\",source_workload=\"front-end\",destination_namespace=\"ns\",destination_workload=\"catalogue\",protocol=\"http\",status=\"503\"} 10"), "{text}");
         assert!(text.contains("status=\"200\",le=\"0.05\"} 40"), "{text}");
+    }
+
+    #[test]
+    fn signals_give_a_point_per_slot_for_all_or_one_edge() {
+        let mut m = Metrics::default();
+        let now = 1_000 * SLOT_NS + 5;
+        // 30 s ago: 20 requests to catalogue, 5 of them failing; now: 10 to user
+        for i in 0..20 {
+            m.add(&entry("front-end", "catalogue", if i < 5 { 500 } else { 200 }, 2000), now - 3 * SLOT_NS);
+        }
+        for _ in 0..10 {
+            m.add(&entry("orders", "user", 200, 40_000), now);
+        }
+        let all = m.signals(60_000_000_000, now, None, None);
+        let points = all["points"].as_array().unwrap();
+        assert_eq!(points.len(), 6, "{all}");
+        assert_eq!(points[5]["t"], 1_000 * 10);
+        assert_eq!(points[5]["requests"], 10);
+        assert_eq!(points[2]["requests"], 20);
+        assert_eq!(points[2]["error_ratio"], 0.25);
+        assert_eq!(points[2]["rate"], 2.0);
+        assert!(points[0]["error_ratio"].is_null() && points[0]["p50_ms"].is_null());
+        let p50 = points[5]["p50_ms"].as_f64().unwrap();
+        assert!((p50 - 40.0).abs() / 40.0 < 0.05, "{p50}");
+        let one = m.signals(60_000_000_000, now, None, Some("ns/catalogue"));
+        let total: u64 = one["points"].as_array().unwrap().iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+        assert_eq!(total, 20);
+        let edge = m.signals(60_000_000_000, now, Some("ns/orders"), Some("ns/catalogue"));
+        assert!(edge["points"].as_array().unwrap().iter().all(|p| p["requests"] == 0));
     }
 }

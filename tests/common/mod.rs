@@ -1,8 +1,9 @@
 //! Helpers for the binary's integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 
 /// `../shared/corpus`, or a failure that says it is missing: these tests never pass silently.
 pub fn corpus() -> PathBuf {
@@ -29,4 +30,59 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn ndjson(o: &Output) -> Vec<serde_json::Value> {
     stdout(o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+/// A `kshark hub` process, killed when dropped; its stderr is kept in `log`.
+pub struct Hub {
+    pub child: Child,
+    pub port: u16,
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Hub {
+    pub fn start(data: &Path, listen: &str, extra: &[&str]) -> Hub {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kshark"))
+            .args(["hub", "--listen", listen, "--data"])
+            .arg(data)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start kshark hub");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut log = String::new();
+        let port = loop {
+            let l = lines.next().and_then(Result::ok).unwrap_or_else(|| panic!("hub ended before listening: {log}"));
+            log.push_str(&l);
+            log.push('\n');
+            if let Some(rest) = l.split("listening on ").nth(1) {
+                break rest.split(':').nth(2).and_then(|p| p.split(' ').next()).and_then(|p| p.parse().ok()).expect("a port");
+            }
+        };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                l2.lock().unwrap().push_str(&(l + "\n"));
+            }
+        });
+        Hub { child, port, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn kill9(mut self) {
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

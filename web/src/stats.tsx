@@ -1,0 +1,95 @@
+// Every counter the hub reports (/api/stats): the totals, drops at every stage (red when
+// not zero), the hub's own, each worker's; and this page's own.
+
+import { useEffect, useState } from "preact/hooks";
+import { getJson } from "./api";
+
+type J = Record<string, unknown>;
+const DROPPY = /drop|cut|malformed|refused|error|gap|lost|overflow|bad/;
+
+export interface PageCounters {
+  received: number;
+  kept: number;
+  evicted: number;
+  skippedPaused: number;
+  bad: number;
+}
+
+function Counters({ title, o, testid }: { title: string; o: J; testid?: string }) {
+  const flat: [string, unknown][] = [];
+  const walk = (prefix: string, v: unknown) => {
+    if (v !== null && typeof v === "object" && !Array.isArray(v)) for (const [k, x] of Object.entries(v as J)) walk(prefix ? `${prefix}.${k}` : k, x);
+    else flat.push([prefix, v]);
+  };
+  walk("", o);
+  return (
+    <section class="counters" data-testid={testid}>
+      <h4>{title}</h4>
+      <table class="kv">
+        <tbody>
+          {flat.map(([k, v]) => {
+            const bad = DROPPY.test(k) && typeof v === "number" && v > 0;
+            return (
+              <tr key={k} class={bad ? "bad" : ""}>
+                <th>{k}</th>
+                <td>{typeof v === "number" ? v.toLocaleString("en") : String(v)}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
+export function useStats(every: number): [J | null, string | null] {
+  const [s, setS] = useState<J | null>(null);
+  const [err, setErr] = useState<string | null>(null);
+  useEffect(() => {
+    let live = true;
+    const load = async () => {
+      try {
+        const v = await getJson<J>("/api/stats");
+        if (live) {
+          setS(v);
+          setErr(null);
+        }
+      } catch (e) {
+        if (live) setErr(String((e as Error).message));
+      }
+    };
+    load();
+    const t = setInterval(load, every);
+    return () => {
+      live = false;
+      clearInterval(t);
+    };
+  }, [every]);
+  return [s, err];
+}
+
+export function totalDrops(s: J | null): number {
+  const d = s?.drops;
+  if (!d || typeof d !== "object") return 0;
+  return Object.values(d as J).reduce<number>((a, v) => a + (typeof v === "number" ? v : 0), 0);
+}
+
+export function StatsView({ stats, err, page }: { stats: J | null; err: string | null; page: PageCounters }) {
+  const workers = (stats?.workers ?? {}) as J;
+  return (
+    <div class="stats">
+      {err && <p class="error">{err}</p>}
+      {stats && <Counters title="totals" o={{ packets: stats.packets, bytes: stats.bytes, entries: stats.entries }} />}
+      {stats && <Counters title="drops" o={(stats.drops ?? {}) as J} testid="stats-drops" />}
+      {stats && <Counters title="hub" o={(stats.hub ?? {}) as J} />}
+      {Object.entries(workers).map(([name, w]) => (
+        <Counters key={name} title={`worker ${name}`} o={w as J} />
+      ))}
+      <Counters
+        title="this page"
+        o={{ received: page.received, kept: page.kept, page_evicted: page.evicted, skipped_while_paused: page.skippedPaused, bad_messages: page.bad }}
+        testid="page"
+      />
+    </div>
+  );
+}
