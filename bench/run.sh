@@ -125,3 +125,9 @@ cargo run --release -q -p kshark-hub --example hub_bench | tee "$OUT/hub.txt"
 # 6. The terminal UI (tui/examples/tui_bench.rs): 5,000 entries/s for 20 s, a tick and a
 #    redraw every 40 ms through the crossterm backend; frames/s, frame times, CPU, backlog.
 cargo run --release -q -p kshark-tui --example tui_bench | tee "$OUT/tui.txt"
+
+# --- dashboard -------------------------------------------------------------------------------
+# 7. The browser dashboard (hub/examples/web_bench.rs + web/e2e/bench.mjs): the page open
+#    in headless Chromium for 60 s while the hub gets 5,000 real entries/s; frame
+#    intervals, long tasks, JS heap, entries received.
+cargo run --release -q -p kshark-hub --example web_bench | tee "$OUT/web.txt"

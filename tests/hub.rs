@@ -75,6 +75,30 @@ fn observe_returns_what_read_returns_for_the_same_capture_and_filter() {
     let (status, body) = get(hub.port, "/api/entries?limit=3&filter=dns", None);
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&body).unwrap().len(), 3);
+    // the dashboard's calls: exports of a filter, a filter's check, golden signals, its page
+    let (_, nd) = get(hub.port, "/api/entries?limit=1000000&filter=http&format=ndjson&download=1", None);
+    let http = kshark(&["observe", "--hub", &hub.url(), "--all", "--format", "ndjson", "--filter", "http"]);
+    assert_eq!(nd.lines().count(), stdout(&http).lines().count());
+    let (_, web_har) = get(hub.port, "/api/entries?limit=1000000&filter=http&format=har", None);
+    let web_har: serde_json::Value = serde_json::from_str(&web_har).expect("HAR is JSON");
+    assert_eq!(web_har["log"]["entries"], har["log"]["entries"], "the dashboard's HAR differs from observe's");
+    let (status, body) = get(hub.port, "/api/entries?format=xml", None);
+    assert!(status == 400 && body.contains("json, ndjson, har"), "{status} {body}");
+    let (status, body) = get(hub.port, "/api/check?filter=http%20%26%26%20status_code%20%3D%20500", None);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(status == 200 && v["ok"] == false && v["position"] == 20, "{status} {v}");
+    let (_, body) = get(hub.port, "/api/check?filter=http", None);
+    assert_eq!(body, r#"{"ok":true}"#);
+    let (_, body) = get(hub.port, "/api/signals?window=1m", None);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let requests: u64 = v["points"].as_array().unwrap().iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+    let all = stdout(&kshark(&["observe", "--hub", &hub.url(), "--all", "--format", "ndjson"])).lines().count() as u64;
+    assert_eq!(requests, all, "{v}");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", hub.port)).unwrap();
+    write!(s, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains("content-security-policy: default-src 'self'; script-src 'self'") && page.contains("<div id=\"app\">"), "{page}");
 }
 
 /// A capture of `n` HTTP exchanges over `conns` connections, spread over `secs` seconds.

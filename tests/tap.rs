@@ -86,3 +86,63 @@ fn tap_filter_gives_what_read_filter_gives() {
     assert_eq!(got, want);
     assert!(stderr(&tap).contains(&format!("{} entries ({} matched the filter)", all.len(), want.len())), "{}", stderr(&tap));
 }
+
+/// `tap --web` serves the dashboard beside the API; after a replay ends it stays up, with
+/// what was captured, until it is told to stop; without `--web` there is no page.
+#[test]
+fn tap_web_serves_the_dashboard_until_stopped() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let path = corpus().join("pcaps/zeek_http_bro.org.pcap");
+    let get = |addr: &str, path: &str| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    for web in [true, false] {
+        let mut args = vec!["tap", "--replay", path.to_str().unwrap(), "--speed", "0", "--no-tui", "--port", "0"];
+        if web {
+            args.push("--web");
+        } else {
+            args.extend(["--duration", "30s"]);
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kshark")).args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+        let mut log = String::new();
+        let addr = loop {
+            let l = lines.next().unwrap_or_else(|| panic!("tap ended early: {log}"));
+            log += &l;
+            if let Some(a) = l.strip_prefix("kshark: hub API on http://") {
+                break a.split(' ').next().unwrap().to_string();
+            }
+        };
+        if web {
+            for l in lines.by_ref() {
+                log += &l;
+                if l.contains("the dashboard stays up") {
+                    break;
+                }
+            }
+            assert!(log.contains(&format!("dashboard on http://{addr}/")), "{log}");
+            let page = get(&addr, "/");
+            assert!(page.starts_with("HTTP/1.1 200") && page.contains("<div id=\"app\">"), "{page}");
+            // stored a moment after they were captured
+            let want = ndjson(&kshark(&["read", path.to_str().unwrap(), "--format", "ndjson"])).len();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let mut n = 0;
+            while n != want && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let entries = get(&addr, "/api/entries?limit=1000");
+                n = serde_json::from_str::<Vec<Value>>(entries.split_once("\r\n\r\n").unwrap().1).unwrap().len();
+            }
+            assert_eq!(n, want);
+        } else {
+            assert!(get(&addr, "/").starts_with("HTTP/1.1 404"), "a page without --web");
+        }
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status}: {log}");
+    }
+}

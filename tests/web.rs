@@ -181,3 +181,23 @@ fn the_dashboard_streams_filters_details_maps_charts_and_runs_no_captured_script
     assert!(out.contains("ok: no captured script ran"), "{out}");
     println!("{out}");
 }
+
+#[test]
+fn beyond_loopback_the_dashboard_asks_for_the_token_once() {
+    let (chromium, web) = browser();
+    let dir = tempfile::tempdir().unwrap();
+    let token = "e2e-token-beyond-loopback-42";
+    std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
+    // all addresses, reached here on 127.0.0.1 only
+    let hub = Hub::start(&dir.path().join("data"), "0.0.0.0:0", &["--token-file", dir.path().join("token").to_str().unwrap()]);
+    let o = Command::new("node")
+        .arg(web.join("e2e/token.mjs"))
+        .env("HUB", hub.url())
+        .env("TOKEN", token)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("ok: asked once"), "{out}");
+}

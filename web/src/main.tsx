@@ -108,17 +108,25 @@ function FilterBar({ applied, onApply }: { applied: string; onApply: (f: string)
 
 function TokenPrompt({ onDone }: { onDone: () => void }) {
   const [t, setT] = useState("");
+  const [wrong, setWrong] = useState(false);
   return (
     <div class="modal">
       <form
-        onSubmit={(e) => {
+        data-testid="token-form"
+        onSubmit={async (e) => {
           e.preventDefault();
           setToken(t.trim());
-          onDone();
+          try {
+            await getJson("/api/stats");
+            onDone();
+          } catch (err) {
+            setWrong(err instanceof Unauthorized);
+          }
         }}
       >
         <p>This hub listens beyond loopback: readers need its token (the first line of its --token-file).</p>
-        <input type="password" value={t} onInput={(e) => setT((e.target as HTMLInputElement).value)} autofocus />
+        <input type="password" value={t} onInput={(e) => setT((e.target as HTMLInputElement).value)} autofocus data-testid="token" />
+        {wrong && <p class="error">the hub refused that token</p>}
         <button type="submit">use it</button>
       </form>
     </div>
