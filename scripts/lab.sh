@@ -21,5 +21,6 @@ echo "lab: tapping sock-shop for ${SECS}s (eBPF when it loads, else libpcap)"
 $K tap -n sock-shop --no-tui --format table --duration "${SECS}s" --proto /run/kshark-lab/payment.proto
 echo
 echo "lab: still up. Watch it: sudo $K tap -n sock-shop   (the terminal UI; --no-tui prints)"
+echo "     in the browser:    sudo $K tap -n sock-shop --web   (then http://127.0.0.1:8899/)"
 echo "     as NDJSON:         sudo $K tap -n sock-shop --no-tui --format ndjson | jq ."
 echo "     remove it:         sudo $K lab down"

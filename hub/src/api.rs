@@ -435,6 +435,7 @@ async fn check(headers: HeaderMap, Query(p): Query<CheckParams>, State(app): Sta
 }
 
 /// The window a reader asked for (`window=5m`), 5 minutes when it did not.
+#[allow(clippy::result_large_err)] // an axum Response, returned as it is
 fn window(p: &ReaderParams) -> Result<i64, Response> {
     match p.window.as_deref() {
         None => Ok(300_000_000_000),

@@ -337,8 +337,8 @@ function App() {
         )}
         {tab === "map" && (
           <ServiceMapView
-            window={mapWindow}
-            onWindow={setMapWindow}
+            span={mapWindow}
+            onSpan={setMapWindow}
             onPick={(s, to) => {
               if (to === "signals") {
                 setSignalsOf(s);

@@ -45,7 +45,7 @@ export function edgeLabel(e: MapEdge): string {
 
 const edgeColour = (e: MapEdge) => (e.error_ratio >= 0.05 ? "#e5484d" : e.error_ratio > 0 ? "#f5a524" : "#6e7b8b");
 
-export function ServiceMapView({ window, onWindow, onPick }: { window: string; onWindow: (w: string) => void; onPick: (s: Selection, to: "traffic" | "signals") => void }) {
+export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan: (w: string) => void; onPick: (s: Selection, to: "traffic" | "signals") => void }) {
   const box = useRef<HTMLDivElement>(null);
   const cy = useRef<cytoscape.Core | null>(null);
   const shape = useRef("");
@@ -59,7 +59,7 @@ export function ServiceMapView({ window, onWindow, onPick }: { window: string; o
     let live = true;
     const load = async () => {
       try {
-        const m = await getJson<ServiceMap>("/api/servicemap", { window });
+        const m = await getJson<ServiceMap>("/api/servicemap", { window: span });
         if (live) {
           setMap(m);
           setErr(null);
@@ -74,7 +74,7 @@ export function ServiceMapView({ window, onWindow, onPick }: { window: string; o
       live = false;
       clearInterval(t);
     };
-  }, [window]);
+  }, [span]);
 
   useEffect(() => {
     if (!box.current) return;
@@ -152,7 +152,7 @@ export function ServiceMapView({ window, onWindow, onPick }: { window: string; o
       <div class="toolbar">
         <label>
           window{" "}
-          <select value={window} onChange={(e) => onWindow((e.target as HTMLSelectElement).value)} data-testid="map-window">
+          <select value={span} onChange={(e) => onSpan((e.target as HTMLSelectElement).value)} data-testid="map-window">
             {WINDOWS.map((w) => (
               <option key={w}>{w}</option>
             ))}
@@ -178,7 +178,7 @@ export function ServiceMapView({ window, onWindow, onPick }: { window: string; o
         )}
       </div>
       <div class="graph" ref={box} data-testid="graph" />
-      {map && map.edges.length === 0 && <div class="empty">no requests in the last {window}</div>}
+      {map && map.edges.length === 0 && <div class="empty">no requests in the last {span}</div>}
       {map && (
         <table class="grid edges" data-testid="edges">
           <thead>

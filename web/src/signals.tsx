@@ -60,7 +60,7 @@ function key(s: Selection): string {
 }
 
 export function SignalsView({ selection, onSelect }: { selection: Selection; onSelect: (s: Selection) => void }) {
-  const [window, setWindow] = useState("15m");
+  const [span, setSpan] = useState("15m");
   const [sig, setSig] = useState<Signals | null>(null);
   const [choices, setChoices] = useState<{ nodes: MapNode[]; edges: MapEdge[] }>({ nodes: [], edges: [] });
   const [err, setErr] = useState<string | null>(null);
@@ -69,7 +69,7 @@ export function SignalsView({ selection, onSelect }: { selection: Selection; onS
     let live = true;
     const load = async () => {
       try {
-        const [s, m] = await Promise.all([getJson<Signals>("/api/signals", { window, ...selectionParams(selection) }), getJson<ServiceMap>("/api/servicemap", { window: "1h" })]);
+        const [s, m] = await Promise.all([getJson<Signals>("/api/signals", { window: span, ...selectionParams(selection) }), getJson<ServiceMap>("/api/servicemap", { window: "1h" })]);
         if (!live) return;
         setSig(s);
         setChoices({ nodes: m.nodes, edges: m.edges });
@@ -84,7 +84,7 @@ export function SignalsView({ selection, onSelect }: { selection: Selection; onS
       live = false;
       clearInterval(t);
     };
-  }, [window, key(selection)]);
+  }, [span, key(selection)]);
 
   const pts = sig?.points ?? [];
   const x = pts.map((p) => p.t);
@@ -114,14 +114,14 @@ export function SignalsView({ selection, onSelect }: { selection: Selection; onS
         </select>
         <label>
           window{" "}
-          <select value={window} onChange={(e) => setWindow((e.target as HTMLSelectElement).value)}>
+          <select value={span} onChange={(e) => setSpan((e.target as HTMLSelectElement).value)}>
             {WINDOWS.map((w) => (
               <option key={w}>{w}</option>
             ))}
           </select>
         </label>
         <span class="muted" data-testid="signals-summary">
-          {total} requests, {errors} errors in the last {window} ({sig?.step_seconds ?? 10} s steps)
+          {total} requests, {errors} errors in the last {span} ({sig?.step_seconds ?? 10} s steps)
         </span>
         {err && <span class="error">{err}</span>}
       </div>
