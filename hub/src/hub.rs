@@ -244,7 +244,8 @@ impl Hub {
         let mut bytes = 0;
         for w in workers.values() {
             packets += w.stats.get("packets").and_then(Value::as_u64).unwrap_or(0);
-            bytes += w.stats.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            // a worker's bytes are the dissector's count of what it was given
+            bytes += w.stats.get("bytes").or_else(|| w.stats.pointer("/dissect/bytes")).and_then(Value::as_u64).unwrap_or(0);
             for k in ["kernel_drops", "ring_drops", "queue_drops", "ship_drops"] {
                 *drops.entry(k.to_string()).or_default() += w.stats.get(k).and_then(Value::as_u64).unwrap_or(0);
             }

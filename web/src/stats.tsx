@@ -15,6 +15,13 @@ export interface PageCounters {
   bad: number;
 }
 
+/** A counter as text: times (ns since the epoch) as times, numbers grouped. */
+function show(k: string, v: unknown): string {
+  if (typeof v !== "number") return String(v);
+  if (/last_seen|_at$/.test(k) && v > 1e15) return new Date(v / 1e6).toISOString().replace("T", " ").slice(0, 23);
+  return v.toLocaleString("en");
+}
+
 function Counters({ title, o, testid }: { title: string; o: J; testid?: string }) {
   const flat: [string, unknown][] = [];
   const walk = (prefix: string, v: unknown) => {
@@ -32,7 +39,7 @@ function Counters({ title, o, testid }: { title: string; o: J; testid?: string }
             return (
               <tr key={k} class={bad ? "bad" : ""}>
                 <th>{k}</th>
-                <td>{typeof v === "number" ? v.toLocaleString("en") : String(v)}</td>
+                <td>{show(k, v)}</td>
               </tr>
             );
           })}
