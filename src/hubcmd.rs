@@ -46,7 +46,7 @@ fn default_data() -> PathBuf {
 }
 
 /// A fresh random token (hex of 32 bytes from the kernel).
-fn new_token() -> io::Result<String> {
+pub(crate) fn new_token() -> io::Result<String> {
     let mut b = [0u8; 32];
     std::fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut b))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
@@ -344,8 +344,24 @@ pub fn observe(a: ObserveArgs) -> Result<(), Failure> {
     }
     let token = a.token_file.as_deref().map(read_token).transpose().map_err(|e| Failure::Input(e.to_string()))?;
     let addr = HubAddr::parse(&a.hub, token, a.ca_file.clone()).map_err(|e| Failure::Input(e.to_string()))?;
+    observe_at(addr, &a, &filter)
+}
+
+/// New entries from a hub as NDJSON (table on a terminal) until Ctrl-C: `tap` into a
+/// cluster without its UI.
+pub fn follow(addr: HubAddr, filter: String) -> Result<(), Failure> {
+    #[derive(clap::Parser)]
+    struct Follow {
+        #[command(flatten)]
+        a: ObserveArgs,
+    }
+    let f = <Follow as clap::Parser>::try_parse_from(["observe", "-f", "--last", "0", "--filter", &filter]).map_err(|e| Failure::Runtime(e.to_string()))?;
+    observe_at(addr, &f.a, &filter)
+}
+
+fn observe_at(addr: HubAddr, a: &ObserveArgs, filter: &str) -> Result<(), Failure> {
     let last = if a.all { Some(usize::MAX >> 1) } else { a.last.or(if a.follow || a.since.is_some() { None } else { Some(20) }) };
-    let mut path = format!("/api/stream?follow={}&filter={}", a.follow, encode(&filter));
+    let mut path = format!("/api/stream?follow={}&filter={}", a.follow, encode(filter));
     if let Some(n) = last {
         path.push_str(&format!("&last={}", n.min(100_000_000)));
     }

@@ -7,6 +7,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod deploy;
 mod hubcmd;
 mod lab;
 mod read;
@@ -47,6 +48,8 @@ enum Command {
     Tui(tuicmd::TuiArgs),
     /// A local sock-shop in network namespaces, to tap without a cluster (needs root)
     Lab(lab::LabArgs),
+    /// Remove everything kshark put into a cluster (what carries its label), and say what
+    Clean(deploy::CleanArgs),
 }
 
 /// A failure with its exit code.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Observe(args) => hubcmd::observe(args),
         Command::Tui(args) => tuicmd::tui(args),
         Command::Lab(args) => lab::main(args),
+        Command::Clean(args) => deploy::clean(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,8 @@ pub struct TapArgs {
     /// until Ctrl-C)
     #[arg(long)]
     web: bool,
+    #[command(flatten)]
+    deploy: crate::deploy::DeployArgs,
 }
 
 #[derive(Args)]
@@ -80,33 +82,33 @@ pub struct WorkerArgs {
 pub struct CaptureArgs {
     /// Only pods whose name matches this regular expression
     #[arg(value_name = "POD_REGEX")]
-    pattern: Option<String>,
+    pub(crate) pattern: Option<String>,
     /// Pods of this namespace (repeatable)
     #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE")]
-    namespaces: Vec<String>,
+    pub(crate) namespaces: Vec<String>,
     /// Pods of every namespace
     #[arg(short = 'A', long = "all-namespaces")]
-    all: bool,
+    pub(crate) all: bool,
     /// Capture engine
     #[arg(long, value_enum, default_value = "auto")]
-    engine: Engine,
+    pub(crate) engine: Engine,
     /// Capture on these interfaces instead of the pods' veths (repeatable)
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
-    ifaces: Vec<String>,
+    pub(crate) ifaces: Vec<String>,
     /// Identity and targets from this file (`kubectl get pods,services,endpoints -A -o json`)
     /// instead of the API server; repeatable
     #[arg(long, value_name = "FILE")]
-    inventory: Vec<PathBuf>,
+    pub(crate) inventory: Vec<PathBuf>,
     /// Identity and targets from the API server of this kubeconfig [default: KUBECONFIG,
     /// ~/.kube/config, in-cluster, or the lab's when it is up]
     #[arg(long, value_name = "PATH", conflicts_with = "inventory")]
-    kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Stop after this long (e.g. 10s, 5m, 1h); default: until Ctrl-C
     #[arg(long, value_parser = parse_duration, value_name = "D")]
-    duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
     /// Play a capture file as live traffic instead of capturing
     #[arg(long, visible_alias = "read", value_name = "FILE", conflicts_with_all = ["ifaces", "engine"])]
-    replay: Option<PathBuf>,
+    pub(crate) replay: Option<PathBuf>,
     /// With --replay: times the recorded pace (0 = as fast as possible)
     #[arg(long, default_value_t = 1.0, requires = "replay")]
     speed: f64,
@@ -121,7 +123,7 @@ pub struct CaptureArgs {
     stats: bool,
     /// Only entries this filter matches (e.g. 'http && status_code >= 500'; see the README's "Filters")
     #[arg(long, value_name = "EXPR")]
-    filter: Option<String>,
+    pub(crate) filter: Option<String>,
     #[command(flatten)]
     dissect: crate::schema::DissectArgs,
 }
@@ -294,6 +296,9 @@ pub(crate) enum Sink {
 pub fn run(t: TapArgs) -> Result<(), Failure> {
     let format = t.format.unwrap_or(if io::stdout().is_terminal() { TapFormat::Table } else { TapFormat::Ndjson });
     crate::read::compile_filter(t.capture.filter.as_deref())?;
+    if crate::deploy::wanted(&t.deploy, &t.capture) {
+        return crate::deploy::tap(&t.deploy, &t.capture, t.port, t.web, t.no_tui);
+    }
     if t.no_tui || !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         return capture(&t.capture, Sink::Print { format: Some(format), port: t.port, web: t.web, announce: None });
     }

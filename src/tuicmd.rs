@@ -34,6 +34,18 @@ fn need_terminal() -> Result<(), Failure> {
     Ok(())
 }
 
+pub fn is_terminal() -> bool {
+    std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
+}
+
+/// The UI on a hub reached at `addr` (tap's port-forward to a cluster's hub).
+pub fn attach(addr: HubAddr, filter: String) -> Result<(), Failure> {
+    need_terminal()?;
+    let shown = addr.display();
+    let source = HubSource::connect(addr, &filter).map_err(|r| Failure::Runtime(r.message))?;
+    kshark_tui::run(Box::new(source), &format!("hub {shown}"), &filter, &|| false).map_err(|e| Failure::Runtime(e.to_string()))
+}
+
 pub fn tui(a: TuiArgs) -> Result<(), Failure> {
     let filter = a.filter.unwrap_or_default();
     crate::read::compile_filter(Some(&filter).filter(|f| !f.is_empty()).map(String::as_str))?;

@@ -9,6 +9,7 @@
 //! turns through a lock.
 
 mod common;
+use common::lab::{kshark_bin, lab, lab_api, need, need_root, poll};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -18,28 +19,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 static LAB: Mutex<()> = Mutex::new(());
-
-fn kshark_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_kshark")
-}
-
-fn need_root() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(root, "the lab and live capture need root (namespaces, veths, eBPF): run the tests as root, as CI does");
-}
-
-fn need(tool: &str) {
-    let found = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"].iter().any(|d| Path::new(d).join(tool).exists());
-    assert!(found, "{tool} is missing: run `sudo bash scripts/setup.sh`");
-}
-
-fn lab(args: &[&str]) -> String {
-    let o = Command::new(kshark_bin()).arg("lab").args(args).output().expect("run kshark lab");
-    let text = format!("{}{}", common::stdout(&o), common::stderr(&o));
-    assert!(o.status.success(), "kshark lab {} failed: {text}", args.join(" "));
-    text
-}
 
 /// What the lab leaves in the system: namespaces, links, processes.
 fn leftovers() -> Vec<String> {
@@ -417,14 +396,6 @@ fn tap_follows_pods_as_they_come_and_go() {
 
 /// The lab's control plane through the `kube` client with the lab's own credentials.
 /// (The client lives on the runtime it was made on.)
-fn lab_api(rt: &tokio::runtime::Runtime, kubeconfig: &str) -> kube::Client {
-    rt.block_on(async {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("the lab's kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-        kube::Client::try_from(cfg).unwrap()
-    })
-}
-
 fn now_secs() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -439,17 +410,6 @@ fn scale(rt: &tokio::runtime::Runtime, c: &kube::Client, app: &str, n: i32) {
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(c.clone(), "sock-shop");
     let patch = kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": n}}));
     rt.block_on(api.patch_scale(app, &Default::default(), &patch)).unwrap();
-}
-
-fn poll<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `lab up` runs a real kube-apiserver (etcd, controller-manager, scheduler) and `tap
