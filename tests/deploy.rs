@@ -107,11 +107,12 @@ fn deploy_into_the_lab_api_server_then_clean() {
     for want in ["Namespace kshark", "Secret kshark-token", "ServiceAccount kshark", "ClusterRole kshark", "ClusterRoleBinding kshark", "Deployment kshark-hub", "Service kshark-hub", "DaemonSet kshark-worker"] {
         assert!(have.iter().any(|h| h == want), "{want} not created: {have:?}");
     }
-    // again (an upgrade): the same objects, the same token
+    // again (an upgrade; without --deploy, as a kubeconfig other than the lab's reader
+    // one means a cluster to deploy into): the same objects, the same token
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), "kshark");
     let token = || rt.block_on(secrets.get("kshark-token")).unwrap().data.unwrap()["token"].0.clone();
     let before = token();
-    let o = Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--deploy", "--kubeconfig", ADMIN, "--wait", "1s", "--no-tui"]).output().unwrap();
+    let o = Command::new(kshark_bin()).args(["tap", "-n", "sock-shop", "--kubeconfig", ADMIN, "--wait", "1s", "--no-tui"]).output().unwrap();
     assert!(stderr(&o).contains("applied DaemonSet kshark-worker"), "{}", stderr(&o));
     assert_eq!(token(), before, "an upgrade changed the token");
 
