@@ -6,7 +6,7 @@
 //! ([`ShipConfig::max_buffer_bytes`]): beyond it the oldest batch goes, and is counted.
 
 use kshark_hub::client::{HubAddr, Socket};
-use kshark_hub::record::encode_batch;
+use kshark_hub::record::Encoder;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -117,11 +117,16 @@ struct Pending {
     entries: usize,
 }
 
+/// The worker reads only acknowledgements: a small read buffer (tungstenite zeroes the
+/// whole buffer, 128 KiB by default, each time it tries a read).
+const ACK_READS: usize = 4096;
+
 async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, deadline: Arc<std::sync::Mutex<Option<Instant>>>) {
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut buffered = 0usize;
     let mut next = 1u64;
     let mut current: Vec<String> = Vec::new();
+    let mut encoder = Encoder::default();
     let mut sock: Option<Socket> = None;
     let mut backoff = Duration::from_millis(100);
     let mut retry_at = Instant::now();
@@ -143,7 +148,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
             break;
         }
         if sock.is_none() && Instant::now() >= retry_at {
-            match tokio::time::timeout(Duration::from_secs(5), cfg.hub.websocket(&path)).await.unwrap_or_else(|_| Err(kshark_hub::Error::Serve("connect timed out".into()))) {
+            match tokio::time::timeout(Duration::from_secs(5), cfg.hub.websocket_reading(&path, ACK_READS)).await.unwrap_or_else(|_| Err(kshark_hub::Error::Serve("connect timed out".into()))) {
                 Ok(mut s) => {
                     st.connects.fetch_add(1, Relaxed);
                     if st.connects.load(Relaxed) > 1 || !warned.is_empty() {
@@ -183,6 +188,21 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
             m = rx.recv(), if inbox_open => match m {
                 Some(Msg::Entry(e)) => {
                     current.push(e);
+                    // and what else waits, in this one turn: each turn of this loop also
+                    // polls the socket for acknowledgements, which is not free
+                    while current.len() < cfg.batch_entries {
+                        match rx.try_recv() {
+                            Ok(Msg::Entry(e)) => current.push(e),
+                            Ok(Msg::Stats(v)) => {
+                                if let Some(s) = sock.as_mut() {
+                                    let _ = s.send(Message::Text(serde_json::json!({"stats": &v}).to_string().into())).await;
+                                }
+                                last_stats = Some(v);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     seal = current.len() >= cfg.batch_entries;
                 }
                 Some(Msg::Stats(v)) => {
@@ -225,7 +245,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
             },
         }
         if seal && !current.is_empty() {
-            let bytes = Bytes::from(encode_batch(next, &current));
+            let bytes = Bytes::from(encoder.encode(next, &current));
             let p = Pending { batch: next, bytes: bytes.clone(), entries: current.len() };
             next += 1;
             current.clear();

@@ -46,6 +46,11 @@ impl HubAddr {
 
     /// Opens `path` (with its query) as a WebSocket.
     pub async fn websocket(&self, path: &str) -> Result<Socket, Error> {
+        self.websocket_reading(path, 128 * 1024).await
+    }
+
+    /// The same, reading at most `read_buffer` bytes at a time (what comes back is small).
+    pub async fn websocket_reading(&self, path: &str, read_buffer: usize) -> Result<Socket, Error> {
         let url = format!("{}{path}", self.base);
         let mut req = url.as_str().into_client_request().map_err(|e| Error::Serve(format!("{url}: {e}")))?;
         if let Some(t) = &self.token {
@@ -53,7 +58,7 @@ impl HubAddr {
             req.headers_mut().insert("authorization", v);
         }
         let connector = if self.base.starts_with("wss://") { Some(Connector::Rustls(Arc::new(tls_config(self.ca_file.as_deref())?))) } else { None };
-        let (sock, _) = tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_config()), true, connector).await.map_err(|e| refusal(&self.display(), e))?;
+        let (sock, _) = tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_config().read_buffer_size(read_buffer)), true, connector).await.map_err(|e| refusal(&self.display(), e))?;
         Ok(sock)
     }
 }
