@@ -83,11 +83,13 @@ export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan:
       minZoom: 0.2,
       maxZoom: 1.6,
       style: [
-        { selector: "node", style: { label: "data(label)", "font-size": 11, color: "#d8dee9", "text-valign": "bottom", "text-margin-y": 4, "background-color": "#5e81ac", width: 26, height: 26 } },
+        { selector: "node", style: { label: "data(label)", "font-size": 12, "min-zoomed-font-size": 6, color: "#d8dee9", "text-valign": "bottom", "text-margin-y": 4, "background-color": "#5e81ac", width: 26, height: 26 } },
         { selector: "node[kind = 'External']", style: { "background-color": "#8f96a3", shape: "diamond" } },
         { selector: "node[kind = 'Service']", style: { shape: "round-rectangle" } },
         { selector: ":parent", style: { "background-color": "#1f2530", "background-opacity": 0.6, "border-color": "#3b4252", "border-width": 1, label: "data(label)", "text-valign": "top", "text-halign": "center", color: "#88c0d0", "font-size": 12, shape: "round-rectangle", padding: "18px" } },
-        { selector: "edge", style: { "curve-style": "bezier", "target-arrow-shape": "triangle", width: "data(width)", "line-color": "data(colour)", "target-arrow-color": "data(colour)", label: "data(label)", "font-size": 9, color: "#c0c8d4", "text-background-color": "#12161d", "text-background-opacity": 0.85, "text-background-padding": "2px", "text-rotation": "autorotate" } },
+        { selector: "edge", style: { "curve-style": "bezier", "target-arrow-shape": "triangle", width: "data(width)", "line-color": "data(colour)", "target-arrow-color": "data(colour)", label: "data(label)", "font-size": 10, "min-zoomed-font-size": 7, color: "#c0c8d4", "text-background-color": "#12161d", "text-background-opacity": 0.85, "text-background-padding": "2px", "text-rotation": "autorotate", "text-opacity": 0 } },
+        // with many edges their figures would cover each other: shown for a few, or on hover and selection (the table has them all)
+        { selector: "edge.labelled, edge.hover, edge:selected", style: { "text-opacity": 1 } },
         { selector: ":selected", style: { "border-width": 3, "border-color": "#ebcb8b", "line-color": "#ebcb8b", "target-arrow-color": "#ebcb8b" } },
       ],
     });
@@ -96,6 +98,8 @@ export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan:
       if (n) setPicked({ kind: "node", node: n });
     });
     c.on("tap", "edge", (ev) => setPicked(edgePick(ev.target.data("edge") as MapEdge)));
+    c.on("mouseover", "edge", (ev) => ev.target.addClass("hover"));
+    c.on("mouseout", "edge", (ev) => ev.target.removeClass("hover"));
     c.on("tap", (ev) => {
       if (ev.target === c) setPicked({ kind: "all" });
     });
@@ -117,6 +121,7 @@ export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan:
     const c = cy.current;
     if (!c || !map) return;
     nodes.current = new Map(map.nodes.map((n) => [n.id, n]));
+    const labelled = map.edges.length <= 10;
     const namespaces = [...new Set(map.nodes.map((n) => n.namespace).filter((n) => n !== ""))];
     const maxRate = Math.max(1, ...map.edges.map((e) => e.rate));
     const els: cytoscape.ElementDefinition[] = [
@@ -132,6 +137,7 @@ export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan:
           width: 1.5 + 4 * (Math.log1p(e.rate) / Math.log1p(maxRate)),
           edge: e,
         },
+        classes: labelled ? "labelled" : "",
       })),
     ];
     const now = els.map((e) => e.data.id).sort().join("|");
@@ -139,9 +145,23 @@ export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan:
       shape.current = now;
       c.elements().remove();
       c.add(els);
-      if (els.length > 0) c.layout({ name: "fcose", animate: false, randomize: true, nodeSeparation: 90, idealEdgeLength: () => 160, padding: 30 } as cytoscape.LayoutOptions).run();
+      if (els.length > 0) {
+        c.layout({ name: "fcose", animate: false, randomize: true, quality: "proof", nodeSeparation: 120, nodeRepulsion: () => 9000, idealEdgeLength: () => 150, gravity: 0.2, nestingFactor: 0.15, padding: 30 } as cytoscape.LayoutOptions).run();
+        // the box is wider than tall: turn a tall layout on its side
+        const bb = c.elements().boundingBox();
+        if (bb.h > bb.w) {
+          c.nodes()
+            .filter((n) => !n.isParent())
+            .positions((n) => ({ x: n.position("y"), y: n.position("x") }));
+        }
+        c.fit(undefined, 30);
+      }
     } else {
-      for (const e of els) c.getElementById(e.data.id as string).data(e.data);
+      for (const e of els) {
+        const el = c.getElementById(e.data.id as string);
+        el.data(e.data);
+        if (el.isEdge()) el.toggleClass("labelled", labelled);
+      }
     }
   }, [map]);
 

@@ -60,7 +60,7 @@ function key(s: Selection): string {
 }
 
 export function SignalsView({ selection, onSelect }: { selection: Selection; onSelect: (s: Selection) => void }) {
-  const [span, setSpan] = useState("15m");
+  const [span, setSpan] = useState("5m");
   const [sig, setSig] = useState<Signals | null>(null);
   const [choices, setChoices] = useState<{ nodes: MapNode[]; edges: MapEdge[] }>({ nodes: [], edges: [] });
   const [err, setErr] = useState<string | null>(null);
