@@ -29,6 +29,11 @@ impl BodyAcc {
         self.truncated = true;
     }
 
+    /// Every byte of the body, when all of them were kept.
+    pub fn whole(&self) -> Option<&[u8]> {
+        (!self.truncated && self.size == self.kept.len() as u64).then_some(&self.kept[..])
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

@@ -320,3 +320,51 @@ fn goaway_and_mid_connection_join() {
     assert_eq!(by_stream(&es, 1)["anomalies"], json!([]));
     assert_eq!(by_stream(&es, 3)["anomalies"], json!(["no_response", "goaway", "h2_internal_error"]));
 }
+
+/// A tap that starts on a long-lived gRPC channel joins after the HPACK table was built:
+/// the calls' headers are references into a table never seen. A POST whose DATA is exactly
+/// gRPC's length-prefixed messages and whose response ends in trailers is still a gRPC
+/// call, its messages decoded; a plain POST joined the same way stays HTTP.
+#[test]
+fn a_grpc_call_joined_mid_connection_is_still_grpc() {
+    let (mut ce, mut se) = (Enc(loona_hpack::Encoder::new()), Enc(loona_hpack::Encoder::new()));
+    let req = [(":method", "POST"), (":scheme", "http"), (":path", "/pay.Payment/Authorise"), (":authority", "payment:50051"), ("content-type", "application/grpc"), ("te", "trailers")];
+    let (mut c, mut s) = (PREFACE.to_vec(), Vec::new());
+    let mut cuts = (0, 0);
+    for id in [1u32, 3, 5] {
+        if id == 3 {
+            cuts = (c.len(), s.len());
+        }
+        if id == 5 {
+            // not gRPC: a POST of text whose response has no trailers
+            c.extend(frame(HEADERS, END_HEADERS, id, &ce.block(&[(":method", "POST"), (":scheme", "http"), (":path", "/upload"), (":authority", "payment:50051")])));
+            c.extend(frame(DATA, END_STREAM, id, b"\x00\x00\x00\x00\x09not grpc?"));
+            s.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &se.block(&[(":status", "204")])));
+            continue;
+        }
+        // the joined call's header blocks name only the static table (POST, http, 200)
+        // and entries of the unseen dynamic one (62 and up): no content-type, no path
+        let (qh, rh) = if id == 3 { (vec![0x83, 0x86, 0xbe, 0xbf, 0xc0, 0xc1], vec![0x88, 0xc2]) } else { (ce.block(&req), se.block(&[(":status", "200"), ("content-type", "application/grpc")])) };
+        c.extend(frame(HEADERS, END_HEADERS, id, &qh));
+        c.extend(frame(DATA, END_STREAM, id, &grpc_msg(b"\x0a\x03abc\x11\x00\x00\x00\x00\x00\x80\x40\x40")));
+        s.extend(frame(HEADERS, END_HEADERS, id, &rh));
+        s.extend(frame(DATA, 0, id, &grpc_msg(b"\x08\x01\x12\x12Payment authorised")));
+        // the joined call's trailers, too, only name entries of the unseen table (62, 63)
+        let trailers = if id == 3 { vec![0xbe, 0xbf] } else { se.block(&[("grpc-status", "0"), ("grpc-message", "")]) };
+        s.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &trailers));
+    }
+    let mut t = TcpConv::new(CLIENT, SERVER, [1000, 2000]);
+    t.send(C2S, &c[cuts.0..], &[]).send(S2C, &s[cuts.1..], &[]);
+    let (es, _) = run_with(&t.frames, Limits::default());
+    let e3 = es.iter().find(|e| e["protocol"] == "grpc").unwrap_or_else(|| panic!("no gRPC entry: {es:#?}"));
+    assert!(e3["anomalies"].as_array().unwrap().contains(&json!("hpack_desync")), "{e3:#}");
+    let sent = &e3["request"]["messages"][0];
+    assert_eq!(sent["size"], 14, "{e3:#}");
+    assert!(sent.get("fields").is_some() || sent.get("json").is_some(), "the message is not decoded: {e3:#}");
+    let answer = e3["response"]["messages"][0].to_string();
+    assert!(answer.contains("Payment authorised"), "{e3:#}");
+    // the plain POST after it is not taken for gRPC
+    let plain: Vec<&Value> = es.iter().filter(|e| e["protocol"] == "http").collect();
+    assert_eq!(plain.len(), 1, "{es:#?}");
+    assert_eq!(plain[0]["response"]["status_code"], 204);
+}

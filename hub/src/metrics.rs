@@ -5,8 +5,8 @@
 //!
 //! Windows count by the time the hub stored an entry, so a replayed capture shows up in
 //! the last minutes' map as it would had it been live. An entry is an error when its HTTP
-//! status is 5xx, its gRPC status is not OK, its DNS rcode is a failure other than
-//! NXDOMAIN, or it got no response.
+//! status is 5xx, its gRPC status is not OK (or unknown with an HTTP status other than
+//! 200), its DNS rcode is a failure other than NXDOMAIN, or it got no response.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -170,7 +170,12 @@ fn status(protocol: &str, response: Option<&RawValue>) -> (String, bool) {
     match protocol {
         "grpc" => match int(r.grpc_status) {
             Some(g) => (g.to_string(), g != 0),
-            None => (int(r.status_code).map_or("none".into(), |s| format!("http{s}")), true),
+            // trailers unread (joined mid-connection, or cut off): a 200 says nothing
+            // either way; any other HTTP status is a failed call
+            None => match int(r.status_code) {
+                Some(200) => ("unknown".into(), false),
+                s => (s.map_or("none".into(), |s| format!("http{s}")), true),
+            },
         },
         "dns" => {
             let rc = r.rcode.and_then(|v| serde_json::from_str::<Cow<str>>(v.get()).ok()).unwrap_or(Cow::Borrowed("none"));
@@ -482,5 +487,28 @@ mod tests {
         assert_eq!(total, 20);
         let edge = m.signals(60_000_000_000, now, Some("ns/orders"), Some("ns/catalogue"));
         assert!(edge["points"].as_array().unwrap().iter().all(|p| p["requests"] == 0));
+    }
+
+    #[test]
+    fn a_grpc_call_without_a_readable_status_is_no_error_on_200() {
+        let mut m = Metrics::default();
+        let now = 1_000 * SLOT_NS;
+        for (http, grpc) in [(200, None), (200, Some(0)), (200, Some(14)), (503, None)] {
+            let mut t = Tally::default();
+            let mut resp = json!({"status_code": http});
+            if let Some(g) = grpc {
+                resp["grpc_status"] = json!(g);
+            }
+            t.observe(&json!({"protocol": "grpc", "src": {"namespace": "ns", "pod": {"workload": {"kind": "Deployment", "name": "orders"}}},
+                   "dst": {"namespace": "ns", "service": {"name": "payment"}}, "response": resp, "elapsed_time": 500}).to_string());
+            m.add(&t, now);
+        }
+        let map = m.service_map(60_000_000_000, now);
+        assert_eq!(map["edges"][0]["requests"], 4, "{map}");
+        // the UNAVAILABLE (14) and the 503: not the 200 whose trailers were unread
+        assert_eq!(map["edges"][0]["errors"], 2, "{map}");
+        let mut text = String::new();
+        m.prometheus(&mut text);
+        assert!(text.contains("status=\"unknown\""), "{text}");
     }
 }

@@ -81,6 +81,8 @@ export function toRow(e: unknown, raw: string, seq: number): Row | null {
       const g = num(resp.grpc_status);
       if (g === 0) [status, cls] = ["OK", "ok"];
       else if (g !== null) [status, cls] = [`grpc ${g}`, "failed"];
+      // trailers unread (joined mid-connection): a 200 says nothing either way
+      else if (num(resp.status_code) === 200) [status, cls] = ["200 ?", "unknown"];
       else [status, cls] = [String(num(resp.status_code) ?? "-"), "failed"];
     } else {
       const c = num(resp.status_code);

@@ -22,6 +22,22 @@ pub struct RawMessage {
     pub truncated: bool,
 }
 
+/// Whether `b` is exactly a run of gRPC length-prefixed messages (flag 0 or 1, a 4-byte
+/// length, that many bytes), with nothing left over.
+pub fn exactly_framed(mut b: &[u8]) -> bool {
+    while !b.is_empty() {
+        if b.len() < 5 || b[0] > 1 {
+            return false;
+        }
+        let n = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+        match b.get(5 + n..) {
+            Some(rest) => b = rest,
+            None => return false,
+        }
+    }
+    true
+}
+
 /// The messages of one direction of one call, framed as DATA arrives.
 #[derive(Debug, Default)]
 pub struct Framer {

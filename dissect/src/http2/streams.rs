@@ -45,6 +45,8 @@ pub struct H2Stream {
     pub unresolved: [Vec<UnresolvedHeader>; 2],
     pub anomalies: Vec<Anomaly>,
     pub grpc: bool,
+    /// A second header block (trailers) came on the response side.
+    pub resp_trailers: bool,
     pub promised_on: Option<u32>,
     /// When the client reset the stream, if it did.
     pub reset_at: Option<Timestamp>,
@@ -66,6 +68,7 @@ impl H2Stream {
             unresolved: Default::default(),
             anomalies: Vec::new(),
             grpc: false,
+            resp_trailers: false,
             promised_on: None,
             reset_at: None,
         }
@@ -112,6 +115,7 @@ impl H2Stream {
                 }
             }
         } else {
+            self.resp_trailers = true;
             self.trailers[RESP].extend(b.fields);
         }
         if end {
@@ -145,9 +149,41 @@ impl H2Stream {
         }
     }
 
+    /// A gRPC call whose headers could not be read: joined mid-connection, the HPACK
+    /// table that `content-type: application/grpc` lives in was never seen (a tap started
+    /// on a long-lived channel). What remains says it: a POST (a static-table entry), a
+    /// response with trailers, and DATA on both sides that is exactly a run of gRPC
+    /// length-prefixed messages (a request with at least one).
+    fn grpc_by_shape(&self) -> bool {
+        let framed = |p: &Payload, need_one: bool| match p {
+            Payload::Body(acc) => acc.whole().is_some_and(|b| grpc::exactly_framed(b) && (!need_one || !b.is_empty())),
+            Payload::None => !need_one,
+            Payload::Grpc(_) => false,
+        };
+        self.anomalies.contains(&Anomaly::HpackDesync)
+            && self.resp_trailers
+            && self.req.as_deref().and_then(|f| pseudo(f, ":method")).is_none_or(|m| m == "POST")
+            && framed(&self.payload[REQ], true)
+            && framed(&self.payload[RESP], false)
+    }
+
     /// The entry this stream becomes; `client` is the direction requests travel in.
     pub fn into_entry(mut self, client: Dir, cx: &mut Cx<'_>) -> Entry {
         cx.stats.h2_streams += 1;
+        if !self.grpc && (self.trailers[RESP].iter().any(|(n, _)| n == "grpc-status") || self.grpc_by_shape()) {
+            // the DATA was kept as a plain body until now: frame it as messages
+            self.grpc = true;
+            for side in [REQ, RESP] {
+                if let Payload::Body(acc) = &self.payload[side] {
+                    let mut f = Framer::default();
+                    match acc.whole() {
+                        Some(b) => f.push(b, cx.limits.max_body, cx.limits.max_grpc_messages, cx.stats),
+                        None => f.lose(cx.limits.max_grpc_messages, cx.stats),
+                    }
+                    self.payload[side] = Payload::Grpc(f);
+                }
+            }
+        }
         let mut an = std::mem::take(&mut self.anomalies);
         if self.req.is_some() && self.resp.is_none() {
             an.push(Anomaly::NoResponse);
