@@ -88,6 +88,8 @@ impl Row {
             ("grpc", Some(r)) => match int(r, "grpc_status") {
                 Some(0) => ("OK".to_string(), Class::Ok),
                 Some(g) => (format!("grpc {g}"), Class::Failed),
+                // trailers unread (joined mid-connection, or cut off): a 200 says nothing either way
+                None if int(r, "status_code") == Some(200) => ("200 ?".to_string(), Class::Unknown),
                 None => (int(r, "status_code").map_or("-".into(), |c| c.to_string()), Class::Failed),
             },
             (_, Some(r)) => match int(r, "status_code") {
@@ -137,3 +139,20 @@ impl Row {
 }
 
 pub use kshark_dissect::export::table::{human as size, latency};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grpc_call_without_a_readable_status_is_unknown_on_200_and_failed_otherwise() {
+        let row = |resp: &str| Row::of(&format!(r#"{{"protocol":"grpc","request":{{"path":""}},"response":{resp}}}"#)).unwrap();
+        let r = row(r#"{"status_code":200}"#);
+        assert_eq!((r.status.as_str(), r.class), ("200 ?", Class::Unknown));
+        assert!(!r.is_error());
+        let r = row(r#"{"status_code":503}"#);
+        assert_eq!((r.status.as_str(), r.class), ("503", Class::Failed));
+        let r = row(r#"{"status_code":200,"grpc_status":0}"#);
+        assert_eq!((r.status.as_str(), r.class), ("OK", Class::Ok));
+    }
+}
