@@ -107,8 +107,16 @@ fn tap_web_serves_the_dashboard_until_stopped() {
         } else {
             args.extend(["--duration", "30s"]);
         }
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kshark")).args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+        // killed if an assertion fails first: the tap would otherwise serve on, forever
+        struct Killed(std::process::Child);
+        impl Drop for Killed {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut child = Killed(std::process::Command::new(env!("CARGO_BIN_EXE_kshark")).args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap());
+        let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines().map_while(Result::ok);
         let mut log = String::new();
         let addr = loop {
             let l = lines.next().unwrap_or_else(|| panic!("tap ended early: {log}"));
@@ -141,8 +149,8 @@ fn tap_web_serves_the_dashboard_until_stopped() {
             assert!(get(&addr, "/").starts_with("HTTP/1.1 404"), "a page without --web");
         }
         // SAFETY: a signal to our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
+        unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+        let status = child.0.wait().unwrap();
         assert!(status.success(), "{status}: {log}");
     }
 }
