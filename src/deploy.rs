@@ -77,8 +77,7 @@ pub fn wanted(d: &DeployArgs, c: &CaptureArgs) -> bool {
         None => {
             // the lab's API server (its files are root's) means capturing here
             let lab = std::fs::File::open(crate::lab::KUBECONFIG).is_ok();
-            let home = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".kube/config")).is_some_and(|p| p.exists());
-            !lab && std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() && (std::env::var_os("KUBECONFIG").is_some() || home)
+            !lab && !crate::tap::in_cluster() && crate::tap::user_kubeconfig()
         }
     }
 }
@@ -308,17 +307,26 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("", "v1", "Namespace"),
 ];
 
-/// What carries kshark's label, by kind and name (a namespace being deleted included).
-pub async fn labelled(client: &Client) -> Result<Vec<(String, String)>, Failure> {
+/// What carries kshark's label, kind by kind (in `KINDS`' order): the API for the kind, and
+/// each object's namespace and name.
+async fn labelled(client: &Client) -> Result<Vec<(&'static str, Vec<(Api<DynamicObject>, String, String)>)>, Failure> {
     let mut found = Vec::new();
     for (g, v, k) in KINDS {
         let (ar, _) = pinned_kind(client, &GroupVersionKind::gvk(g, v, k)).await.map_err(|e| Failure::Runtime(format!("{k}: {e}")))?;
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        let list = api.list(&ListParams::default().labels(LABEL)).await.map_err(|e| Failure::Runtime(format!("listing {k}s: {e}")))?;
-        for o in list.items {
-            let name = o.metadata.name.unwrap_or_default();
-            found.push((k.to_string(), o.metadata.namespace.map(|ns| format!("{ns}/{name}")).unwrap_or(name)));
-        }
+        let all: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        let list = all.list(&ListParams::default().labels(LABEL)).await.map_err(|e| Failure::Runtime(format!("listing {k}s: {e}")))?;
+        let objects = list
+            .items
+            .into_iter()
+            .map(|o| {
+                let name = o.metadata.name.unwrap_or_default();
+                match o.metadata.namespace {
+                    Some(ns) => (Api::namespaced_with(client.clone(), &ns, &ar), format!("{ns}/{name}"), name),
+                    None => (all.clone(), name.clone(), name),
+                }
+            })
+            .collect();
+        found.push((*k, objects));
     }
     Ok(found)
 }
@@ -329,22 +337,16 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
         let src = a.kubeconfig.map(KubeSource::Kubeconfig).unwrap_or(KubeSource::Infer);
         let (client, url) = client_for(&src).await.map_err(Failure::Runtime)?;
         let found = labelled(&client).await?;
-        if found.is_empty() {
+        if found.iter().all(|(_, objects)| objects.is_empty()) {
             eprintln!("kshark clean: nothing of kshark's in {url}");
             return Ok(());
         }
-        for (g, v, k) in KINDS {
-            let (ar, _) = pinned_kind(&client, &GroupVersionKind::gvk(g, v, k)).await.map_err(|e| Failure::Runtime(format!("{k}: {e}")))?;
-            for (_, full) in found.iter().filter(|(kind, _)| kind == k) {
-                let (ns, name) = full.split_once('/').map_or((None, full.as_str()), |(n, m)| (Some(n), m));
-                let api: Api<DynamicObject> = match ns {
-                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                    None => Api::all_with(client.clone(), &ar),
-                };
-                match api.delete(name, &DeleteParams::background()).await {
-                    Ok(_) => eprintln!("kshark clean: deleted {k} {full}"),
+        for (k, objects) in found {
+            for (api, shown, name) in objects {
+                match api.delete(&name, &DeleteParams::background()).await {
+                    Ok(_) => eprintln!("kshark clean: deleted {k} {shown}"),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(Failure::Runtime(format!("deleting {k} {full}: {e}"))),
+                    Err(e) => return Err(Failure::Runtime(format!("deleting {k} {shown}: {e}"))),
                 }
             }
         }

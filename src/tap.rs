@@ -273,8 +273,7 @@ fn identity_source(a: &CaptureArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
         eprintln!("kshark: identity from the lab's API server ({})", crate::lab::KUBECONFIG);
         return (Vec::new(), Some(KubeSource::Kubeconfig(crate::lab::KUBECONFIG.into())));
     }
-    let home_config = std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".kube/config")).filter(|p| p.exists());
-    if std::env::var_os("KUBECONFIG").is_some() || home_config.is_some() || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+    if user_kubeconfig() || in_cluster() {
         return (Vec::new(), Some(KubeSource::Infer));
     }
     if readable(crate::lab::INVENTORY) {
@@ -282,6 +281,16 @@ fn identity_source(a: &CaptureArgs) -> (Vec<PathBuf>, Option<KubeSource>) {
         return (vec![crate::lab::INVENTORY.into()], None);
     }
     (Vec::new(), None)
+}
+
+/// `KUBECONFIG` is set or `~/.kube/config` exists.
+pub(crate) fn user_kubeconfig() -> bool {
+    std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("HOME").is_some_and(|h| std::path::Path::new(&h).join(".kube/config").exists())
+}
+
+/// Running in a pod, with its service account.
+pub(crate) fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
 }
 
 /// Where entries go.
@@ -299,7 +308,7 @@ pub fn run(t: TapArgs) -> Result<(), Failure> {
     if crate::deploy::wanted(&t.deploy, &t.capture) {
         return crate::deploy::tap(&t.deploy, &t.capture, t.port, t.web, t.no_tui);
     }
-    if t.no_tui || !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+    if t.no_tui || !crate::tuicmd::is_terminal() {
         return capture(&t.capture, Sink::Print { format: Some(format), port: t.port, web: t.web, announce: None });
     }
     crate::tuicmd::tap(t.capture, t.port, t.web)

@@ -28,7 +28,7 @@ pub struct TuiArgs {
 }
 
 fn need_terminal() -> Result<(), Failure> {
-    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+    if !is_terminal() {
         return Err(Failure::Input("the terminal UI needs a terminal (for scripts: kshark observe, or tap --no-tui)".into()));
     }
     Ok(())
@@ -38,9 +38,9 @@ pub fn is_terminal() -> bool {
     std::io::stdout().is_terminal() && std::io::stdin().is_terminal()
 }
 
-/// The UI on a hub reached at `addr` (tap's port-forward to a cluster's hub).
+/// The UI on a hub reached at `addr` (`kshark tui`, and tap's port-forward to a cluster's
+/// hub); the caller has made sure there is a terminal.
 pub fn attach(addr: HubAddr, filter: String) -> Result<(), Failure> {
-    need_terminal()?;
     let shown = addr.display();
     let source = HubSource::connect(addr, &filter).map_err(|r| Failure::Runtime(r.message))?;
     kshark_tui::run(Box::new(source), &format!("hub {shown}"), &filter, &|| false).map_err(|e| Failure::Runtime(e.to_string()))
@@ -52,10 +52,7 @@ pub fn tui(a: TuiArgs) -> Result<(), Failure> {
     need_terminal()?;
     let token = a.token_file.as_deref().map(kshark_hub::client::read_token).transpose().map_err(|e| Failure::Input(e.to_string()))?;
     let addr = HubAddr::parse(&a.hub, token, a.ca_file).map_err(|e| Failure::Input(e.to_string()))?;
-    let shown = addr.display();
-    // the message names the hub already
-    let source = HubSource::connect(addr, &filter).map_err(|r| Failure::Runtime(r.message))?;
-    kshark_tui::run(Box::new(source), &format!("hub {shown}"), &filter, &|| false).map_err(|e| Failure::Runtime(e.to_string()))
+    attach(addr, filter)
 }
 
 /// Standard error sent to a file while the UI owns the terminal, and put back (with

@@ -117,6 +117,14 @@ struct Pending {
     entries: usize,
 }
 
+/// The worker's counters, for the hub's `/api/stats` (lost with the connection if it drops:
+/// the next ones follow within a second, and the last are sent again on reconnecting).
+async fn send_stats(sock: Option<&mut Socket>, v: &Value) {
+    if let Some(s) = sock {
+        let _ = s.send(Message::Text(serde_json::json!({"stats": v}).to_string().into())).await;
+    }
+}
+
 /// The worker reads only acknowledgements: a small read buffer (tungstenite zeroes the
 /// whole buffer, 128 KiB by default, each time it tries a read).
 const ACK_READS: usize = 4096;
@@ -165,7 +173,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                         }
                     }
                     if let Some(v) = &last_stats {
-                        let _ = s.send(Message::Text(serde_json::json!({"stats": v}).to_string().into())).await;
+                        send_stats(Some(&mut s), v).await;
                     }
                     sock = ok.then_some(s);
                 }
@@ -194,9 +202,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                         match rx.try_recv() {
                             Ok(Msg::Entry(e)) => current.push(e),
                             Ok(Msg::Stats(v)) => {
-                                if let Some(s) = sock.as_mut() {
-                                    let _ = s.send(Message::Text(serde_json::json!({"stats": &v}).to_string().into())).await;
-                                }
+                                send_stats(sock.as_mut(), &v).await;
                                 last_stats = Some(v);
                                 break;
                             }
@@ -206,9 +212,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                     seal = current.len() >= cfg.batch_entries;
                 }
                 Some(Msg::Stats(v)) => {
-                    if let Some(s) = sock.as_mut() {
-                        let _ = s.send(Message::Text(serde_json::json!({"stats": &v}).to_string().into())).await;
-                    }
+                    send_stats(sock.as_mut(), &v).await;
                     last_stats = Some(v);
                 }
                 None => {

@@ -12,6 +12,8 @@
 //!
 //!   cargo run --release -p kshark-hub --example hub_bench
 
+mod shared;
+
 use futures_util::{SinkExt, StreamExt};
 use kshark_hub::api::{self, Access};
 use kshark_hub::record::encode_batch;
@@ -26,15 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn corpus_lines() -> Vec<String> {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/pcaps");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (the shared corpus is needed)", dir.display())).flatten().map(|e| e.path()).collect();
-    files.sort();
-    let mut out = Vec::new();
-    for f in files {
-        let Ok(mut src) = kshark_capture::FileSource::open(&f) else { continue };
-        let mut d = kshark_dissect::Dissector::new(Default::default());
-        let _ = kshark_capture::pipeline::dissect_file(&mut src, &mut d, |e| out.push(serde_json::to_string(&e).unwrap()));
-    }
+    let mut out = shared::corpus_lines();
     out.retain(|l| l.len() <= 4096);
     out
 }

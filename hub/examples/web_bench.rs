@@ -6,6 +6,8 @@
 //!
 //!   cargo run --release -p kshark-hub --example web_bench [-- SECONDS]
 
+mod shared;
+
 use kshark_hub::api::{self, Access};
 use kshark_hub::record::{decode_batch, encode_batch};
 use kshark_hub::{Hub, HubConfig};
@@ -23,15 +25,7 @@ const TICK_MS: u64 = 50;
 fn main() {
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(60);
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = root.join("../shared/corpus/pcaps");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (the shared corpus is needed)", dir.display())).flatten().map(|e| e.path()).collect();
-    files.sort();
-    let mut lines = Vec::new();
-    for f in files {
-        let Ok(mut src) = kshark_capture::FileSource::open(&f) else { continue };
-        let mut d = kshark_dissect::Dissector::new(Default::default());
-        let _ = kshark_capture::pipeline::dissect_file(&mut src, &mut d, |e| lines.push(serde_json::to_string(&e).unwrap()));
-    }
+    let lines = shared::corpus_lines();
     let mean = lines.iter().map(String::len).sum::<usize>() / lines.len();
     println!("web: {} corpus entries (mean {mean} bytes of JSON), {RATE}/s for {secs} s to the page in headless Chromium", lines.len());
 

@@ -405,15 +405,24 @@ async fn stats(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): St
 }
 
 async fn servicemap(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): State<App>) -> Response {
-    if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
+    over_window(&app, &headers, &p, |m, window, now| m.service_map(window, now))
+}
+
+/// A reader's view of the metrics over its `window`, once the token (where needed) and the
+/// window are checked.
+fn over_window(app: &App, headers: &HeaderMap, p: &ReaderParams, view: impl FnOnce(&crate::metrics::Metrics, i64, i64) -> Value) -> Response {
+    if let Some(r) = reader_denied(app, headers, p.token.as_deref()) {
         return r;
     }
-    let window = match window(&p) {
-        Ok(w) => w,
-        Err(r) => return r,
+    let window = match p.window.as_deref() {
+        None => 300_000_000_000,
+        Some(w) => match parse_duration(w) {
+            Some(d) if d > 0 => d.min(i64::MAX as i128) as i64,
+            _ => return error(StatusCode::BAD_REQUEST, json!({"error": format!("window {w:?} is not a duration (5m)")})),
+        },
     };
-    let map = app.hub.inner.metrics.lock().map(|m| m.service_map(window, now_ns())).unwrap_or_default();
-    axum::Json(map).into_response()
+    let v = app.hub.inner.metrics.lock().map(|m| view(&m, window, now_ns())).unwrap_or_default();
+    axum::Json(v).into_response()
 }
 
 #[derive(Deserialize)]
@@ -434,30 +443,10 @@ async fn check(headers: HeaderMap, Query(p): Query<CheckParams>, State(app): Sta
     }
 }
 
-/// The window a reader asked for (`window=5m`), 5 minutes when it did not.
-#[allow(clippy::result_large_err)] // an axum Response, returned as it is
-fn window(p: &ReaderParams) -> Result<i64, Response> {
-    match p.window.as_deref() {
-        None => Ok(300_000_000_000),
-        Some(w) => match parse_duration(w) {
-            Some(d) if d > 0 => Ok(d.min(i64::MAX as i128) as i64),
-            _ => Err(error(StatusCode::BAD_REQUEST, json!({"error": format!("window {w:?} is not a duration (5m)")}))),
-        },
-    }
-}
-
 /// Golden signals over time (`window=15m`, optionally `source=ID` and/or
 /// `destination=ID`, workload ids as the service map names them).
 async fn signals(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): State<App>) -> Response {
-    if let Some(r) = reader_denied(&app, &headers, p.token.as_deref()) {
-        return r;
-    }
-    let window = match window(&p) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let s = app.hub.inner.metrics.lock().map(|m| m.signals(window, now_ns(), p.source.as_deref(), p.destination.as_deref())).unwrap_or_default();
-    axum::Json(s).into_response()
+    over_window(&app, &headers, &p, |m, window, now| m.signals(window, now, p.source.as_deref(), p.destination.as_deref()))
 }
 
 async fn metrics(headers: HeaderMap, Query(p): Query<ReaderParams>, State(app): State<App>) -> Response {

@@ -7,6 +7,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import cytoscape from "cytoscape";
 import fcose from "cytoscape-fcose";
 import { getJson, type MapEdge, type MapNode, type ServiceMap } from "./api";
+import { usePoll } from "./poll";
 import { eq } from "./filter";
 
 cytoscape.use(fcose);
@@ -49,32 +50,10 @@ export function ServiceMapView({ span, onSpan, onPick }: { span: string; onSpan:
   const box = useRef<HTMLDivElement>(null);
   const cy = useRef<cytoscape.Core | null>(null);
   const shape = useRef("");
-  const [map, setMap] = useState<ServiceMap | null>(null);
-  const [err, setErr] = useState<string | null>(null);
+  const [map, err] = usePoll(() => getJson<ServiceMap>("/api/servicemap", { window: span }), 5000, [span]);
   const [picked, setPicked] = useState<Selection>({ kind: "all" });
   const nodes = useRef(new Map<string, MapNode>());
   const edgePick = (e: MapEdge): Selection => ({ kind: "edge", edge: e, from: nodes.current.get(e.source), to: nodes.current.get(e.destination) });
-
-  useEffect(() => {
-    let live = true;
-    const load = async () => {
-      try {
-        const m = await getJson<ServiceMap>("/api/servicemap", { window: span });
-        if (live) {
-          setMap(m);
-          setErr(null);
-        }
-      } catch (e) {
-        if (live) setErr(String((e as Error).message));
-      }
-    };
-    load();
-    const t = setInterval(load, 5000);
-    return () => {
-      live = false;
-      clearInterval(t);
-    };
-  }, [span]);
 
   useEffect(() => {
     if (!box.current) return;

@@ -4,7 +4,8 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
-import { getJson, type MapEdge, type MapNode, type ServiceMap, type Signals } from "./api";
+import { getJson, type ServiceMap, type Signals } from "./api";
+import { usePoll } from "./poll";
 import { WINDOWS, type Selection } from "./map";
 
 const AXIS = { stroke: "#aab4c3", grid: { stroke: "#2a303b" }, ticks: { stroke: "#2a303b" } };
@@ -61,30 +62,13 @@ function key(s: Selection): string {
 
 export function SignalsView({ selection, onSelect }: { selection: Selection; onSelect: (s: Selection) => void }) {
   const [span, setSpan] = useState("5m");
-  const [sig, setSig] = useState<Signals | null>(null);
-  const [choices, setChoices] = useState<{ nodes: MapNode[]; edges: MapEdge[] }>({ nodes: [], edges: [] });
-  const [err, setErr] = useState<string | null>(null);
-
-  useEffect(() => {
-    let live = true;
-    const load = async () => {
-      try {
-        const [s, m] = await Promise.all([getJson<Signals>("/api/signals", { window: span, ...selectionParams(selection) }), getJson<ServiceMap>("/api/servicemap", { window: "1h" })]);
-        if (!live) return;
-        setSig(s);
-        setChoices({ nodes: m.nodes, edges: m.edges });
-        setErr(null);
-      } catch (e) {
-        if (live) setErr(String((e as Error).message));
-      }
-    };
-    load();
-    const t = setInterval(load, 5000);
-    return () => {
-      live = false;
-      clearInterval(t);
-    };
-  }, [span, key(selection)]);
+  const [both, err] = usePoll(
+    () => Promise.all([getJson<Signals>("/api/signals", { window: span, ...selectionParams(selection) }), getJson<ServiceMap>("/api/servicemap", { window: "1h" })]),
+    5000,
+    [span, key(selection)],
+  );
+  const sig = both?.[0] ?? null;
+  const choices = { nodes: both?.[1].nodes ?? [], edges: both?.[1].edges ?? [] };
 
   const pts = sig?.points ?? [];
   const x = pts.map((p) => p.t);

@@ -1,8 +1,8 @@
 // Every counter the hub reports (/api/stats): the totals, drops at every stage (red when
 // not zero), the hub's own, each worker's; and this page's own.
 
-import { useEffect, useState } from "preact/hooks";
 import { getJson } from "./api";
+import { usePoll } from "./poll";
 
 type J = Record<string, unknown>;
 const DROPPY = /drop|cut|malformed|refused|error|gap|lost|overflow|bad/;
@@ -50,29 +50,7 @@ function Counters({ title, o, testid }: { title: string; o: J; testid?: string }
 }
 
 export function useStats(every: number): [J | null, string | null] {
-  const [s, setS] = useState<J | null>(null);
-  const [err, setErr] = useState<string | null>(null);
-  useEffect(() => {
-    let live = true;
-    const load = async () => {
-      try {
-        const v = await getJson<J>("/api/stats");
-        if (live) {
-          setS(v);
-          setErr(null);
-        }
-      } catch (e) {
-        if (live) setErr(String((e as Error).message));
-      }
-    };
-    load();
-    const t = setInterval(load, every);
-    return () => {
-      live = false;
-      clearInterval(t);
-    };
-  }, [every]);
-  return [s, err];
+  return usePoll(() => getJson<J>("/api/stats"), every, [every]);
 }
 
 export function totalDrops(s: J | null): number {
