@@ -7,15 +7,21 @@ on the same traffic.
 A network namespace `ksb-gen` holds one end of a veth pair; `blast` (capture/examples)
 injects real HTTP/1.1 exchanges and DNS lookups into it at each rate (0 = as fast as it
 can), and they arrive on the host end `ksb-b`, where the capturer listens:
-  - kshark tap -i ksb-b --engine ebpf|libpcap (capture, dissection into entries, NDJSON
-    written to /dev/null: the whole worker path)
+  - ENGINE+dissect: `dissect_live` (capture/examples): the engine and the sharded
+    dissectors exactly as the worker runs them, entries counted and dropped on the shards
+    (capture plus dissection, the issue's measure)
+  - ENGINE worker: `kshark worker -i ksb-b --engine ENGINE` shipping to a `kshark hub`
+    in another process (capture, dissection, naming, JSON, compression, shipping: the
+    whole per-node path; the hub's own CPU is not counted)
   - tcpdump -w /dev/null (capture only)
 For each it prints packets sent and captured, drops (kernel, ring, queue; tcpdump's
-"dropped by kernel"), CPU seconds and CPU seconds per million packets of the capturing
-process, and peak RSS. Then the memory of the worker holding 100,000 open connections.
-The CPU of the eBPF classifier itself runs in the sender's softirq and is not in these
-figures (it is ~0.4 us a packet, see the reference notes). Everything stays inside the
-namespace pair, which is removed at the end.
+"dropped by kernel"), the CPU seconds of the capturing process while the traffic ran
+(from /proc, read just before the traffic starts and after it has drained: loading and
+verifying the eBPF program and allocating its ring are not per-packet costs) and per
+million packets, and peak RSS. Then the memory of the worker holding 100,000 open
+connections. The CPU of the eBPF classifier itself runs in the sender's softirq and is
+not in these figures (it is ~0.4 us a packet, see the reference notes). Everything stays
+inside the namespace pair, which is removed at the end.
 """
 import argparse
 import json
@@ -48,9 +54,14 @@ def teardown():
     sh("ip", "link", "del", "ksb-b", check=False)
 
 
-def cpu_of(timefile):
-    e, u, s, m = open(timefile).read().split()[-4:]
-    return float(u) + float(s), int(m) // 1024
+def rss_of(timefile):
+    return int(open(timefile).read().split()[-1]) // 1024
+
+
+def cpu_now(pid):
+    """User + system seconds of a process and all its threads so far."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(path, needle, proc, what):
@@ -63,29 +74,37 @@ def wait_for(path, needle, proc, what):
         time.sleep(0.02)
 
 
-def run(capturer, pps, seconds, conns=10000, hold=False):
+def run(capturer, pps, seconds, hub, conns=10000, hold=False):
     tmp = tempfile.mkdtemp(prefix="ksb-")
     err, tf = os.path.join(tmp, "err"), os.path.join(tmp, "time")
+    engine, _, kind = capturer.partition(" ")
     if capturer == "tcpdump":
         cmd = ["tcpdump", "-i", "ksb-b", "-w", "/dev/null", "-s", "0", "-B", "65536", "-n"]
         ready = "listening on"
+    elif kind == "+dissect":
+        cmd = [os.path.join(REL, "examples", "dissect_live"), "ksb-b", engine, "86400"]
+        ready = "capturing with"
     else:
-        cmd = [os.path.join(REL, "kshark"), "tap", "--port", "0", "-i", "ksb-b", "--engine", capturer, "--no-tui", "--format", "ndjson", "--stats"]
+        cmd = [os.path.join(REL, "kshark"), "worker", "-i", "ksb-b", "--engine", engine, "--stats",
+               "--hub", f"http://{hub[0]}", "--token-file", hub[1], "--node", "bench"]
         ready = "capturing with"
     with open(err, "w") as ef:
         p = subprocess.Popen(["/usr/bin/time", "-f", "%e %U %S %M", "-o", tf] + cmd, stdout=subprocess.DEVNULL, stderr=ef)
     wait_for(err, ready, p, capturer)
+    child = [int(c) for c in sh("pgrep", "-P", str(p.pid)).stdout.split()]
+    time.sleep(0.5)
+    cpu0 = cpu_now(child[0])
     blast = [os.path.join(REL, "examples", "blast"), "ksb-a", str(pps), str(seconds), str(conns)] + (["hold"] if hold else [])
     out = sh("ip", "netns", "exec", "ksb-gen", *blast).stdout
     sent = int(re.search(r"sent (\d+)", out).group(1))
     rate = float(re.search(r"\((\d+) pps\)", out).group(1))
     time.sleep(1.5)  # let the capturer drain
-    child = sh("pgrep", "-P", str(p.pid)).stdout.split()
+    cpu = cpu_now(child[0]) - cpu0
     for c in child:
-        os.kill(int(c), signal.SIGINT)
+        os.kill(c, signal.SIGINT)
     p.wait(timeout=60)
     text = open(err).read()
-    cpu, rss = cpu_of(tf)
+    rss = rss_of(tf)
     if capturer == "tcpdump":
         got = int(re.search(r"(\d+) packets captured", text).group(1))
         drops = int(re.search(r"(\d+) packets dropped by kernel", text).group(1))
@@ -96,6 +115,9 @@ def run(capturer, pps, seconds, conns=10000, hold=False):
         drops = st["kernel_drops"] + st["ring_drops"] + st["queue_drops"] + st["incomplete_packets"]
         entries = st["entries"]
         detail = f"kernel {st['kernel_drops']}, ring {st['ring_drops']}, queue {st['queue_drops']}"
+        if "ship" in st:
+            drops += st["ship"].get("ship_drops", 0)
+            detail += f", shipping {st['ship'].get('ship_drops', 0)}"
     lost = max(sent - got, 0)
     return dict(capturer=capturer, offered=pps, rate=rate, sent=sent, got=got, lost=lost, drops=drops, detail=detail,
                 cpu=cpu, cpu_per_m=cpu / max(got, 1) * 1e6, rss=rss, entries=entries)
@@ -105,7 +127,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rates", default="100000,200000,400000,0")
-    ap.add_argument("--engines", default="ebpf,libpcap,tcpdump")
+    ap.add_argument("--engines", default="ebpf +dissect,ebpf worker,libpcap +dissect,libpcap worker,tcpdump")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (a network namespace, a veth pair, capture)")
@@ -114,25 +136,35 @@ def main():
             sys.exit(f"bench: {t} is missing: run scripts/setup.sh first")
     print("bench: building kshark and blast (release)", flush=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "kshark", "-p", "kshark"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "blast", "-p", "kshark-capture"], cwd=ROOT, check=True)
+    for ex in ["blast", "dissect_live"]:
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", ex, "-p", "kshark-capture"], cwd=ROOT, check=True)
     setup()
+    # the workers ship to a hub of their own, in another process (its CPU is not counted)
+    data = tempfile.mkdtemp(prefix="ksb-hub-")
+    hub_addr = "127.0.0.1:18998"
+    hub = subprocess.Popen([os.path.join(REL, "kshark"), "hub", "--data", data, "--listen", hub_addr],
+                           stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "err"), "w"))
+    wait_for(os.path.join(data, "err"), "listening", hub, "hub")
+    hub = (hub_addr, os.path.join(data, "worker-token"), hub)
     try:
-        print(f"{'capturer':<9} {'offered':>8} {'sent pps':>9} {'sent':>9} {'captured':>9} {'lost':>7} {'CPU s':>6} {'s/Mpkt':>7} {'RSS MB':>7} {'entries':>8}  drops")
+        print(f"{'capturer':<16} {'offered':>8} {'sent pps':>9} {'sent':>9} {'captured':>9} {'lost':>7} {'CPU s':>6} {'s/Mpkt':>7} {'RSS MB':>7} {'entries':>8}  drops")
         best = {}
         for rate in [int(r) for r in a.rates.split(",")]:
             for eng in a.engines.split(","):
-                r = run(eng, rate, a.seconds)
-                print(f"{eng:<9} {('max' if rate == 0 else rate):>8} {r['rate']:>9.0f} {r['sent']:>9} {r['got']:>9} {r['lost']:>7} {r['cpu']:>6.2f} "
+                r = run(eng, rate, a.seconds, hub)
+                print(f"{eng:<16} {('max' if rate == 0 else rate):>8} {r['rate']:>9.0f} {r['sent']:>9} {r['got']:>9} {r['lost']:>7} {r['cpu']:>6.2f} "
                       f"{r['cpu_per_m']:>7.2f} {r['rss']:>7} {str(r['entries'] or '-'):>8}  {r['detail']}", flush=True)
                 if r["lost"] == 0 and r["drops"] == 0:
                     best[eng] = max(best.get(eng, 0), r["rate"])
         for eng in a.engines.split(","):
             print(f"bench: {eng}: highest rate taken without loss: {best.get(eng, 0):.0f} packets/s")
-        if "ebpf" in a.engines:
-            r = run("ebpf", 200000, 30, conns=100000, hold=True)
+        if "ebpf worker" in a.engines:
+            r = run("ebpf worker", 200000, 30, hub, conns=100000, hold=True)
             print(f"bench: ebpf worker holding 100,000 open connections ({r['got']} packets, {r['entries']} entries): peak RSS {r['rss']} MB")
     finally:
         teardown()
+        hub[2].terminate()
+        hub[2].wait()
 
 
 if __name__ == "__main__":

@@ -431,11 +431,17 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
-    // batches of entries (one per shard wake-up); 64 of them bound what waits for output
-    let (tx, rx) = sync_channel::<Vec<Entry>>(64);
+    // batches of finished entries (one per shard wake-up); 64 of them bound what waits
+    // for output
+    let (tx, rx) = sync_channel::<Finished>(64);
+    let filter = filter.map(Arc::new);
+    let table_rows = matches!(&sink, Sink::Print { format: Some(TapFormat::Table), .. });
     let replay = a.replay.is_some();
     // the output loop names entries from the same cache the watch (or a reload) updates
-    let id = t.id.clone();
+    let finish = {
+        let (id, filter) = (t.id.clone(), filter.clone());
+        move |_shard: usize| Finish { id: id.clone(), filter: filter.clone(), table_rows }
+    };
     let inv_for_worker = std::sync::Mutex::new(t);
     let pods_for_worker = pods.clone();
     let worker = std::thread::spawn(move || {
@@ -484,7 +490,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                 }
             }
         };
-        worker::run(source, &cfg, &STOP, replan, tx)
+        worker::run(source, &cfg, &STOP, replan, finish, tx)
     });
 
     let format = match &sink {
@@ -514,30 +520,27 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let inv = id.read().unwrap_or_else(|p| p.into_inner());
         let ready = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(16));
-        for mut e in ready.flatten() {
-            inv.tag(&mut e);
-            entries += 1;
-            if !crate::read::keep(filter.as_ref(), &e) {
-                filtered_out += 1;
-                continue;
-            }
-            let json = serde_json::to_string(&e).unwrap_or_default();
+        for f in ready {
+            entries += f.seen;
+            filtered_out += f.seen - f.lines.len() as u64;
             match format {
                 _ if write_failed => {}
                 Some(TapFormat::Ndjson) => {
-                    buf.extend_from_slice(json.as_bytes());
-                    buf.push(b'\n');
+                    for json in &f.lines {
+                        buf.extend_from_slice(json.as_bytes());
+                        buf.push(b'\n');
+                    }
                 }
-                Some(TapFormat::Table) => {
-                    let _ = writeln!(buf, "{}", table::row(&e));
-                }
+                Some(TapFormat::Table) => buf.extend_from_slice(f.rows.as_bytes()),
                 None => {}
             }
-            lines.push(json);
+            if lines.is_empty() {
+                lines = f.lines;
+            } else {
+                lines.extend(f.lines);
+            }
         }
-        drop(inv);
         match &sink {
             Sink::Print { .. } => {
                 if let Some(h) = &local {
@@ -615,6 +618,47 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         eprintln!("{all}");
     }
     Ok(())
+}
+
+/// A shard's batch of entries, finished on the shard's thread: named, filtered, encoded.
+struct Finished {
+    /// Entries the shard completed (before the filter).
+    seen: u64,
+    /// Each kept entry's JSON.
+    lines: Vec<String>,
+    /// The kept entries as table rows, for `--format table`.
+    rows: String,
+}
+
+/// Naming, the filter and JSON encoding run on the dissector threads: the entries are
+/// freed where they were made, and only one string per entry crosses to the output.
+struct Finish {
+    id: Shared,
+    filter: Option<Arc<kshark_hub::Filter>>,
+    table_rows: bool,
+}
+
+impl worker::Post for Finish {
+    type Out = Finished;
+    fn post(&mut self, entries: std::vec::Drain<'_, Entry>) -> Option<Finished> {
+        if entries.len() == 0 {
+            return None;
+        }
+        let inv = self.id.read().unwrap_or_else(|p| p.into_inner());
+        let mut f = Finished { seen: entries.len() as u64, lines: Vec::with_capacity(entries.len()), rows: String::new() };
+        for mut e in entries {
+            inv.tag(&mut e);
+            if !crate::read::keep(self.filter.as_deref(), &e) {
+                continue;
+            }
+            if self.table_rows {
+                use std::fmt::Write as _;
+                let _ = writeln!(f.rows, "{}", table::row(&e));
+            }
+            f.lines.push(serde_json::to_string(&e).unwrap_or_default());
+        }
+        Some(f)
+    }
 }
 
 fn sink_report(sink: &Sink, local: Option<&crate::hubcmd::LocalHub>, mut stats: serde_json::Value) {

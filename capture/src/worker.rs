@@ -2,7 +2,9 @@
 //! shards by connection (both directions of a TCP connection, and every fragment of a
 //! datagram, land on the same shard); each shard owns a [`Dissector`]. Queues are
 //! bounded: when a shard falls behind, whole batches are dropped and counted rather than
-//! memory growing. Entries go to one bounded output channel, a shard's batch at a time.
+//! memory growing. Each shard finishes its own entries with the caller's `post` (naming,
+//! filtering, encoding: on the thread that made them, which also frees them) and sends
+//! what it returns to one bounded output channel, a batch at a time.
 
 use crate::error::Error;
 use crate::source::{self, Plan, Poll, Source, SourceStats};
@@ -103,11 +105,17 @@ struct Shard {
     handle: JoinHandle<Stats>,
 }
 
-fn shard_loop(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, out: SyncSender<Vec<Entry>>, live: bool) -> Stats {
+/// What a shard does with the entries it completed, on its own thread: `None` when
+/// there is nothing to send on.
+pub trait Post: Send + 'static {
+    type Out: Send + 'static;
+    fn post(&mut self, entries: std::vec::Drain<'_, Entry>) -> Option<Self::Out>;
+}
+
+fn shard_loop<P: Post>(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, mut post: P, out: SyncSender<P::Out>, live: bool) -> Stats {
     // entries go out a batch at a time: one wake-up of the reader per batch, not per entry
-    let emit = |d: &mut Dissector| {
-        let v = d.take_entries();
-        if !v.is_empty() {
+    let mut emit = |d: &mut Dissector| {
+        if let Some(v) = post.post(d.drain_entries()) {
             // the receiver gone means the run is over: keep draining, nobody listens
             let _ = out.send(v);
         }
@@ -150,14 +158,15 @@ fn dispatch(shards: &mut [Shard], p: crate::source::RawPacket<'_>, drops: &mut u
 }
 
 /// Runs `source` until it ends or `stop` is set, calling `replan` every
-/// `replan_every` for a new plan (`None`: unchanged). Entries go to `out` as shards
-/// complete them, in batches. Returns every stage's counters.
-pub fn run(
+/// `replan_every` for a new plan (`None`: unchanged). Shard `i` finishes its entries with
+/// `post(i)` and what that returns goes to `out`. Returns every stage's counters.
+pub fn run<P: Post>(
     mut source: Box<dyn Source>,
     cfg: &WorkerConfig,
     stop: &AtomicBool,
     mut replan: impl FnMut() -> Option<Plan>,
-    out: SyncSender<Vec<Entry>>,
+    post: impl Fn(usize) -> P,
+    out: SyncSender<P::Out>,
 ) -> Result<WorkerStats, Error> {
     let live = source.live();
     let n = cfg.shards.max(1);
@@ -169,9 +178,10 @@ pub fn run(
             // entry ids stay unique across shards: each shard numbers its own block
             d.set_id_base((i as u64) << 28);
             let out = out.clone();
+            let post = post(i);
             let handle = std::thread::Builder::new()
                 .name(format!("kshark-dissect-{i}"))
-                .spawn(move || shard_loop(d, rx, free_tx, out, live))
+                .spawn(move || shard_loop(d, rx, free_tx, post, out, live))
                 .expect("spawn dissector thread");
             Shard { tx, free: free_rx, batch: Batch::new(), handle }
         })

@@ -202,6 +202,7 @@ enum FlowKind {
 }
 
 struct Flow {
+    key: FlowKey,
     info: ConnInfo,
     seq: u64,
     last_seen: Timestamp,
@@ -212,7 +213,11 @@ struct Flow {
 pub struct Dissector {
     limits: Limits,
     meta: EntryMeta,
-    flows: HashMap<FlowKey, Flow, ahash::RandomState>,
+    /// Flows live in a slab and the map holds only their slots: with ~200-byte flows in
+    /// the map itself, the churn of short connections made it rehash (moving every flow)
+    /// and regrow (fresh zeroed pages) over and over, a fifth of a live worker's time.
+    flows: slab::Slab<Flow>,
+    index: HashMap<FlowKey, u32, ahash::RandomState>,
     defrag: defrag::Defragmenter,
     stats: Stats,
     ids: IdGen,
@@ -232,7 +237,8 @@ impl Dissector {
         Dissector {
             limits: config.limits,
             meta: EntryMeta { node: Arc::from(config.node), capture_source: config.capture_source, schema: config.schema },
-            flows: HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
+            flows: slab::Slab::new(),
+            index: HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
             defrag: Default::default(),
             stats: Stats::default(),
             ids: IdGen::default(),
@@ -326,45 +332,50 @@ impl Dissector {
     }
 
     /// The flow for a packet from `src` to `dst`, made if new; and the packet's direction.
-    fn flow(&mut self, ts: Timestamp, src: (IpAddr, u16), dst: (IpAddr, u16), transport: Transport, create: bool) -> Option<(FlowKey, Dir)> {
+    fn flow(&mut self, ts: Timestamp, src: (IpAddr, u16), dst: (IpAddr, u16), transport: Transport, create: bool) -> Option<(usize, Dir)> {
         let proto = if transport == Transport::Tcp { decode::PROTO_TCP } else { decode::PROTO_UDP };
         let key = FlowKey::new(src, dst, proto);
-        if !self.flows.contains_key(&key) {
-            if !create {
-                return None;
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot as usize,
+            None => {
+                if !create {
+                    return None;
+                }
+                if self.flows.len() >= self.limits.max_flows {
+                    self.evict();
+                }
+                self.flow_seq += 1;
+                self.stats.flows_created += 1;
+                let kind = match transport {
+                    Transport::Tcp => FlowKind::Tcp(Box::new(TcpFlow {
+                        halves: Default::default(),
+                        pend: Default::default(),
+                        app: TcpApp::Unknown { probed: 0 },
+                        tcx: TcpCtx { syn: [false; 2], ports: (src.1, dst.1) },
+                        closed: [false; 2],
+                    })),
+                    Transport::Udp => FlowKind::Udp(UdpApp::Unknown { tried: 0 }),
+                };
+                let info = ConnInfo { ends: [src, dst], transport, conn_id: conn_id(&key, ts) };
+                let slot = self.flows.insert(Flow { key, info, seq: self.flow_seq, last_seen: ts, kind });
+                self.index.insert(key, slot as u32);
+                slot
             }
-            if self.flows.len() >= self.limits.max_flows {
-                self.evict();
-            }
-            self.flow_seq += 1;
-            self.stats.flows_created += 1;
-            let kind = match transport {
-                Transport::Tcp => FlowKind::Tcp(Box::new(TcpFlow {
-                    halves: Default::default(),
-                    pend: Default::default(),
-                    app: TcpApp::Unknown { probed: 0 },
-                    tcx: TcpCtx { syn: [false; 2], ports: (src.1, dst.1) },
-                    closed: [false; 2],
-                })),
-                Transport::Udp => FlowKind::Udp(UdpApp::Unknown { tried: 0 }),
-            };
-            let info = ConnInfo { ends: [src, dst], transport, conn_id: conn_id(&key, ts) };
-            self.flows.insert(key, Flow { info, seq: self.flow_seq, last_seen: ts, kind });
-        }
-        let f = self.flows.get_mut(&key).expect("present");
+        };
+        let f = &mut self.flows[slot];
         f.last_seen = ts;
         let dir = if f.info.ends[0] == src { Dir::A } else { Dir::B };
-        Some((key, dir))
+        Some((slot, dir))
     }
 
     fn tcp(&mut self, ts: Timestamp, info: &IpInfo, seg: TcpSeg<'_>, missing: usize) {
         self.stats.tcp_segments += 1;
         let has_data = !seg.payload.is_empty() || missing > 0;
-        let Some((key, dir)) = self.flow(ts, (info.src, seg.sport), (info.dst, seg.dport), Transport::Tcp, seg.syn || has_data) else {
+        let Some((slot, dir)) = self.flow(ts, (info.src, seg.sport), (info.dst, seg.dport), Transport::Tcp, seg.syn || has_data) else {
             return;
         };
         let Dissector { flows, limits, meta, stats, ids, out, ooo_total, .. } = self;
-        let flow = flows.get_mut(&key).expect("present");
+        let flow = &mut flows[slot];
         let FlowKind::Tcp(t) = &mut flow.kind else { return };
         let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
         let (d, o) = (dir.idx(), dir.flip().idx());
@@ -389,7 +400,7 @@ impl Dissector {
             t.close(dir, &mut cx);
         }
         if seg.rst || t.closed == [true, true] {
-            self.remove_flow(key);
+            self.remove_flow(slot);
         }
     }
 
@@ -402,9 +413,9 @@ impl Dissector {
                 return;
             }
         }
-        let Some((key, dir)) = self.flow(ts, (info.src, sport), (info.dst, dport), Transport::Udp, true) else { return };
+        let Some((slot, dir)) = self.flow(ts, (info.src, sport), (info.dst, dport), Transport::Udp, true) else { return };
         let Dissector { flows, limits, meta, stats, ids, out, .. } = self;
-        let flow = flows.get_mut(&key).expect("present");
+        let flow = &mut flows[slot];
         let FlowKind::Udp(app) = &mut flow.kind else { return };
         if let UdpApp::Unknown { tried } = app {
             if dns_wire::looks_like_dns(data, detect::dns_port(sport) || detect::dns_port(dport)) {
@@ -427,8 +438,9 @@ impl Dissector {
         }
     }
 
-    fn remove_flow(&mut self, key: FlowKey) {
-        let Some(mut flow) = self.flows.remove(&key) else { return };
+    fn remove_flow(&mut self, slot: usize) {
+        let Some(mut flow) = self.flows.try_remove(slot) else { return };
+        self.index.remove(&flow.key);
         let Dissector { limits, meta, stats, ids, out, ooo_total, .. } = self;
         let ts = flow.last_seen;
         let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
@@ -457,7 +469,7 @@ impl Dissector {
     fn sweep(&mut self, now: Timestamp) {
         self.last_sweep = now;
         self.stats.fragments_expired += self.defrag.expire(now, self.limits.fragment_timeout_ns) as u64;
-        let mut idle: Vec<(u64, FlowKey)> = Vec::new();
+        let mut idle: Vec<(u64, usize)> = Vec::new();
         let Dissector { flows, limits, meta, stats, ids, out, .. } = self;
         for (k, f) in flows.iter_mut() {
             let timeout = match &f.kind {
@@ -468,7 +480,7 @@ impl Dissector {
                 FlowKind::Udp(_) => limits.udp_idle_ns,
             };
             if now.0.saturating_sub(f.last_seen.0) > timeout {
-                idle.push((f.seq, *k));
+                idle.push((f.seq, k));
             } else if let FlowKind::Udp(UdpApp::Dns(p)) = &mut f.kind {
                 if !p.is_idle() {
                     let mut cx = Cx { ts: now, first_ts: now, held: 0, conn: &f.info, meta, limits, stats, ids, out };
@@ -485,7 +497,7 @@ impl Dissector {
 
     /// At the flow cap: the least recently seen eighth goes.
     fn evict(&mut self) {
-        let mut all: Vec<(Timestamp, u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_seen, f.seq, *k)).collect();
+        let mut all: Vec<(Timestamp, u64, usize)> = self.flows.iter().map(|(k, f)| (f.last_seen, f.seq, k)).collect();
         all.sort_unstable_by_key(|(t, s, _)| (*t, *s));
         let n = (all.len() / 8).max(1);
         self.stats.flows_evicted += n as u64;
@@ -496,7 +508,7 @@ impl Dissector {
 
     /// The end of the input: every flow is finished, in the order it began.
     pub fn finish(&mut self) {
-        let mut all: Vec<(u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.seq, *k)).collect();
+        let mut all: Vec<(u64, usize)> = self.flows.iter().map(|(k, f)| (f.seq, k)).collect();
         all.sort_unstable_by_key(|(s, _)| *s);
         for (_, k) in all {
             self.remove_flow(k);
