@@ -5,7 +5,9 @@
 //!
 //!     sudo dissect_live IFACE ebpf|libpcap SECONDS [SHARDS]
 //!
-//! Prints "capturing with ENGINE" once attached, then one JSON line of every counter.
+//! Ends after SECONDS, or on SIGINT or SIGTERM.
+//!
+//! Says "capturing with ENGINE" once attached, then one JSON line of every counter (stderr).
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -34,6 +36,11 @@ fn main() {
     if let Some(n) = args.get(4) {
         cfg.shards = n.parse().unwrap_or_else(|_| fail("SHARDS is a number"));
     }
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
     eprintln!("capturing with {} on {}", source.engine(), args[1]);
     let (tx, rx) = std::sync::mpsc::sync_channel(1024);
     let counter = std::thread::spawn(move || rx.iter().sum::<u64>());
@@ -44,7 +51,7 @@ fn main() {
     });
     let mut st = worker::run(source, &cfg, &STOP, || None, |_| Count, tx).unwrap_or_else(|e| fail(e));
     st.entries = counter.join().unwrap_or(0);
-    println!("{}", st.to_json());
+    eprintln!("{}", st.to_json());
 }
 
 /// Counts a shard's entries and drops them on the shard.
@@ -57,6 +64,10 @@ impl worker::Post for Count {
         drop(entries);
         (n > 0).then_some(n)
     }
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
 }
 
 fn fail(e: impl std::fmt::Display) -> ! {

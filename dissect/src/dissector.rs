@@ -542,5 +542,7 @@ fn conn_id(key: &FlowKey, ts: Timestamp) -> String {
     }
     eat(&[key.proto]);
     eat(&ts.0.to_be_bytes());
-    format!("{h:016x}")
+    let mut id = String::with_capacity(16);
+    crate::stream::push_hex(&mut id, h, 16);
+    id
 }

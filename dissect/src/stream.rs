@@ -53,7 +53,19 @@ impl IdGen {
     pub fn make(&mut self, ts: Timestamp) -> String {
         let n = self.next;
         self.next += 1;
-        format!("{:016x}{:08x}", ts.0, n & 0xffff_ffff)
+        let mut id = String::with_capacity(24);
+        push_hex(&mut id, ts.0, 16);
+        push_hex(&mut id, n & 0xffff_ffff, 8);
+        id
+    }
+}
+
+/// `v`'s low `digits` hex digits, zero-padded, lower case: `format!("{v:0digits$x}")`
+/// without the formatting machinery (ids are made for every entry and flow).
+pub(crate) fn push_hex(out: &mut String, v: u64, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize] as char);
     }
 }
 

@@ -52,6 +52,11 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     msg.rcode = (b[3] & 0x0f) as u16;
     let c = &h.counts;
     for _ in 0..c.queries {
+        if let Some((q, next)) = plain_question(b, d.index()) {
+            msg.questions.push(q);
+            d = d.clone(next as u16);
+            continue;
+        }
         match Query::read(&mut d) {
             Ok(q) => msg.questions.push(DnsQuestion {
                 name: name_text(&q.name),
@@ -90,6 +95,49 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     }
     msg.parsed_len = d.index();
     Some(msg)
+}
+
+/// A question at `at` whose name is plain labels with no compression pointer (nearly
+/// every question: it is the message's first name), read straight from the bytes; the
+/// same text as hickory's reading through [`name_text`]. Anything else is None, for
+/// hickory to read. Returns the question and where the next part begins.
+fn plain_question(b: &[u8], at: usize) -> Option<(DnsQuestion, usize)> {
+    let mut pos = at;
+    let mut name = String::new();
+    loop {
+        let len = *b.get(pos)? as usize;
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        // a pointer or a reserved label type: hickory's business
+        if len > 63 {
+            return None;
+        }
+        let label = b.get(pos + 1..pos + 1 + len)?;
+        let plain = !label.starts_with(b"xn--")
+            && label.iter().enumerate().all(|(i, &c)| c.is_ascii_alphanumeric() || c == b'_' || (c == b'-' && i > 0) || (c == b'*' && i == 0));
+        // well under hickory's 255-byte limit on a name, so it never refuses what this takes
+        if !plain || name.len() + len > 200 {
+            return None;
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        // checked above: ASCII only
+        name.push_str(std::str::from_utf8(label).ok()?);
+        pos += 1 + len;
+    }
+    let t = b.get(pos..pos + 4)?;
+    if pos + 4 > u16::MAX as usize {
+        return None;
+    }
+    let q = DnsQuestion {
+        name: if name.is_empty() { ".".to_string() } else { name },
+        qtype: type_text(RecordType::from(u16::from_be_bytes([t[0], t[1]]))),
+        class: class_text(DNSClass::from(u16::from_be_bytes([t[2], t[3]]))),
+    };
+    Some((q, pos + 4))
 }
 
 /// A name as hickory prints it, without the final dot (the root stays "."). Names of
@@ -315,6 +363,39 @@ mod tests {
         assert_eq!(data, vec!["93.184.216.34", "\"hi\" \"y\\\"u\"", "10 5 443 example.com."]);
         assert_eq!(r.answers[2].rtype, "SRV");
         assert!(!r.malformed);
+    }
+
+    /// The direct reading of plain questions gives what hickory's reading gives, and
+    /// leaves the rest to it.
+    #[test]
+    fn plain_questions_read_as_hickory_reads_them() {
+        let labels: [&[u8]; 12] = [b"example", b"COM", b"a-b", b"_srv", b"*", b"x1", b"-lead", b"xn--bcher-kva", b"sp ace", b"dot.in", b"\xc3\xa9", b"9"];
+        let mut seen_plain = 0;
+        for n in 0..labels.len() * labels.len() * 3 {
+            let mut q = Vec::new();
+            // zero to three labels, from the list
+            let picks = [n % labels.len(), n / labels.len() % labels.len(), n % 7];
+            for &i in picks.iter().take(n % 4) {
+                let l = labels[i];
+                q.push(l.len() as u8);
+                q.extend_from_slice(l);
+            }
+            q.push(0);
+            q.extend_from_slice(&[(n % 3) as u8, 1 + (n % 2) as u8 * 27, 0, 1 + (n % 5) as u8]);
+            let mut d = BinDecoder::new(&q);
+            let hq = Query::read(&mut d).unwrap();
+            let want = DnsQuestion { name: name_text(&hq.name), qtype: type_text(hq.query_type), class: class_text(hq.query_class) };
+            if let Some((got, next)) = plain_question(&q, 0) {
+                assert_eq!(got, want, "{q:?}");
+                assert_eq!(next, d.index());
+                seen_plain += 1;
+            }
+        }
+        assert!(seen_plain > 50, "{seen_plain}");
+        // a compression pointer, a cut-off name: not taken here
+        assert!(plain_question(b"\xc0\x0c\x00\x01\x00\x01", 0).is_none());
+        assert!(plain_question(b"\x07exam", 0).is_none());
+        assert!(plain_question(b"\x01a\x00\x00\x01", 0).is_none());
     }
 
     #[test]
