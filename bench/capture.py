@@ -2,7 +2,7 @@
 """kshark's live-capture benchmark: each engine side by side with `tcpdump -w /dev/null`
 on the same traffic.
 
-    sudo python3 bench/capture.py [--seconds 5] [--rates 100000,200000,400000,0]
+    sudo python3 bench/capture.py [--seconds 10] [--rates 100000,200000,400000,0]
 
 A network namespace `ksb-gen` holds one end of a veth pair; `blast` (capture/examples)
 injects real HTTP/1.1 exchanges and DNS lookups into it at each rate (0 = as fast as it
@@ -125,7 +125,7 @@ def run(capturer, pps, seconds, hub, conns=10000, hold=False):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rates", default="100000,200000,400000,0")
     ap.add_argument("--engines", default="ebpf +dissect,ebpf worker,libpcap +dissect,libpcap worker,tcpdump")
     a = ap.parse_args()

@@ -102,12 +102,12 @@ pub fn parse(b: &[u8]) -> Option<Message> {
 /// same text as hickory's reading through [`name_text`]. Anything else is None, for
 /// hickory to read. Returns the question and where the next part begins.
 fn plain_question(b: &[u8], at: usize) -> Option<(DnsQuestion, usize)> {
+    // checked first and copied after, so the name is allocated once at its size
     let mut pos = at;
-    let mut name = String::new();
+    let mut text_len = 0usize;
     loop {
         let len = *b.get(pos)? as usize;
         if len == 0 {
-            pos += 1;
             break;
         }
         // a pointer or a reserved label type: hickory's business
@@ -117,17 +117,25 @@ fn plain_question(b: &[u8], at: usize) -> Option<(DnsQuestion, usize)> {
         let label = b.get(pos + 1..pos + 1 + len)?;
         let plain = !label.starts_with(b"xn--")
             && label.iter().enumerate().all(|(i, &c)| c.is_ascii_alphanumeric() || c == b'_' || (c == b'-' && i > 0) || (c == b'*' && i == 0));
+        text_len += len + 1;
         // well under hickory's 255-byte limit on a name, so it never refuses what this takes
-        if !plain || name.len() + len > 200 {
+        if !plain || text_len > 200 {
             return None;
         }
-        if !name.is_empty() {
+        pos += 1 + len;
+    }
+    let mut name = String::with_capacity(text_len.max(1));
+    let mut p = at;
+    while p < pos {
+        let len = b[p] as usize;
+        if p > at {
             name.push('.');
         }
         // checked above: ASCII only
-        name.push_str(std::str::from_utf8(label).ok()?);
-        pos += 1 + len;
+        name.push_str(std::str::from_utf8(&b[p + 1..p + 1 + len]).ok()?);
+        p += 1 + len;
     }
+    pos += 1;
     let t = b.get(pos..pos + 4)?;
     if pos + 4 > u16::MAX as usize {
         return None;
