@@ -28,8 +28,8 @@ pub struct DnsPairing {
 
 const MAX_ANSWERED: usize = 256;
 
-fn request_of(m: &Message) -> DnsRequest {
-    DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions: m.questions.clone() }
+fn request_of(m: Message) -> DnsRequest {
+    DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions: m.questions }
 }
 
 fn response_of(m: Message) -> DnsResponse {
@@ -55,7 +55,7 @@ impl DnsPairing {
             cx.stats.dns_malformed += 1;
         }
         if !m.is_response {
-            let q = Query { id: m.id, dir, ts, size, req: request_of(&m), malformed: m.malformed };
+            let q = Query { id: m.id, dir, ts, size, malformed: m.malformed, req: request_of(m) };
             if multicast {
                 self.emit(Some(q), None, None, vec![], cx);
                 return;

@@ -171,6 +171,7 @@ pub fn find_head_end(b: &[u8], from: usize) -> Option<usize> {
 pub fn parse_headers(block: &[u8], out: &mut Headers) -> usize {
     let mut arr = [httparse::EMPTY_HEADER; 96];
     if let Ok(httparse::Status::Complete((_, hs))) = httparse::parse_headers(block, &mut arr) {
+        out.0.reserve(hs.len());
         for h in hs.iter() {
             out.append(h.name, &String::from_utf8_lossy(trim(h.value)));
         }
