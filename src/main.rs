@@ -61,7 +61,6 @@ pub enum Failure {
 }
 
 fn main() -> ExitCode {
-    kshark_capture::worker::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Read(args) => read::run(args),

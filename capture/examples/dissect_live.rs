@@ -25,7 +25,6 @@ fn main() {
         eprintln!("usage: dissect_live IFACE ebpf|libpcap SECONDS [SHARDS]");
         std::process::exit(2);
     }
-    worker::tune_allocator();
     let plan = Plan { ifaces: vec![Iface::named(&args[1])], targets: None };
     let source: Box<dyn Source> = match args[2].as_str() {
         "ebpf" => Box::new(kshark_capture::ebpf::EbpfSource::open(&plan).unwrap_or_else(|e| fail(e))),

@@ -39,26 +39,6 @@ impl WorkerConfig {
     }
 }
 
-/// Keeps memory freed by the worker for ten seconds before mimalloc (the binaries'
-/// allocator) hands it back to the system, instead of one. The worker's memory churns all
-/// the time (entries, flows of short connections), and memory handed back and taken again
-/// is faulted in afresh: with transparent huge pages, 2 MiB zeroed at a time. In the
-/// worker's steady state at 400,000 packets/s that was about a tenth of the dissector
-/// thread's time. A burst's memory still goes back, ten seconds later. A
-/// `MIMALLOC_PURGE_DELAY` from the environment is left as it is.
-pub fn tune_allocator() {
-    // mi_option_purge_delay in mimalloc v3 (libmimalloc-sys names no constant for it)
-    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    const DEFAULT_MS: std::ffi::c_long = 1000;
-    // SAFETY: reading and setting an option of mimalloc has no preconditions; an index
-    // that is not the purge delay would not hold its default, so nothing else is changed.
-    unsafe {
-        if libmimalloc_sys::mi_option_get(PURGE_DELAY) == DEFAULT_MS && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            libmimalloc_sys::mi_option_set(PURGE_DELAY, 10 * DEFAULT_MS);
-        }
-    }
-}
-
 /// Every stage's counters, for the end-of-run summary and (later) the hub's /api/stats.
 #[derive(Clone, Debug, Default)]
 pub struct WorkerStats {
