@@ -14,6 +14,8 @@ can), and they arrive on the host end `ksb-b`, where the capturer listens:
     in another process (capture, dissection, naming, JSON, compression, shipping: the
     whole per-node path; the hub's own CPU is not counted)
   - tcpdump -w /dev/null (capture only)
+Then the dissector alone on one core: `dissect_file` (capture/examples) on a tcpdump
+recording of the same traffic (no sender sharing the cores, no threads), best of 5 passes.
 For each it prints packets sent and captured, drops (kernel, ring, queue; tcpdump's
 "dropped by kernel"), the CPU seconds of the capturing process while the traffic ran
 (from /proc, read just before the traffic starts and after it has drained: loading and
@@ -123,6 +125,22 @@ def run(capturer, pps, seconds, hub, conns=10000, hold=False):
                 cpu=cpu, cpu_per_m=cpu / max(got, 1) * 1e6, rss=rss, entries=entries)
 
 
+def dissect_recording(pps=200000, seconds=5):
+    """Records the same traffic with tcpdump and runs the dissector alone over it."""
+    tmp = tempfile.mkdtemp(prefix="ksb-")
+    pcap, err = os.path.join(tmp, "blast.pcap"), os.path.join(tmp, "err")
+    with open(err, "w") as ef:
+        p = subprocess.Popen(["tcpdump", "-i", "ksb-b", "-w", pcap, "-s", "0", "-B", "131072", "-n"], stdout=subprocess.DEVNULL, stderr=ef)
+    wait_for(err, "listening on", p, "tcpdump")
+    sh("ip", "netns", "exec", "ksb-gen", os.path.join(REL, "examples", "blast"), "ksb-a", str(pps), str(seconds), "10000")
+    time.sleep(1)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=30)
+    out = subprocess.run([os.path.join(REL, "examples", "dissect_file"), pcap, "5"], capture_output=True, text=True)
+    os.unlink(pcap)
+    return out.stdout.strip()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10)
@@ -136,7 +154,7 @@ def main():
             sys.exit(f"bench: {t} is missing: run scripts/setup.sh first")
     print("bench: building kshark and blast (release)", flush=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "kshark", "-p", "kshark"], cwd=ROOT, check=True)
-    for ex in ["blast", "dissect_live"]:
+    for ex in ["blast", "dissect_live", "dissect_file"]:
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", ex, "-p", "kshark-capture"], cwd=ROOT, check=True)
     setup()
     # the workers ship to a hub of their own, in another process (its CPU is not counted)
@@ -158,6 +176,7 @@ def main():
                     best[eng] = max(best.get(eng, 0), r["rate"])
         for eng in a.engines.split(","):
             print(f"bench: {eng}: highest rate taken without loss: {best.get(eng, 0):.0f} packets/s")
+        print(f"bench: the dissector alone on a recording of the traffic at 200k pps: {dissect_recording()}", flush=True)
         if "ebpf worker" in a.engines:
             r = run("ebpf worker", 200000, 30, hub, conns=100000, hold=True)
             print(f"bench: ebpf worker holding 100,000 open connections ({r['got']} packets, {r['entries']} entries): peak RSS {r['rss']} MB")
