@@ -11,10 +11,11 @@
 # 2. Times, one after the other: the bare read (every packet through kshark's reader),
 #    `kshark read --format ndjson`, and `tshark` dissecting HTTP and DNS with TCP
 #    reassembly, printing wall time, throughput and peak memory (RSS) of each.
-# 3. The live-capture benchmark (bench/capture.py): each engine and `tcpdump -w /dev/null`
-#    on the same injected traffic in a network namespace pair: packets per second taken
-#    without loss, CPU seconds per million packets, peak memory, and the worker's memory
-#    with 100,000 open connections.
+# 3. The live-capture benchmark (bench/capture.py): each engine (capture plus dissection,
+#    and the whole worker shipping to a hub) and `tcpdump -w /dev/null` on the same
+#    injected traffic in a network namespace pair: packets per second taken without loss,
+#    CPU seconds per million packets, peak memory; the dissector alone on a recording of
+#    that traffic; and the worker's memory with 100,000 open connections.
 # 4. The filter language (hub/examples/filter_speed.rs): ns per entry of compiled filters
 #    over the corpus's entries, next to what parsing an entry's JSON costs.
 # Everything listens on 127.0.0.1 or inside the benchmark's own namespaces and stops by itself.
