@@ -437,7 +437,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     let filter = filter.map(Arc::new);
     let table_rows = matches!(&sink, Sink::Print { format: Some(TapFormat::Table), .. });
     let replay = a.replay.is_some();
-    // the output loop names entries from the same cache the watch (or a reload) updates
+    // the shards name entries from the same cache the watch (or a reload) updates
     let finish = {
         let (id, filter) = (t.id.clone(), filter.clone());
         move |_shard: usize| Finish { id: id.clone(), filter: filter.clone(), table_rows }

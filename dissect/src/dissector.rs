@@ -202,7 +202,6 @@ enum FlowKind {
 }
 
 struct Flow {
-    key: FlowKey,
     info: ConnInfo,
     seq: u64,
     last_seen: Timestamp,
@@ -269,12 +268,6 @@ impl Dissector {
         self.out.drain(..)
     }
 
-    /// Every entry completed so far, as one vector (for handing to another thread in
-    /// one piece).
-    pub fn take_entries(&mut self) -> Vec<Entry> {
-        std::mem::take(&mut self.out)
-    }
-
     /// One captured frame of the given link-layer type, as captured (maybe cut short).
     pub fn packet(&mut self, ts: Timestamp, linktype: u32, frame: &[u8]) {
         self.stats.packets += 1;
@@ -333,8 +326,7 @@ impl Dissector {
 
     /// The flow for a packet from `src` to `dst`, made if new; and the packet's direction.
     fn flow(&mut self, ts: Timestamp, src: (IpAddr, u16), dst: (IpAddr, u16), transport: Transport, create: bool) -> Option<(usize, Dir)> {
-        let proto = if transport == Transport::Tcp { decode::PROTO_TCP } else { decode::PROTO_UDP };
-        let key = FlowKey::new(src, dst, proto);
+        let key = flow_key(src, dst, transport);
         let slot = match self.index.get(&key) {
             Some(&slot) => slot as usize,
             None => {
@@ -357,7 +349,7 @@ impl Dissector {
                     Transport::Udp => FlowKind::Udp(UdpApp::Unknown { tried: 0 }),
                 };
                 let info = ConnInfo { ends: [src, dst], transport, conn_id: conn_id(&key, ts) };
-                let slot = self.flows.insert(Flow { key, info, seq: self.flow_seq, last_seen: ts, kind });
+                let slot = self.flows.insert(Flow { info, seq: self.flow_seq, last_seen: ts, kind });
                 self.index.insert(key, slot as u32);
                 slot
             }
@@ -440,7 +432,8 @@ impl Dissector {
 
     fn remove_flow(&mut self, slot: usize) {
         let Some(mut flow) = self.flows.try_remove(slot) else { return };
-        self.index.remove(&flow.key);
+        let [a, b] = flow.info.ends;
+        self.index.remove(&flow_key(a, b, flow.info.transport));
         let Dissector { limits, meta, stats, ids, out, ooo_total, .. } = self;
         let ts = flow.last_seen;
         let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
@@ -522,6 +515,12 @@ fn add_counters(stats: &mut Stats, before: TcpCounters, after: TcpCounters) {
     stats.tcp_out_of_order_segments += after.out_of_order_segments - before.out_of_order_segments;
     stats.tcp_gaps += after.gaps - before.gaps;
     stats.tcp_gap_bytes += after.gap_bytes - before.gap_bytes;
+}
+
+/// The key a flow is found by: both ends, in either order, and the transport.
+fn flow_key(src: (IpAddr, u16), dst: (IpAddr, u16), transport: Transport) -> FlowKey {
+    let proto = if transport == Transport::Tcp { decode::PROTO_TCP } else { decode::PROTO_UDP };
+    FlowKey::new(src, dst, proto)
 }
 
 /// A connection id: the flow key and its first packet's time, hashed (FNV-1a 64).
