@@ -188,17 +188,19 @@ pub fn run<P: Post>(
         .collect();
     drop(out);
     let mut queue_drops = 0u64;
+    // A partial batch that finds the queue full waits (and fills up) rather than being
+    // dropped: paced sources hand over a few packets per poll, and a queue of tiny batches
+    // would otherwise drop after a few milliseconds' stall. Only a full batch is dropped.
     let flush = |s: &mut Shard, drops: &mut u64| {
         if s.batch.pkts.is_empty() {
             return;
         }
-        let fresh = s.free.try_recv().unwrap_or_else(|_| Batch::new());
-        let b = std::mem::replace(&mut s.batch, fresh);
+        let b = std::mem::replace(&mut s.batch, Batch { data: Vec::new(), pkts: Vec::new() });
         match s.tx.try_send(b) {
-            Ok(()) => {}
-            Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
+            Ok(()) => s.batch = s.free.try_recv().unwrap_or_else(|_| Batch::new()),
+            Err(TrySendError::Full(b)) if b.pkts.len() < BATCH => s.batch = b,
+            Err(TrySendError::Full(mut b)) | Err(TrySendError::Disconnected(mut b)) => {
                 *drops += b.pkts.len() as u64;
-                let mut b = b;
                 b.data.clear();
                 b.pkts.clear();
                 s.batch = b;
@@ -238,8 +240,14 @@ pub fn run<P: Post>(
         }
     }
     source.flush(&mut |p| dispatch(&mut shards, p, &mut queue_drops, &flush));
+    // the last partial batches wait for room: the shards are still draining
     for s in &mut shards {
-        flush(s, &mut queue_drops);
+        let b = std::mem::replace(&mut s.batch, Batch { data: Vec::new(), pkts: Vec::new() });
+        if !b.pkts.is_empty() {
+            if let Err(e) = s.tx.send(b) {
+                queue_drops += e.0.pkts.len() as u64;
+            }
+        }
     }
     let source_stats = source.stats();
     let engine = source.engine();
