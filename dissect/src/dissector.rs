@@ -524,7 +524,7 @@ fn flow_key(src: (IpAddr, u16), dst: (IpAddr, u16), transport: Transport) -> Flo
 }
 
 /// A connection id: the flow key and its first packet's time, hashed (FNV-1a 64).
-fn conn_id(key: &FlowKey, ts: Timestamp) -> String {
+fn conn_id(key: &FlowKey, ts: Timestamp) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |b: &[u8]| {
         for &x in b {
@@ -541,7 +541,5 @@ fn conn_id(key: &FlowKey, ts: Timestamp) -> String {
     }
     eat(&[key.proto]);
     eat(&ts.0.to_be_bytes());
-    let mut id = String::with_capacity(16);
-    crate::stream::push_hex(&mut id, h, 16);
-    id
+    h
 }

@@ -7,7 +7,9 @@
 use crate::time::Timestamp;
 use serde::ser::Serializer;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The schema version of [`Entry`]'s JSON form.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -341,19 +343,23 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Text from a fixed vocabulary (record types, classes, codes): borrowed, so the many
+/// DNS entries of a busy node do not each allocate it; owned for the rare value outside.
+pub type Text = Cow<'static, str>;
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DnsQuestion {
     pub name: String,
     #[serde(rename = "type")]
-    pub qtype: String,
-    pub class: String,
+    pub qtype: Text,
+    pub class: Text,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DnsRecord {
     pub name: String,
     #[serde(rename = "type")]
-    pub rtype: String,
+    pub rtype: Text,
     pub ttl: u32,
     pub data: String,
 }
@@ -361,15 +367,15 @@ pub struct DnsRecord {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DnsRequest {
     pub id: u16,
-    pub opcode: String,
+    pub opcode: Text,
     pub questions: Vec<DnsQuestion>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DnsResponse {
     pub id: u16,
-    pub opcode: String,
-    pub rcode: String,
+    pub opcode: Text,
+    pub rcode: Text,
     pub truncated: bool,
     pub authoritative: bool,
     pub questions: Vec<DnsQuestion>,
@@ -413,7 +419,7 @@ pub struct Entry {
     pub elapsed_time: Option<u64>,
     pub request_size: u64,
     pub response_size: u64,
-    pub node: String,
+    pub node: Arc<str>,
     pub capture_source: CaptureSource,
     pub conn_id: String,
     pub anomalies: Vec<Anomaly>,

@@ -31,7 +31,8 @@ pub struct ConnInfo {
     /// The sender of direction `A` and of direction `B`.
     pub ends: [(IpAddr, u16); 2],
     pub transport: Transport,
-    pub conn_id: String,
+    /// The connection id, written as 16 hex digits in entries.
+    pub conn_id: u64,
 }
 
 /// Settings that every entry carries.
@@ -113,9 +114,13 @@ impl Cx<'_> {
             elapsed_time: None,
             request_size: 0,
             response_size: 0,
-            node: self.meta.node.to_string(),
+            node: self.meta.node.clone(),
             capture_source: self.meta.capture_source,
-            conn_id: self.conn.conn_id.clone(),
+            conn_id: {
+                let mut id = String::with_capacity(16);
+                push_hex(&mut id, self.conn.conn_id, 16);
+                id
+            },
             anomalies: Vec::new(),
         }
     }

@@ -19,11 +19,23 @@ struct Query {
     malformed: bool,
 }
 
+/// A query that has had its answer: enough to know a later copy of the answer for a
+/// duplicate. A flow is kept a while after its last answer, and the DNS flows of a busy
+/// node are many, so this holds no heap memory.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    id: u16,
+    dir: Dir,
+    malformed: bool,
+    ts: Timestamp,
+    size: u64,
+}
+
 /// Queries waiting for responses on one flow or connection, and recently answered ones.
 #[derive(Debug, Default)]
 pub struct DnsPairing {
     pending: VecDeque<Query>,
-    answered: VecDeque<Query>,
+    answered: smallvec::SmallVec<[Answered; 2]>,
 }
 
 const MAX_ANSWERED: usize = 256;
@@ -72,12 +84,14 @@ impl DnsPairing {
         if resp_malformed {
             an.push(Anomaly::Malformed);
         }
-        let matches = |q: &Query| q.id == m.id && q.dir == dir.flip();
-        if let Some(i) = self.pending.iter().position(matches) {
+        if let Some(i) = self.pending.iter().position(|q| q.id == m.id && q.dir == dir.flip()) {
             let q = self.pending.remove(i).expect("found");
             self.emit_answered(q, m, size, ts, an, cx);
-        } else if let Some(i) = self.answered.iter().rposition(matches) {
-            let copy = self.answered[i].clone();
+        } else if let Some(a) = self.answered.iter().rev().find(|a| a.id == m.id && a.dir == dir.flip()).copied() {
+            // the request as the answer repeats it: a response carries its query's
+            // question section (RFC 1035 4.1.1)
+            let req = DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions: m.questions.clone() };
+            let copy = Query { id: a.id, dir: a.dir, ts: a.ts, size: a.size, req, malformed: a.malformed };
             an.push(Anomaly::DuplicateResponse);
             self.emit(Some(copy), Some((response_of(m), size, ts)), None, an, cx);
         } else {
@@ -89,12 +103,16 @@ impl DnsPairing {
     }
 
     fn emit_answered(&mut self, q: Query, m: Message, size: u64, ts: Timestamp, an: Vec<Anomaly>, cx: &mut Cx<'_>) {
-        let keep = q.clone();
+        let keep = Answered { id: q.id, dir: q.dir, malformed: q.malformed, ts: q.ts, size: q.size };
         self.emit(Some(q), Some((response_of(m), size, ts)), None, an, cx);
         if self.answered.len() >= MAX_ANSWERED {
-            self.answered.pop_front();
+            self.answered.remove(0);
         }
-        self.answered.push_back(keep);
+        self.answered.push(keep);
+        if self.pending.is_empty() {
+            // an idle flow lingers (see the dissector): give its queue's memory back now
+            self.pending = VecDeque::new();
+        }
     }
 
     fn emit(&mut self, q: Option<Query>, r: Option<(DnsResponse, u64, Timestamp)>, client: Option<Dir>, mut an: Vec<Anomaly>, cx: &mut Cx<'_>) {
@@ -128,9 +146,8 @@ impl DnsPairing {
             let q = self.pending.pop_front().expect("checked");
             self.emit(Some(q), None, None, vec![Anomaly::NoResponse], cx);
         }
-        while self.answered.front().is_some_and(|q| now.0.saturating_sub(q.ts.0) > t) {
-            self.answered.pop_front();
-        }
+        let old = self.answered.iter().take_while(|a| now.0.saturating_sub(a.ts.0) > t).count();
+        self.answered.drain(..old);
     }
 
     pub fn finish(&mut self, cx: &mut Cx<'_>) {

@@ -1,7 +1,7 @@
 //! DNS messages on the wire, read record by record through `hickory-proto` so that a
 //! message cut short or broken half-way keeps everything before the break.
 
-use crate::entry::{DnsQuestion, DnsRecord};
+use crate::entry::{DnsQuestion, DnsRecord, Text};
 use hickory_proto::op::{Header, MessageType, Query};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -178,31 +178,29 @@ fn name_text(n: &Name) -> String {
 }
 
 /// A type's mnemonic, or `TYPEn` (RFC 3597) for types without one.
-pub fn type_text(t: RecordType) -> String {
+pub fn type_text(t: RecordType) -> Text {
     match t {
-        RecordType::Unknown(n) => format!("TYPE{n}"),
-        RecordType::ZERO => "TYPE0".to_string(),
-        RecordType::A => "A".to_string(),
-        RecordType::AAAA => "AAAA".to_string(),
+        RecordType::Unknown(n) => format!("TYPE{n}").into(),
+        RecordType::ZERO => "TYPE0".into(),
         other => {
-            let s = other.to_string();
+            let s: &'static str = other.into();
             if s.chars().all(|c| c.is_ascii_alphanumeric()) {
-                s
+                s.into()
             } else {
-                format!("TYPE{}", u16::from(other))
+                format!("TYPE{}", u16::from(other)).into()
             }
         }
     }
 }
 
-fn class_text(c: DNSClass) -> String {
+fn class_text(c: DNSClass) -> Text {
     match c {
         DNSClass::IN => "IN".into(),
         DNSClass::CH => "CH".into(),
         DNSClass::HS => "HS".into(),
         DNSClass::NONE => "NONE".into(),
         DNSClass::ANY => "ANY".into(),
-        other => format!("CLASS{}", u16::from(other)),
+        other => format!("CLASS{}", u16::from(other)).into(),
     }
 }
 
@@ -286,7 +284,7 @@ fn escape_txt(s: &[u8]) -> String {
 }
 
 /// DNS opcode mnemonics.
-pub fn opcode_text(op: u8) -> String {
+pub fn opcode_text(op: u8) -> Text {
     match op {
         0 => "QUERY".into(),
         1 => "IQUERY".into(),
@@ -294,18 +292,18 @@ pub fn opcode_text(op: u8) -> String {
         4 => "NOTIFY".into(),
         5 => "UPDATE".into(),
         6 => "DSO".into(),
-        n => format!("OPCODE{n}"),
+        n => format!("OPCODE{n}").into(),
     }
 }
 
 /// Response code mnemonics (RFC 6895), extended codes included.
-pub fn rcode_text(rc: u16) -> String {
+pub fn rcode_text(rc: u16) -> Text {
     const NAMES: [&str; 24] = [
         "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET", "NXRRSET", "NOTAUTH",
         "NOTZONE", "DSOTYPENI", "RCODE12", "RCODE13", "RCODE14", "RCODE15", "BADVERS", "BADKEY", "BADTIME", "BADMODE",
         "BADNAME", "BADALG", "BADTRUNC", "BADCOOKIE",
     ];
-    NAMES.get(rc as usize).map(|s| s.to_string()).unwrap_or_else(|| format!("RCODE{rc}"))
+    NAMES.get(rc as usize).map(|&s| Text::Borrowed(s)).unwrap_or_else(|| format!("RCODE{rc}").into())
 }
 
 /// Is this a plausible DNS header? `hinted`: it is on a DNS port, so be less strict.
@@ -362,7 +360,7 @@ mod tests {
     #[test]
     fn query_and_answers() {
         let q = parse(&query()).unwrap();
-        assert_eq!((q.id, q.is_response, q.questions[0].name.as_str(), q.questions[0].qtype.as_str()), (0x1234, false, "example.com", "A"));
+        assert_eq!((q.id, q.is_response, q.questions[0].name.as_str(), &*q.questions[0].qtype), (0x1234, false, "example.com", "A"));
         let mut rr = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x5d\xb8\xd8\x22".to_vec();
         rr.extend_from_slice(b"\xc0\x0c\x00\x10\x00\x01\x00\x00\x00\x3c\x00\x07\x02hi\x03y\"u");
         rr.extend_from_slice(b"\xc0\x0c\x00\x21\x00\x01\x00\x00\x00\x3c\x00\x08\x00\x0a\x00\x05\x01\xbb\xc0\x0c");
