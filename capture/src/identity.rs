@@ -569,18 +569,18 @@ impl Identity {
         if let Some(p) = self.pod_at(&ep.ip, ts) {
             ep.name = p.name.clone();
             ep.namespace = Some(p.namespace.clone());
-            ep.pod = Some(json!({
+            ep.pod = Some(Box::new(json!({
                 "name": p.name,
                 "namespace": p.namespace,
                 "labels": p.labels,
                 "workload": self.workload(p).map(|(k, n)| json!({"kind": k, "name": n})),
                 "node": p.node,
-            }));
-            ep.service = self.services_of(p).first().map(|s| json!({"name": s, "namespace": p.namespace}));
+            })));
+            ep.service = self.services_of(p).first().map(|s| Box::new(json!({"name": s, "namespace": p.namespace})));
         } else if let Some(s) = self.service_at(&ep.ip, ts) {
             ep.name = s.name.clone();
             ep.namespace = Some(s.namespace.clone());
-            ep.service = Some(json!({"name": s.name, "namespace": s.namespace}));
+            ep.service = Some(Box::new(json!({"name": s.name, "namespace": s.namespace})));
         } else if let Some(n) = self.node(&ep.ip) {
             // the node itself or any hostNetwork pod on it: say the node, guess no pod
             ep.name = format!("node/{n}");

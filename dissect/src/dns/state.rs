@@ -127,11 +127,11 @@ impl DnsPairing {
             if let Some((_, _, rts)) = &r {
                 e.elapsed_time = Some(rts.micros_since(q.ts));
             }
-            e.request = Some(Request::Dns(q.req));
+            e.request = Some(Box::new(Request::Dns(q.req)));
         }
         if let Some((resp, size, _)) = r {
             e.response_size = size;
-            e.response = Some(Response::Dns(resp));
+            e.response = Some(Box::new(Response::Dns(resp)));
         }
         for a in an {
             e.add_anomaly(a);

@@ -40,7 +40,7 @@ fn content(b: &Value) -> Value {
 
 /// The HAR entry of an HTTP entry (None for other protocols).
 pub fn entry(e: &Entry) -> Option<Value> {
-    if !matches!(e.request, Some(Request::Http(_))) {
+    if !matches!(e.request.as_deref(), Some(Request::Http(_))) {
         return None;
     }
     entry_json(&serde_json::to_value(e).ok()?)

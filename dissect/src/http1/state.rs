@@ -346,7 +346,7 @@ impl Http1 {
                 let (path, query) = (path.to_string(), query.to_string());
                 let host = q.headers.get("host").map(str::to_string);
                 let body = q.body.finish(q.headers.get("content-type"), q.headers.get("content-encoding"), max, &mut an);
-                e.request = Some(Request::Http(HttpRequest {
+                e.request = Some(Box::new(Request::Http(HttpRequest {
                     method,
                     path,
                     query_string: query,
@@ -357,7 +357,7 @@ impl Http1 {
                     body,
                     http2: None,
                     unresolved_headers: Vec::new(),
-                }));
+                })));
             }
         }
         if let Some(r) = resp {
@@ -369,7 +369,7 @@ impl Http1 {
             };
             e.http_version.get_or_insert(version);
             let body = r.body.finish(r.headers.get("content-type"), r.headers.get("content-encoding"), max, &mut an);
-            e.response = Some(Response::Http(HttpResponse {
+            e.response = Some(Box::new(Response::Http(HttpResponse {
                 status_code: status,
                 reason,
                 headers: r.headers,
@@ -377,7 +377,7 @@ impl Http1 {
                 body,
                 informational: interims,
                 unresolved_headers: Vec::new(),
-            }));
+            })));
         }
         for a in an {
             e.add_anomaly(a);

@@ -236,7 +236,7 @@ impl H2Stream {
             let (path, query) = split_target(&target);
             let (path, query) = (path.to_string(), query.to_string());
             let body = body(qp).finish(headers.get("content-type"), headers.get("content-encoding"), max, an);
-            e.request = Some(Request::Http(HttpRequest {
+            e.request = Some(Box::new(Request::Http(HttpRequest {
                 method: headers.get(":method").unwrap_or_default().to_string(),
                 path,
                 query_string: query,
@@ -247,12 +247,12 @@ impl H2Stream {
                 body,
                 http2: Some(h2),
                 unresolved_headers: qu,
-            }));
+            })));
         }
         if let Some(f) = self.resp.take() {
             let headers = to_headers(f);
             let body = body(rp).finish(headers.get("content-type"), headers.get("content-encoding"), max, an);
-            e.response = Some(Response::Http(HttpResponse {
+            e.response = Some(Box::new(Response::Http(HttpResponse {
                 status_code: status(&headers),
                 reason: None,
                 headers,
@@ -260,7 +260,7 @@ impl H2Stream {
                 body,
                 informational: std::mem::take(&mut self.informational),
                 unresolved_headers: ru,
-            }));
+            })));
         }
     }
 
@@ -290,7 +290,7 @@ impl H2Stream {
             let headers = to_headers(f);
             let (service, method) = grpc::split_path(&path).unwrap_or(("", ""));
             let (messages, dropped) = render(qp, headers.get("grpc-encoding"), types.as_ref().map(|t| &t.0), an);
-            e.request = Some(Request::Grpc(GrpcRequest {
+            e.request = Some(Box::new(Request::Grpc(GrpcRequest {
                 path: path.clone(),
                 service: service.to_string(),
                 method: method.to_string(),
@@ -300,14 +300,14 @@ impl H2Stream {
                 messages_dropped: dropped,
                 http2: h2,
                 unresolved_headers: qu,
-            }));
+            })));
         }
         if let Some(f) = self.resp.take() {
             let headers = to_headers(f);
             let trailers = to_headers(rt);
             let (messages, dropped) = render(rp, headers.get("grpc-encoding"), types.as_ref().map(|t| &t.1), an);
             let from = |n: &str| trailers.get(n).or_else(|| headers.get(n));
-            e.response = Some(Response::Grpc(GrpcResponse {
+            e.response = Some(Box::new(Response::Grpc(GrpcResponse {
                 status_code: status(&headers),
                 grpc_status: from("grpc-status").and_then(|s| s.trim().parse().ok()),
                 grpc_message: from("grpc-message").map(percent_decode),
@@ -316,7 +316,7 @@ impl H2Stream {
                 messages,
                 messages_dropped: dropped,
                 unresolved_headers: ru,
-            }));
+            })));
         }
     }
 }
