@@ -224,12 +224,18 @@ pub struct Dissector {
     flow_seq: u64,
     last_sweep: Timestamp,
     ooo_total: usize,
+    /// UDP DNS flows as they went idle (every query answered), oldest first: (when, slot,
+    /// flow seq). Each leaves DNS_DONE_NS after its last answer, not at the next sweep:
+    /// a busy node makes tens of thousands a second, and the flow table they would fill
+    /// for two or three seconds more made every lookup a cache miss.
+    dns_done: std::collections::VecDeque<(Timestamp, u32, u64)>,
 }
 
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
-/// How long a UDP DNS flow with every query answered is kept (a late duplicate answer
-/// within it is still recognised as one).
-const DNS_DONE_NS: u64 = 2_000_000_000;
+/// How long a UDP DNS flow with every query answered is kept: a duplicate answer within
+/// it is still recognised as one (duplicates seen in captures come within a millisecond;
+/// a client that retried has a query pending, which the answer pairs with).
+const DNS_DONE_NS: u64 = 1_000_000_000;
 
 impl Dissector {
     pub fn new(config: Config) -> Self {
@@ -245,6 +251,7 @@ impl Dissector {
             flow_seq: 0,
             last_sweep: Timestamp(0),
             ooo_total: 0,
+            dns_done: Default::default(),
         }
     }
 
@@ -275,7 +282,26 @@ impl Dissector {
         if ts.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_NS) {
             self.sweep(ts);
         }
+        self.retire_dns(ts);
         self.frame(ts, linktype, frame, 0);
+    }
+
+    /// Removes the UDP DNS flows idle for DNS_DONE_NS as of `now`.
+    fn retire_dns(&mut self, now: Timestamp) {
+        while let Some(&(at, slot, seq)) = self.dns_done.front() {
+            if now.0.saturating_sub(at.0) <= DNS_DONE_NS {
+                break;
+            }
+            self.dns_done.pop_front();
+            // still that flow (slots are reused), still idle, and nothing since
+            let done = self.flows.get(slot as usize).is_some_and(|f| {
+                f.seq == seq && now.0.saturating_sub(f.last_seen.0) > DNS_DONE_NS && matches!(&f.kind, FlowKind::Udp(UdpApp::Dns(p)) if p.is_idle())
+            });
+            if done {
+                self.stats.flows_expired += 1;
+                self.remove_flow(slot as usize);
+            }
+        }
     }
 
     fn frame(&mut self, ts: Timestamp, linktype: u32, frame: &[u8], depth: usize) {
@@ -427,6 +453,9 @@ impl Dissector {
                 Some(m) => p.message(dir, m, data.len() as u64, ts, info.dst.is_multicast(), &mut cx),
                 None => cx.stats.dns_malformed += 1,
             }
+            if p.is_idle() {
+                self.dns_done.push_back((ts, slot as u32, flow.seq));
+            }
         }
     }
 
@@ -456,6 +485,7 @@ impl Dissector {
         if now.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_NS) {
             self.sweep(now);
         }
+        self.retire_dns(now);
     }
 
     /// Expires idle flows, old fragments and unanswered DNS queries as capture time passes.
@@ -507,6 +537,7 @@ impl Dissector {
             self.remove_flow(k);
         }
         self.defrag = Default::default();
+        self.dns_done.clear();
     }
 }
 

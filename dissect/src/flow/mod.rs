@@ -40,7 +40,7 @@ impl SeqNum {
 }
 
 /// A flow's identity regardless of direction: the lower endpoint first.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub lo: (IpAddr, u16),
     pub hi: (IpAddr, u16),
@@ -54,6 +54,21 @@ impl FlowKey {
         } else {
             FlowKey { lo: dst, hi: src, proto }
         }
+    }
+}
+
+/// Two words for the whole key, rather than the derived field-by-field feed (the
+/// addresses' variants, each byte array, each port): flow lookups run for every packet.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        fn bits(ip: IpAddr) -> u128 {
+            match ip {
+                IpAddr::V4(a) => u32::from(a) as u128,
+                IpAddr::V6(a) => u128::from(a).rotate_left(17),
+            }
+        }
+        h.write_u128(bits(self.lo.0) ^ bits(self.hi.0).rotate_left(64));
+        h.write_u64((self.lo.1 as u64) << 32 | (self.hi.1 as u64) << 8 | self.proto as u64);
     }
 }
 
