@@ -2,7 +2,7 @@
 """kshark's live-capture benchmark: each engine side by side with `tcpdump -w /dev/null`
 on the same traffic.
 
-    sudo python3 bench/capture.py [--seconds 10] [--rates 100000,200000,400000,0]
+    sudo python3 bench/capture.py [--seconds 6] [--repeat 3] [--rates 100000,200000,400000,0]
 
 A network namespace `ksb-gen` holds one end of a veth pair; `blast` (capture/examples)
 injects real HTTP/1.1 exchanges and DNS lookups into it at each rate (0 = as fast as it
@@ -14,7 +14,11 @@ can), and they arrive on the host end `ksb-b`, where the capturer listens:
     in another process (capture, dissection, naming, JSON, compression, shipping: the
     whole per-node path; the hub's own CPU is not counted)
   - tcpdump -w /dev/null (capture only)
-Then the dissector alone on one core: `dissect_file` (capture/examples) on a tcpdump
+Each engine runs each rate --repeat times, one after the other: this VM's figures for the
+same build vary by 15% or more from run to run (the sender, its softirq and the capturer's
+threads share two cores, and the host is busy too), so the table gives the median CPU s per
+million packets with the lowest and highest, the most packets lost in any run, and the
+drops summed over the runs. Then the dissector alone on one core: `dissect_file` (capture/examples) on a tcpdump
 recording of the same traffic (no sender sharing the cores, no threads), best of 5 passes.
 For each it prints packets sent and captured, drops (kernel, ring, queue; tcpdump's
 "dropped by kernel"), the CPU seconds of the capturing process while the traffic ran
@@ -143,7 +147,8 @@ def dissect_recording(pps=200000, seconds=5):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rates", default="100000,200000,400000,0")
     ap.add_argument("--engines", default="ebpf +dissect,ebpf worker,libpcap +dissect,libpcap worker,tcpdump")
     a = ap.parse_args()
@@ -165,15 +170,19 @@ def main():
     wait_for(os.path.join(data, "err"), "listening", hub, "hub")
     hub = (hub_addr, os.path.join(data, "worker-token"), hub)
     try:
-        print(f"{'capturer':<16} {'offered':>8} {'sent pps':>9} {'sent':>9} {'captured':>9} {'lost':>7} {'CPU s':>6} {'s/Mpkt':>7} {'RSS MB':>7} {'entries':>8}  drops")
+        print(f"{'capturer':<16} {'offered':>8} {'sent pps':>9} {'sent':>9} {'lost':>7} {'s/Mpkt':>7} {'(low-high)':>11} {'RSS MB':>7} {'entries':>8}  drops")
         best = {}
         for rate in [int(r) for r in a.rates.split(",")]:
             for eng in a.engines.split(","):
-                r = run(eng, rate, a.seconds, hub)
-                print(f"{eng:<16} {('max' if rate == 0 else rate):>8} {r['rate']:>9.0f} {r['sent']:>9} {r['got']:>9} {r['lost']:>7} {r['cpu']:>6.2f} "
-                      f"{r['cpu_per_m']:>7.2f} {r['rss']:>7} {str(r['entries'] or '-'):>8}  {r['detail']}", flush=True)
-                if r["lost"] == 0 and r["drops"] == 0:
-                    best[eng] = max(best.get(eng, 0), r["rate"])
+                rs = [run(eng, rate, a.seconds, hub) for _ in range(max(a.repeat, 1))]
+                per = sorted(r["cpu_per_m"] for r in rs)
+                med = per[len(per) // 2] if len(per) % 2 else (per[len(per) // 2 - 1] + per[len(per) // 2]) / 2
+                lost, drops = max(r["lost"] for r in rs), sum(r["drops"] for r in rs)
+                detail = "; ".join(r["detail"] for r in rs) if drops else rs[0]["detail"]
+                print(f"{eng:<16} {('max' if rate == 0 else rate):>8} {min(r['rate'] for r in rs):>9.0f} {rs[0]['sent']:>9} {lost:>7} {med:>7.2f} "
+                      f"{f'{per[0]:.2f}-{per[-1]:.2f}':>11} {max(r['rss'] for r in rs):>7} {str(rs[0]['entries'] or '-'):>8}  {detail}", flush=True)
+                if lost == 0 and drops == 0:
+                    best[eng] = max(best.get(eng, 0), min(r["rate"] for r in rs))
         for eng in a.engines.split(","):
             print(f"bench: {eng}: highest rate taken without loss: {best.get(eng, 0):.0f} packets/s")
         print(f"bench: the dissector alone on a recording of the traffic at 200k pps: {dissect_recording()}", flush=True)
