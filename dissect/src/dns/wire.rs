@@ -72,6 +72,15 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     }
     for (count, section) in [(c.answers, 0), (c.authorities, 1), (c.additionals, 2)] {
         for _ in 0..count {
+            if let Some((r, next)) = plain_record(b, d.index()) {
+                match section {
+                    0 => msg.answers.push(r),
+                    1 => msg.authorities.push(r),
+                    _ => msg.additionals.push(r),
+                }
+                d = d.clone(next as u16);
+                continue;
+            }
             let rec = match Record::read(&mut d) {
                 Ok(r) => r,
                 Err(_) => {
@@ -97,66 +106,113 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     Some(msg)
 }
 
-/// A question at `at` whose name is plain labels with no compression pointer (nearly
-/// every question: it is the message's first name), read straight from the bytes; the
-/// same text as hickory's reading through [`name_text`]. Anything else is None, for
-/// hickory to read. Returns the question and where the next part begins.
-fn plain_question(b: &[u8], at: usize) -> Option<(DnsQuestion, usize)> {
+/// Letters, digits, `_`, `-` (not first) and a leading `*`, and not an IDNA label: a label
+/// whose text is its bytes, as [`name_text`] gives it.
+fn plain_label(l: &[u8]) -> bool {
+    !l.starts_with(b"xn--") && l.iter().enumerate().all(|(i, &c)| c.is_ascii_alphanumeric() || c == b'_' || (c == b'-' && i > 0) || (c == b'*' && i == 0))
+}
+
+/// A name at `at` of plain labels, ending in the root or in a compression pointer to an
+/// earlier name of plain labels, read straight from the bytes: the text hickory's reading
+/// gives through [`name_text`], and where the name ends. The root alone, a pointer
+/// forwards, anything else is None, for hickory to read.
+fn plain_name(b: &[u8], at: usize) -> Option<(String, usize)> {
     // checked first and copied after, so the name is allocated once at its size
-    let mut pos = at;
-    let mut text_len = 0usize;
+    let mut parts: [(usize, usize); 16] = [(0, 0); 16];
+    let (mut n, mut text_len, mut end) = (0usize, 0usize, None);
+    let (mut pos, mut seg) = (at, at);
     loop {
         let len = *b.get(pos)? as usize;
         if len == 0 {
+            end.get_or_insert(pos + 1);
             break;
         }
-        // a pointer or a reserved label type: hickory's business
+        if len & 0xc0 == 0xc0 {
+            let target = (len & 0x3f) << 8 | *b.get(pos + 1)? as usize;
+            end.get_or_insert(pos + 2);
+            // only backwards from where this part began, so it ends
+            if target >= seg {
+                return None;
+            }
+            (pos, seg) = (target, target);
+            continue;
+        }
+        // a reserved label type: hickory's business
         if len > 63 {
             return None;
         }
         let label = b.get(pos + 1..pos + 1 + len)?;
-        let plain = !label.starts_with(b"xn--")
-            && label.iter().enumerate().all(|(i, &c)| c.is_ascii_alphanumeric() || c == b'_' || (c == b'-' && i > 0) || (c == b'*' && i == 0));
         text_len += len + 1;
         // well under hickory's 255-byte limit on a name, so it never refuses what this takes
-        if !plain || text_len > 200 {
+        if !plain_label(label) || text_len > 200 || n == parts.len() {
             return None;
         }
+        parts[n] = (pos + 1, len);
+        n += 1;
         pos += 1 + len;
     }
-    let mut name = String::with_capacity(text_len.max(1));
-    let mut p = at;
-    while p < pos {
-        let len = b[p] as usize;
-        if p > at {
+    if n == 0 {
+        return None;
+    }
+    let mut name = String::with_capacity(text_len);
+    for (i, &(p, len)) in parts[..n].iter().enumerate() {
+        if i > 0 {
             name.push('.');
         }
         // checked above: ASCII only
-        name.push_str(std::str::from_utf8(&b[p + 1..p + 1 + len]).ok()?);
-        p += 1 + len;
+        name.push_str(std::str::from_utf8(&b[p..p + len]).ok()?);
     }
-    pos += 1;
+    Some((name, end?))
+}
+
+/// A question at `at` whose name [`plain_name`] reads (nearly every question: it is the
+/// message's first name). Returns the question and where the next part begins.
+fn plain_question(b: &[u8], at: usize) -> Option<(DnsQuestion, usize)> {
+    let (name, pos) = plain_name(b, at)?;
     let t = b.get(pos..pos + 4)?;
     if pos + 4 > u16::MAX as usize {
         return None;
     }
     let q = DnsQuestion {
-        name: if name.is_empty() { ".".to_string() } else { name },
+        name,
         qtype: type_text(RecordType::from(u16::from_be_bytes([t[0], t[1]]))),
         class: class_text(DNSClass::from(u16::from_be_bytes([t[2], t[3]]))),
     };
     Some((q, pos + 4))
 }
 
+/// An answer most lookups get, read straight from the bytes: class IN, an owner name
+/// [`plain_name`] reads (usually a pointer to the question), and an A, AAAA or CNAME (to
+/// such a name) record; what [`record`] makes of hickory's reading. Anything else is
+/// None, for hickory. Returns the record and where the next one begins.
+fn plain_record(b: &[u8], at: usize) -> Option<(DnsRecord, usize)> {
+    let (name, p) = plain_name(b, at)?;
+    let f = b.get(p..p + 10)?;
+    let (rtype, class) = (u16::from_be_bytes([f[0], f[1]]), u16::from_be_bytes([f[2], f[3]]));
+    let ttl = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+    let start = p + 10;
+    let end = start + u16::from_be_bytes([f[8], f[9]]) as usize;
+    let rdata = b.get(start..end)?;
+    if class != 1 || end > u16::MAX as usize {
+        return None;
+    }
+    let (rtype, data) = match (rtype, rdata.len()) {
+        (1, 4) => (RecordType::A, crate::entry::ip_text(std::net::Ipv4Addr::new(rdata[0], rdata[1], rdata[2], rdata[3]).into())),
+        (28, 16) => (RecordType::AAAA, std::net::Ipv6Addr::from(<[u8; 16]>::try_from(rdata).ok()?).to_string()),
+        (5, _) => match plain_name(b, start)? {
+            (target, e) if e == end => (RecordType::CNAME, target),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some((DnsRecord { name, rtype: type_text(rtype), ttl, data }, end))
+}
+
 /// A name as hickory prints it, without the final dot (the root stays "."). Names of
 /// plain letters, digits, `-` and `_` (nearly all) are joined here directly; anything
 /// that needs escaping or IDNA goes through hickory's Display.
 fn name_text(n: &Name) -> String {
-    let plain = n.iter().all(|l| {
-        !l.starts_with(b"xn--")
-            && l.iter().enumerate().all(|(i, &b)| b.is_ascii_alphanumeric() || b == b'_' || (b == b'-' && i > 0) || (b == b'*' && i == 0))
-    });
-    if !plain {
+    if !n.iter().all(plain_label) {
         let s = n.to_string();
         if s == "." {
             return s;
@@ -402,6 +458,62 @@ mod tests {
         assert!(plain_question(b"\xc0\x0c\x00\x01\x00\x01", 0).is_none());
         assert!(plain_question(b"\x07exam", 0).is_none());
         assert!(plain_question(b"\x01a\x00\x00\x01", 0).is_none());
+    }
+
+    /// The direct reading of common answers gives what hickory's reading gives, and leaves
+    /// the rest to it.
+    #[test]
+    fn plain_records_read_as_hickory_reads_them() {
+        // the question "example.com" is at 12; "com" at 20
+        let names: [&[u8]; 9] = [
+            b"\xc0\x0c",
+            b"\x03www\xc0\x0c",
+            b"\x03www\x07example\x03com\x00",
+            b"\xc0\x14",
+            b"\x01a\x03b-c\x04_tcp\xc0\x14",
+            b"\x06sp ace\xc0\x0c",
+            b"\xc0\x60",
+            b"\x04xn--a\x00",
+            b"\x00",
+        ];
+        let mut seen_plain = 0;
+        for (ni, name) in names.iter().enumerate() {
+            for (rtype, class) in [(1u16, 1u16), (28, 1), (5, 1), (15, 1), (1, 3)] {
+                for variant in 0..4usize {
+                    let mut rdata: Vec<u8> = match rtype {
+                        1 => vec![10, 0, variant as u8, 200],
+                        28 => (0..16u8).map(|i| if i < 2 * variant as u8 { 0 } else { i * 17 }).collect(),
+                        15 => [&[0u8, 10][..], names[variant]].concat(),
+                        _ => names[(ni + variant) % names.len()].to_vec(),
+                    };
+                    if variant == 3 {
+                        // an rdata length that does not fit the data
+                        rdata.push(0);
+                    }
+                    let mut rr = name.to_vec();
+                    rr.extend_from_slice(&rtype.to_be_bytes());
+                    rr.extend_from_slice(&class.to_be_bytes());
+                    rr.extend_from_slice(&(300u32 + ni as u32).to_be_bytes());
+                    rr.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                    rr.extend_from_slice(&rdata);
+                    let b = response_with(&rr, 1);
+                    let at = query().len();
+                    let mut d = BinDecoder::new(&b);
+                    d = d.clone(at as u16);
+                    let hickory = Record::read(&mut d).map(|r| (record(&r), d.index()));
+                    if let Some(got) = plain_record(&b, at) {
+                        assert_eq!(Some(&got), hickory.as_ref().ok(), "{rr:?}");
+                        seen_plain += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen_plain >= 40, "{seen_plain}");
+        // a pointer forwards or to itself, cut short: not taken here
+        assert!(plain_name(b"\xc0\x05", 0).is_none());
+        assert!(plain_name(b"\x01a\xc0\x00", 0).is_none());
+        assert!(plain_name(b"\x01a\xc0", 0).is_none());
+        assert_eq!(plain_name(b"\x01a\x00\x01b\xc0\x00", 3), Some(("b.a".to_string(), 7)));
     }
 
     #[test]
