@@ -185,7 +185,7 @@ def main():
     hub = (hub_addr, os.path.join(data, "worker-token"), hub)
     try:
         print(f"{'capturer':<16} {'offered':>8} {'sent pps':>9} {'sent':>9} {'lost':>7} {'s/Mpkt':>7} {'(low-high)':>11} {'RSS MB':>7} {'entries':>8}  drops")
-        best = {}
+        best, medians, lossless_200k = {}, {}, {}
         for rate in [int(r) for r in a.rates.split(",")]:
             for eng in a.engines.split(","):
                 rs = [run(eng, rate, a.seconds, hub) for _ in range(max(a.repeat, 1))]
@@ -197,12 +197,23 @@ def main():
                       f"{f'{per[0]:.2f}-{per[-1]:.2f}':>11} {max(r['rss'] for r in rs):>7} {str(rs[0]['entries'] or '-'):>8}  {detail}", flush=True)
                 if lost == 0 and drops == 0:
                     best[eng] = max(best.get(eng, 0), min(r["rate"] for r in rs))
+                medians.setdefault(eng, []).append((rate, med))
+                if rate == 200000:
+                    lossless_200k[eng] = lost == 0 and drops == 0
         for eng in a.engines.split(","):
             print(f"bench: {eng}: highest rate taken without loss: {best.get(eng, 0):.0f} packets/s")
         print(f"bench: the dissector alone on a recording of the traffic at 200k pps: {dissect_recording()}", flush=True)
+        # the targets, checked
+        if "ebpf +dissect" in medians:
+            over = [f"{'max' if r == 0 else r} ({m:.2f} s)" for r, m in medians["ebpf +dissect"] if m > 1.0]
+            print("bench: target, eBPF capture + dissection at 1M packets/s per core or more (median <= 1.00 CPU s per Mpkt) at every rate: "
+                  + (f"NOT MET at {', '.join(over)}" if over else "met"))
+        for eng, ok in lossless_200k.items():
+            print(f"bench: target, no drops at 200,000 packets/s, {eng}: {'met' if ok else 'NOT MET'}")
         if "ebpf worker" in a.engines:
             r = run("ebpf worker", 200000, 30, hub, conns=100000, hold=True)
             print(f"bench: ebpf worker holding 100,000 open connections ({r['got']} packets, {r['entries']} entries): peak RSS {r['rss']} MB")
+            print(f"bench: target, worker memory under 256 MB with 100,000 connections: {'met' if r['rss'] < 256 else 'NOT MET'}")
     finally:
         teardown()
         hub[2].terminate()
