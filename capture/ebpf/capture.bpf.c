@@ -33,7 +33,7 @@
 #define MAX_CHUNKS 32               /* 512 KiB: the largest GSO/BIG TCP super-packet */
 #define RINGBUF_BYTES (32 << 20)
 #ifndef WAKEUP_BYTES
-#define WAKEUP_BYTES (256 << 10)
+#define WAKEUP_BYTES (1 << 20)
 #endif
 
 enum { ST_PACKETS, ST_RING_FULL, ST_FILTERED, ST_TRUNCATED, ST_LOAD_ERRORS, ST_BYTES, ST_MAX };
