@@ -85,6 +85,7 @@ impl WorkerStats {
     }
 }
 
+#[derive(Default)]
 struct Batch {
     data: Vec<u8>,
     pkts: Vec<(Timestamp, u32, u32, u32)>,
@@ -195,7 +196,7 @@ pub fn run<P: Post>(
         if s.batch.pkts.is_empty() {
             return;
         }
-        let b = std::mem::replace(&mut s.batch, Batch { data: Vec::new(), pkts: Vec::new() });
+        let b = std::mem::take(&mut s.batch);
         match s.tx.try_send(b) {
             Ok(()) => s.batch = s.free.try_recv().unwrap_or_else(|_| Batch::new()),
             Err(TrySendError::Full(b)) if b.pkts.len() < BATCH => s.batch = b,
@@ -245,7 +246,7 @@ pub fn run<P: Post>(
     source.flush(&mut |p| dispatch(&mut shards, p, &mut queue_drops, &flush));
     // the last partial batches wait for room: the shards are still draining
     for s in &mut shards {
-        let b = std::mem::replace(&mut s.batch, Batch { data: Vec::new(), pkts: Vec::new() });
+        let b = std::mem::take(&mut s.batch);
         if !b.pkts.is_empty() {
             if let Err(e) = s.tx.send(b) {
                 queue_drops += e.0.pkts.len() as u64;

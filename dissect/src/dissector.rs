@@ -454,6 +454,12 @@ impl Dissector {
                 None => cx.stats.dns_malformed += 1,
             }
             if p.is_idle() {
+                // bounded like the flows: a capture whose clock jumps ahead would hold
+                // back the queue's front until time caught up; the sweep still covers
+                // a flow whose record goes
+                if self.dns_done.len() >= self.limits.max_flows {
+                    self.dns_done.pop_front();
+                }
                 self.dns_done.push_back((ts, slot as u32, flow.seq));
             }
         }
@@ -573,4 +579,38 @@ fn conn_id(key: &FlowKey, ts: Timestamp) -> u64 {
     eat(&[key.proto]);
     eat(&ts.0.to_be_bytes());
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::udp_frame;
+
+    /// A capture whose clock jumps ahead holds back the queue of answered DNS flows; it
+    /// stays within the flow cap all the same.
+    #[test]
+    fn the_answered_dns_queue_is_bounded_when_the_clock_jumps() {
+        let limits = Limits { max_flows: 8, ..Limits::default() };
+        let mut d = Dissector::new(Config { limits, ..Config::default() });
+        let t0 = 1_700_000_000_000_000_000u64;
+        let answer = |port: u16| {
+            let mut m = vec![0, 1, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(b"\x01a\x00\x00\x01\x00\x01");
+            udp_frame(([10, 0, 0, 53], 53), ([10, 0, 0, 1], port), &m)
+        };
+        let query = |port: u16| {
+            let mut m = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            m.extend_from_slice(b"\x01a\x00\x00\x01\x00\x01");
+            udp_frame(([10, 0, 0, 1], port), ([10, 0, 0, 53], 53), &m)
+        };
+        // an hour ahead, then back
+        d.packet(Timestamp(t0 + 3_600_000_000_000), 1, &query(1));
+        d.packet(Timestamp(t0 + 3_600_000_000_000), 1, &answer(1));
+        for port in 2..200 {
+            d.packet(Timestamp(t0 + port as u64), 1, &query(port));
+            d.packet(Timestamp(t0 + port as u64), 1, &answer(port));
+        }
+        assert!(d.dns_done.len() <= 8, "{}", d.dns_done.len());
+        assert_eq!(d.drain_entries().count(), 199);
+    }
 }

@@ -2,46 +2,42 @@
 //! responses kept as entries of their own), and DNS over TCP's length-prefixed stream.
 
 use super::wire::{self, Message};
-use crate::entry::{Anomaly, DnsRequest, DnsResponse, Protocol, Request, Response};
+use crate::entry::{Anomaly, DnsQuestion, DnsRequest, DnsResponse, Protocol, Request, Response};
 use crate::flow::Dir;
 use crate::stream::{Cx, Progress, StreamParser};
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 
-#[derive(Debug, Clone)]
-struct Query {
+/// How a query was sent. What is kept of a query once answered (enough to know a later
+/// copy of the answer for a duplicate): a flow is kept a while after its last answer, and
+/// the DNS flows of a busy node are many, so this holds no heap memory.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
     id: u16,
     /// The direction the query travelled in (from the client).
     dir: Dir,
+    malformed: bool,
     ts: Timestamp,
     size: u64,
-    req: DnsRequest,
-    malformed: bool,
 }
 
-/// A query that has had its answer: enough to know a later copy of the answer for a
-/// duplicate. A flow is kept a while after its last answer, and the DNS flows of a busy
-/// node are many, so this holds no heap memory.
-#[derive(Debug, Clone, Copy)]
-struct Answered {
-    id: u16,
-    dir: Dir,
-    malformed: bool,
-    ts: Timestamp,
-    size: u64,
+#[derive(Debug)]
+struct Query {
+    sent: Sent,
+    req: DnsRequest,
 }
 
 /// Queries waiting for responses on one flow or connection, and recently answered ones.
 #[derive(Debug, Default)]
 pub struct DnsPairing {
     pending: VecDeque<Query>,
-    answered: smallvec::SmallVec<[Answered; 2]>,
+    answered: smallvec::SmallVec<[Sent; 2]>,
 }
 
 const MAX_ANSWERED: usize = 256;
 
-fn request_of(m: Message) -> DnsRequest {
-    DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions: m.questions }
+fn request_of(m: &Message, questions: Vec<DnsQuestion>) -> DnsRequest {
+    DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions }
 }
 
 fn response_of(m: Message) -> DnsResponse {
@@ -61,13 +57,14 @@ fn response_of(m: Message) -> DnsResponse {
 impl DnsPairing {
     /// One message travelling in `dir`. `multicast`: sent to a group (mDNS), where answers
     /// do not come back on the same flow, so each message stands alone.
-    pub fn message(&mut self, dir: Dir, m: Message, size: u64, ts: Timestamp, multicast: bool, cx: &mut Cx<'_>) {
+    pub fn message(&mut self, dir: Dir, mut m: Message, size: u64, ts: Timestamp, multicast: bool, cx: &mut Cx<'_>) {
         cx.stats.dns_messages += 1;
         if m.malformed {
             cx.stats.dns_malformed += 1;
         }
         if !m.is_response {
-            let q = Query { id: m.id, dir, ts, size, malformed: m.malformed, req: request_of(m) };
+            let questions = std::mem::take(&mut m.questions);
+            let q = Query { sent: Sent { id: m.id, dir, malformed: m.malformed, ts, size }, req: request_of(&m, questions) };
             if multicast {
                 self.emit(Some(q), None, None, vec![], cx);
                 return;
@@ -84,14 +81,14 @@ impl DnsPairing {
         if resp_malformed {
             an.push(Anomaly::Malformed);
         }
-        if let Some(i) = self.pending.iter().position(|q| q.id == m.id && q.dir == dir.flip()) {
+        let answers = |s: &Sent| s.id == m.id && s.dir == dir.flip();
+        if let Some(i) = self.pending.iter().position(|q| answers(&q.sent)) {
             let q = self.pending.remove(i).expect("found");
             self.emit_answered(q, m, size, ts, an, cx);
-        } else if let Some(a) = self.answered.iter().rev().find(|a| a.id == m.id && a.dir == dir.flip()).copied() {
+        } else if let Some(&sent) = self.answered.iter().rev().find(|s| answers(s)) {
             // the request as the answer repeats it: a response carries its query's
             // question section (RFC 1035 4.1.1)
-            let req = DnsRequest { id: m.id, opcode: wire::opcode_text(m.opcode), questions: m.questions.clone() };
-            let copy = Query { id: a.id, dir: a.dir, ts: a.ts, size: a.size, req, malformed: a.malformed };
+            let copy = Query { sent, req: request_of(&m, m.questions.clone()) };
             an.push(Anomaly::DuplicateResponse);
             self.emit(Some(copy), Some((response_of(m), size, ts)), None, an, cx);
         } else {
@@ -103,7 +100,7 @@ impl DnsPairing {
     }
 
     fn emit_answered(&mut self, q: Query, m: Message, size: u64, ts: Timestamp, an: Vec<Anomaly>, cx: &mut Cx<'_>) {
-        let keep = Answered { id: q.id, dir: q.dir, malformed: q.malformed, ts: q.ts, size: q.size };
+        let keep = q.sent;
         self.emit(Some(q), Some((response_of(m), size, ts)), None, an, cx);
         if self.answered.len() >= MAX_ANSWERED {
             self.answered.remove(0);
@@ -116,16 +113,16 @@ impl DnsPairing {
     }
 
     fn emit(&mut self, q: Option<Query>, r: Option<(DnsResponse, u64, Timestamp)>, client: Option<Dir>, mut an: Vec<Anomaly>, cx: &mut Cx<'_>) {
-        let client = q.as_ref().map(|q| q.dir).or(client).unwrap_or(Dir::A);
-        let ts = q.as_ref().map(|q| q.ts).or(r.as_ref().map(|r| r.2)).unwrap_or(cx.ts);
+        let client = q.as_ref().map(|q| q.sent.dir).or(client).unwrap_or(Dir::A);
+        let ts = q.as_ref().map(|q| q.sent.ts).or(r.as_ref().map(|r| r.2)).unwrap_or(cx.ts);
         let mut e = cx.entry(Protocol::Dns, client, ts);
         if let Some(q) = q {
-            if q.malformed {
+            if q.sent.malformed {
                 an.push(Anomaly::Malformed);
             }
-            e.request_size = q.size;
+            e.request_size = q.sent.size;
             if let Some((_, _, rts)) = &r {
-                e.elapsed_time = Some(rts.micros_since(q.ts));
+                e.elapsed_time = Some(rts.micros_since(q.sent.ts));
             }
             e.request = Some(Box::new(Request::Dns(q.req)));
         }
@@ -142,7 +139,7 @@ impl DnsPairing {
     /// Reports queries older than the DNS timeout as unanswered, and forgets old answers.
     pub fn expire(&mut self, now: Timestamp, cx: &mut Cx<'_>) {
         let t = cx.limits.dns_timeout_ns;
-        while self.pending.front().is_some_and(|q| now.0.saturating_sub(q.ts.0) > t) {
+        while self.pending.front().is_some_and(|q| now.0.saturating_sub(q.sent.ts.0) > t) {
             let q = self.pending.pop_front().expect("checked");
             self.emit(Some(q), None, None, vec![Anomaly::NoResponse], cx);
         }

@@ -72,29 +72,25 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     }
     for (count, section) in [(c.answers, 0), (c.authorities, 1), (c.additionals, 2)] {
         for _ in 0..count {
-            if let Some((r, next)) = plain_record(b, d.index()) {
-                match section {
-                    0 => msg.answers.push(r),
-                    1 => msg.authorities.push(r),
-                    _ => msg.additionals.push(r),
+            let r = match plain_record(b, d.index()) {
+                Some((r, next)) => {
+                    d = d.clone(next as u16);
+                    r
                 }
-                d = d.clone(next as u16);
-                continue;
-            }
-            let rec = match Record::read(&mut d) {
-                Ok(r) => r,
-                Err(_) => {
-                    msg.malformed = true;
-                    msg.parsed_len = d.index();
-                    return Some(msg);
+                None => {
+                    let Ok(rec) = Record::read(&mut d) else {
+                        msg.malformed = true;
+                        msg.parsed_len = d.index();
+                        return Some(msg);
+                    };
+                    if rec.record_type() == RecordType::OPT {
+                        // EDNS: the TTL field carries the upper 8 bits of the response code
+                        let ext = (rec.ttl >> 24) as u16;
+                        msg.rcode |= ext << 4;
+                    }
+                    record(&rec)
                 }
             };
-            if rec.record_type() == RecordType::OPT {
-                // EDNS: the TTL field carries the upper 8 bits of the response code
-                let ext = (rec.ttl >> 24) as u16;
-                msg.rcode |= ext << 4;
-            }
-            let r = record(&rec);
             match section {
                 0 => msg.answers.push(r),
                 1 => msg.authorities.push(r),
