@@ -108,7 +108,7 @@ fn worker_targets(c: &CaptureArgs) -> Vec<String> {
 
 /// The objects for this tap: the embedded manifests with the image and the workers'
 /// targets set, and the token Secret.
-pub fn objects(d: &DeployArgs, c: &CaptureArgs, token: &str) -> Result<Vec<Value>, Failure> {
+pub fn objects(d: &DeployArgs, c: &CaptureArgs, tokens: &Tokens) -> Result<Vec<Value>, Failure> {
     let image = d.image();
     let mut out = Vec::new();
     for (file, text) in MANIFESTS {
@@ -131,7 +131,7 @@ pub fn objects(d: &DeployArgs, c: &CaptureArgs, token: &str) -> Result<Vec<Value
         1,
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                "metadata": {"name": SECRET, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/part-of": "kshark", "app.kubernetes.io/managed-by": "kshark"}},
-               "stringData": {"token": token}}),
+               "stringData": {"token": tokens.worker, "reader-token": tokens.reader}}),
     );
     Ok(out)
 }
@@ -172,16 +172,34 @@ pub async fn apply(client: &Client, objects: &[Value], dry_run: bool) -> Result<
     Ok(done)
 }
 
-/// The token workers and readers use: the cluster's Secret's when it has one (an upgrade
-/// keeps it), else a new one.
-async fn token(client: &Client) -> Result<String, Failure> {
+/// The workers' token and the readers' (two: reading must not imply writing).
+pub struct Tokens {
+    pub worker: String,
+    pub reader: String,
+}
+
+impl Tokens {
+    pub fn new() -> Result<Tokens, Failure> {
+        let new = || crate::hubcmd::new_token().map_err(|e| Failure::Runtime(e.to_string()));
+        Ok(Tokens { worker: new()?, reader: new()? })
+    }
+}
+
+/// The tokens: the cluster's Secret's when it has them (an upgrade keeps them), else new
+/// ones.
+async fn tokens(client: &Client) -> Result<Tokens, Failure> {
+    let mut t = Tokens::new()?;
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), NAMESPACE);
     if let Ok(s) = secrets.get(SECRET).await {
-        if let Some(t) = s.data.as_ref().and_then(|d| d.get("token")).and_then(|b| String::from_utf8(b.0.clone()).ok()) {
-            return Ok(t.trim().to_string());
+        let key = |k: &str| s.data.as_ref().and_then(|d| d.get(k)).and_then(|b| String::from_utf8(b.0.clone()).ok()).map(|t| t.trim().to_string());
+        if let Some(w) = key("token") {
+            t.worker = w;
+        }
+        if let Some(r) = key("reader-token").filter(|r| *r != t.worker) {
+            t.reader = r;
         }
     }
-    crate::hubcmd::new_token().map_err(|e| Failure::Runtime(e.to_string()))
+    Ok(t)
 }
 
 /// Why the pods that are not ready are not (their phase, a container's waiting reason).
@@ -260,26 +278,25 @@ fn source(c: &CaptureArgs) -> KubeSource {
 /// `tap` into a cluster. `ui`: what to open once the hub is forwarded.
 pub fn tap(d: &DeployArgs, c: &CaptureArgs, port: u16, web: bool, no_tui: bool) -> Result<(), Failure> {
     if d.dry_run {
-        // a new token each time: the printed manifests apply as they stand
-        let token = crate::hubcmd::new_token().map_err(|e| Failure::Runtime(e.to_string()))?;
-        print!("{}", yaml(&objects(d, c, &token)?));
+        // new tokens each time: the printed manifests apply as they stand
+        print!("{}", yaml(&objects(d, c, &Tokens::new()?)?));
         return Ok(());
     }
     let rt = runtime()?;
     let (client, token) = rt.block_on(async {
         let (client, url) = client_for(&source(c)).await.map_err(Failure::Runtime)?;
         eprintln!("kshark: deploying into {url} (namespace {NAMESPACE}, image {})", d.image());
-        let token = token(&client).await?;
-        for what in apply(&client, &objects(d, c, &token)?, false).await? {
+        let tokens = tokens(&client).await?;
+        for what in apply(&client, &objects(d, c, &tokens)?, false).await? {
             eprintln!("kshark: applied {what}");
         }
         wait_ready(&client, d.wait).await?;
-        Ok::<_, Failure>((client, token))
+        Ok::<_, Failure>((client, tokens.reader))
     })?;
     let addr = rt.block_on(port_forward(&client, port))?;
     let hub = kshark_hub::client::HubAddr::parse(&format!("http://{addr}"), Some(token), None).map_err(|e| Failure::Runtime(e.to_string()))?;
     if web {
-        eprintln!("kshark: dashboard on http://{addr}/ (it asks for the token: kubectl -n {NAMESPACE} get secret {SECRET} -o jsonpath='{{.data.token}}' | base64 -d)");
+        eprintln!("kshark: dashboard on http://{addr}/ (it asks for the reader token: kubectl -n {NAMESPACE} get secret {SECRET} -o jsonpath='{{.data.reader-token}}' | base64 -d)");
     }
     let _rt = rt; // the port-forward runs on it
     if no_tui || !crate::tuicmd::is_terminal() {

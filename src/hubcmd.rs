@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  kshark hub                                   127.0.0.1:8899, data in ~/.local/share/kshark\n  kshark hub --retention 2GiB,24h --token-file /etc/kshark/token\n  kshark hub --listen 0.0.0.0:8899 --tls-cert hub.pem --tls-key hub.key --token-file token\n\nWorkers always need the token (`kshark worker --token-file`); without --token-file the hub\nmakes one in its data directory and says where. Readers (observe, the API) need it too when\nthe hub listens beyond loopback. Retention is by size and by age since storing (oldest go\nfirst); the store survives restarts.")]
+#[command(after_help = "Examples:\n  kshark hub                                   127.0.0.1:8899, data in ~/.local/share/kshark\n  kshark hub --retention 2GiB,24h --token-file /etc/kshark/token\n  kshark hub --listen 0.0.0.0:8899 --tls-cert hub.pem --tls-key hub.key --token-file token\n\nWorkers always need the worker token (`kshark worker --token-file`); readers (observe, tui,\nthe API, the dashboard) need the reader token when the hub listens beyond loopback. Without\n--token-file / --reader-token-file the hub makes each in its data directory (worker-token,\nreader-token) and says where; neither token stands for the other. Browsers reach the hub\nonly from its own pages: a request from another site's page is refused, and so is a Host\nthat is not loopback, the listen address or an --allowed-host name. Retention is by size and by age since storing (oldest go\nfirst); the store survives restarts.")]
 pub struct HubArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8899", value_name = "ADDR")]
@@ -25,9 +25,25 @@ pub struct HubArgs {
     /// What to keep: a size (500MB, 2GiB), an age (24h, 7d), or both (2GiB,24h)
     #[arg(long, default_value = "1GiB", value_name = "SIZE|DURATION", value_parser = Retention::parse)]
     retention: Retention,
-    /// The workers' token (first line of the file) [default: made in the data directory]
+    /// The workers' token (first line of the file) [default: DATA/worker-token, made if missing]
     #[arg(long, value_name = "F")]
     token_file: Option<PathBuf>,
+    /// The readers' token, needed beyond loopback [default: DATA/reader-token, made if missing]
+    #[arg(long, value_name = "F")]
+    reader_token_file: Option<PathBuf>,
+    /// A name the hub answers besides loopback and its listen address (a port-forward's or
+    /// an ingress's; `*.example.com` for a domain); repeatable
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// Connections open at once; more are closed at once, and counted
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_connections: usize,
+    /// Time a client has to send its request headers
+    #[arg(long, default_value = "10s", value_parser = crate::tap::parse_duration, value_name = "D")]
+    header_timeout: std::time::Duration,
+    /// A connection on which nothing moves this long is closed
+    #[arg(long, default_value = "60s", value_parser = crate::tap::parse_duration, value_name = "D")]
+    idle_timeout: std::time::Duration,
     /// Serve TLS with this certificate chain (PEM)
     #[arg(long, value_name = "F", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -52,11 +68,12 @@ pub(crate) fn new_token() -> io::Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-fn token_for(data: &Path, file: Option<&Path>) -> Result<(String, PathBuf), Failure> {
+/// A token: from the file given, else from `data/name`, made there (0600) if missing.
+fn token_for(data: &Path, file: Option<&Path>, name: &str) -> Result<(String, PathBuf), Failure> {
     if let Some(f) = file {
         return Ok((read_token(f).map_err(|e| Failure::Input(e.to_string()))?, f.to_path_buf()));
     }
-    let f = data.join("worker-token");
+    let f = data.join(name);
     if let Ok(t) = read_token(&f) {
         return Ok((t, f));
     }
@@ -81,28 +98,51 @@ async fn terminated() {
 
 pub fn hub(a: HubArgs) -> Result<(), Failure> {
     let data = a.data.clone().unwrap_or_else(default_data);
+    if a.max_connections == 0 {
+        return Err(Failure::Input("--max-connections 0: the hub would take no one".into()));
+    }
     let hub = Hub::start(&HubConfig { retention: a.retention, ..HubConfig::new(&data) }).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let (token, token_file) = token_for(&data, a.token_file.as_deref())?;
+    let (token, token_file) = token_for(&data, a.token_file.as_deref(), "worker-token")?;
+    let (reader, reader_file) = token_for(&data, a.reader_token_file.as_deref(), "reader-token")?;
+    if token == reader {
+        return Err(Failure::Input(format!("{} and {} hold the same token: readers must not be able to write", token_file.display(), reader_file.display())));
+    }
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some(api::tls_acceptor(c, k).map_err(|e| Failure::Input(e.to_string()))?),
         _ => None,
     };
     let loopback = a.listen.ip().is_loopback();
     let rt = runtime()?;
+    let h = hub.clone();
     let result = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.listen).await.map_err(|e| Failure::Runtime(format!("cannot listen on {}: {e}", a.listen)))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let who = if loopback { "loopback only: readers need no token" } else { "NOT loopback: readers need the token too" };
-        eprintln!("kshark hub: listening on {scheme}://{} ({who})", listener.local_addr().unwrap_or(a.listen));
-        eprintln!("kshark hub: store {} (retention {}), worker token in {}", data.display(), describe(&a.retention), token_file.display());
+        let who = if loopback { "loopback only: readers need no token" } else { "NOT loopback: readers need the reader token" };
         let shown = listener.local_addr().unwrap_or(a.listen);
+        eprintln!("kshark hub: listening on {scheme}://{shown} ({who})");
+        eprintln!("kshark hub: store {} (retention {}), worker token in {}, reader token in {}", data.display(), describe(&a.retention), token_file.display(), reader_file.display());
         eprintln!("kshark hub: dashboard on {scheme}://{shown}/");
-        let router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: !loopback }).merge(kshark_hub::web::router());
-        api::serve(listener, router, tls, terminated()).await.map_err(|e| Failure::Runtime(e.to_string()))
+        let access = Access {
+            worker_token: Arc::from(token.as_str()),
+            reader_token: Arc::from(reader.as_str()),
+            readers_need_token: !loopback,
+            allowed_hosts: a.allowed_hosts.clone().into(),
+            listen: shown,
+            tls: tls.is_some(),
+        };
+        let router = api::router(hub.clone(), access, true);
+        let limits = api::ServeLimits { max_connections: a.max_connections, header_timeout: a.header_timeout, idle_timeout: a.idle_timeout, ..Default::default() };
+        // on SIGTERM: queries stop and live streams end at once, connections get a grace
+        // period, and what is left is cut
+        let stop = async move {
+            terminated().await;
+            h.begin_stop();
+        };
+        api::serve(listener, router, tls, stop, limits, hub.clone()).await.map_err(|e| Failure::Runtime(e.to_string()))
     });
     eprintln!("kshark hub: stopping; {} entries stored this run", hub.stats()["entries"]);
     hub.shutdown();
-    drop(rt);
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }
 
@@ -158,15 +198,16 @@ impl LocalHub {
             .map_err(|e| Failure::Runtime(format!("the in-process hub cannot listen on {addr}: {e} (another kshark? use --port N, or --port 0 for any)")))?;
         let addr = listener.local_addr().unwrap_or(addr);
         eprintln!("kshark: hub API on http://{addr} (kshark observe --hub http://{addr})");
-        // the token guards ingest only; nothing ingests over the network here
+        // the worker token guards ingest only; nothing ingests over the network here
         let token = new_token().map_err(|e| Failure::Runtime(e.to_string()))?;
-        let mut router = api::router(hub.clone(), Access { token: Arc::from(token.as_str()), readers_need_token: false });
+        let reader = new_token().map_err(|e| Failure::Runtime(e.to_string()))?;
+        let router = api::router(hub.clone(), Access::loopback(addr, &token, &reader), web);
         if web {
-            router = router.merge(kshark_hub::web::router());
             eprintln!("kshark: dashboard on http://{addr}/");
         }
+        let h = hub.clone();
         rt.spawn(async move {
-            let _ = api::serve(listener, router, None, std::future::pending()).await;
+            let _ = api::serve(listener, router, None, std::future::pending(), api::ServeLimits::default(), h).await;
         });
         // one task, in order: the hub takes a worker's batches in order (one numbered at or
         // below the last it stored is a resend, and skipped), so they must not race
@@ -174,15 +215,25 @@ impl LocalHub {
         let h = hub.clone();
         let feeder = rt.spawn(async move {
             let mut n = 0u64;
-            while let Some(lines) = rx.recv().await {
-                n += 1;
-                let b = n;
-                match tokio::task::spawn_blocking(move || decode_batch(encode_batch(b, &lines).into())).await {
-                    // handed over in order; its commit is not waited for
-                    Ok(Ok(block)) => drop(h.submit(Arc::from("tap"), block).await),
-                    // the dissector's own entries: not expected, but not silent
-                    Ok(Err(e)) => eprintln!("kshark: the in-process hub refused a batch: {e}"),
-                    Err(_) => {}
+            while let Some(mut lines) = rx.recv().await {
+                // batches as a worker seals them (by bytes too), within the hub's limits
+                while !lines.is_empty() {
+                    let mut bytes = 0;
+                    let cut = lines.iter().position(|l| {
+                        bytes += l.len() + 1;
+                        bytes >= kshark_hub::record::SEAL_BYTES
+                    });
+                    let rest = cut.map_or(Vec::new(), |i| lines.split_off(i + 1));
+                    let batch = std::mem::replace(&mut lines, rest);
+                    n += 1;
+                    let b = n;
+                    match tokio::task::spawn_blocking(move || decode_batch(encode_batch(b, &batch).into())).await {
+                        // handed over in order; its commit is not waited for
+                        Ok(Ok(block)) => drop(h.submit(Arc::from("tap"), block, None).await),
+                        // the dissector's own entries: not expected, but not silent
+                        Ok(Err(e)) => eprintln!("kshark: the in-process hub refused a batch: {e}"),
+                        Err(_) => {}
+                    }
                 }
             }
         });
@@ -273,7 +324,7 @@ pub struct ObserveArgs {
     /// A regular expression the path matches
     #[arg(long, value_name = "RE")]
     http_path: Vec<String>,
-    /// The hub's token (needed when it listens beyond loopback)
+    /// The hub's reader token (needed when it listens beyond loopback)
     #[arg(long, value_name = "F")]
     token_file: Option<PathBuf>,
     /// Trust this CA (PEM) for an https:// hub

@@ -324,12 +324,12 @@ pub fn worker(w: WorkerArgs) -> Result<(), Failure> {
     // a refusal (a wrong token) is a mistake to say at once; a hub not up yet is waited for
     let probe = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Failure::Runtime(e.to_string()))?.block_on(async {
         let path = format!("/api/ingest?worker={}", kshark_hub::client::encode(&id));
-        match tokio::time::timeout(Duration::from_secs(5), addr.websocket(&path)).await {
-            Ok(Ok(mut s)) => {
-                let _ = s.close(None).await;
-                Ok(())
+        match tokio::time::timeout(Duration::from_secs(5), addr.get(&path)).await {
+            Ok(Ok((401, body))) => {
+                let said = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["error"].as_str().map(str::to_string));
+                Err(format!("{} answered 401: {}", addr.display(), said.unwrap_or(body)))
             }
-            Ok(Err(kshark_hub::Error::Refused(m))) => Err(m),
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 eprintln!("kshark worker: {e}; will keep trying");
                 Ok(())
@@ -606,12 +606,20 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             let wait = if a.replay.is_some() || a.duration.is_some() { Duration::from_secs(30) } else { Duration::from_secs(3) };
             let ship = s.finish(wait);
             eprintln!(
-                "kshark worker: {} entries acknowledged by the hub; {} dropped (buffer full), {} refused",
+                "kshark worker: {} entries acknowledged by the hub; {} dropped (buffer full), {} refused, {} too large, {} unacknowledged",
                 ship.entries_acked.load(Ordering::Relaxed),
                 ship.ship_drops.load(Ordering::Relaxed),
-                ship.refused_entries.load(Ordering::Relaxed)
+                ship.refused_entries.load(Ordering::Relaxed),
+                ship.oversized_entries.load(Ordering::Relaxed),
+                ship.unacked_entries.load(Ordering::Relaxed)
             );
             all["ship"] = ship.to_json();
+            if ship.lost() > 0 {
+                if a.stats {
+                    eprintln!("{all}");
+                }
+                return Err(Failure::Runtime(format!("{} entries did not reach the hub", ship.lost())));
+            }
         }
     }
     if a.stats {

@@ -131,7 +131,16 @@ fn deploy_into_the_lab_api_server_then_clean() {
     std::fs::write(&token_file, format!("{}\n", String::from_utf8(before).unwrap())).unwrap();
     let hub_args = args(&objects, "Deployment");
     assert_eq!(hub_args[..3], ["hub", "--listen", "0.0.0.0:8899"]);
-    let extra: Vec<String> = hub_args[3..].iter().map(|a| if a == "/etc/kshark/token" { token_file.to_str().unwrap().to_string() } else { a.clone() }).collect();
+    let reader_file = dir.path().join("reader-token");
+    std::fs::write(&reader_file, "a-reader-token-not-the-workers\n").unwrap();
+    let extra: Vec<String> = hub_args[3..]
+        .iter()
+        .map(|a| match a.as_str() {
+            "/etc/kshark/token" => token_file.to_str().unwrap().to_string(),
+            "/etc/kshark/reader-token" => reader_file.to_str().unwrap().to_string(),
+            _ => a.clone(),
+        })
+        .collect();
     let data_at = extra.iter().position(|a| a == "--data").unwrap();
     let extra: Vec<&str> = extra.iter().enumerate().filter(|(i, _)| *i != data_at && *i != data_at + 1).map(|(_, a)| a.as_str()).collect();
     let hub = Hub::start(&dir.path().join("data"), "127.0.0.1:0", &extra);

@@ -5,19 +5,13 @@ mod common;
 use common::{corpus, kshark, stderr, stdout, Hub};
 use kshark_dissect::testkit::{pcap_bytes, TcpConv, C2S, S2C};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A plain HTTP/1.1 GET to 127.0.0.1: status and body.
 fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let status = r.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = r.split_once("\r\n\r\n").map(|b| b.1.to_string()).unwrap_or_default();
+    let (status, _, body) = common::http_get(&format!("127.0.0.1:{port}"), path, token);
     (status, body)
 }
 
@@ -219,20 +213,37 @@ fn wrong_tokens_and_malformed_batches_are_refused_and_nothing_is_stored() {
 }
 
 #[test]
-fn beyond_loopback_readers_need_the_token_too() {
+fn beyond_loopback_readers_need_the_reader_token_and_the_worker_token_does_not_read() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     // listens on every address, but this test only talks to 127.0.0.1
     let hub = Hub::start(&data, "0.0.0.0:0", &[]);
-    assert!(hub.log.lock().unwrap().contains("NOT loopback: readers need the token too"));
-    let token = std::fs::read_to_string(data.join("worker-token")).unwrap().trim().to_string();
+    assert!(hub.log.lock().unwrap().contains("NOT loopback: readers need the reader token"));
+    let worker = std::fs::read_to_string(data.join("worker-token")).unwrap().trim().to_string();
+    let reader = std::fs::read_to_string(data.join("reader-token")).unwrap().trim().to_string();
+    assert_ne!(worker, reader);
     assert_eq!(get(hub.port, "/api/stats", None).0, 401);
     assert_eq!(get(hub.port, "/api/stats", Some("wrong")).0, 401);
-    assert_eq!(get(hub.port, "/api/stats", Some(&token)).0, 200);
+    assert_eq!(get(hub.port, "/api/stats", Some(&worker)).0, 401, "the worker token reads");
+    assert_eq!(get(hub.port, "/api/stats", Some(&reader)).0, 200);
+    // a token in the URL is no token
+    assert_eq!(get(hub.port, &format!("/api/stats?token={reader}"), None).0, 401);
     let o = kshark(&["observe", "--hub", &hub.url()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("401"), "{}", stderr(&o));
-    let tf = data.join("worker-token");
-    let o = kshark(&["observe", "--hub", &hub.url(), "--token-file", tf.to_str().unwrap(), "--format", "ndjson"]);
+    let wf = data.join("worker-token");
+    let o = kshark(&["observe", "--hub", &hub.url(), "--token-file", wf.to_str().unwrap(), "--format", "ndjson"]);
+    assert_eq!(o.status.code(), Some(1), "the worker token reads: {}", stderr(&o));
+    let rf = data.join("reader-token");
+    let o = kshark(&["observe", "--hub", &hub.url(), "--token-file", rf.to_str().unwrap(), "--format", "ndjson"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // and the reader token does not write
+    let p = corpus().join("pcaps/deepflow_http.pcap");
+    let o = kshark(&["worker", "--hub", &hub.url(), "--token-file", rf.to_str().unwrap(), "--read", p.to_str().unwrap(), "--speed", "0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrong or missing worker token"), "{}", stderr(&o));
+    // one token for both is refused at start
+    let same = Command::new(env!("CARGO_BIN_EXE_kshark")).args(["hub", "--listen", "127.0.0.1:0", "--data", dir.path().join("other").to_str().unwrap(), "--token-file", wf.to_str().unwrap(), "--reader-token-file", wf.to_str().unwrap()]).output().unwrap();
+    assert_eq!(same.status.code(), Some(2));
+    assert!(stderr(&same).contains("hold the same token"), "{}", stderr(&same));
 }

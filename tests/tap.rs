@@ -91,14 +91,11 @@ fn tap_filter_gives_what_read_filter_gives() {
 /// what was captured, until it is told to stop; without `--web` there is no page.
 #[test]
 fn tap_web_serves_the_dashboard_until_stopped() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufRead, BufReader};
     let path = corpus().join("pcaps/zeek_http_bro.org.pcap");
     let get = |addr: &str, path: &str| {
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-        let mut r = String::new();
-        s.read_to_string(&mut r).unwrap();
-        r
+        let (_, head, body) = common::http_get(addr, path, None);
+        head + &body
     };
     for web in [true, false] {
         let mut args = vec!["tap", "--replay", path.to_str().unwrap(), "--speed", "0", "--no-tui", "--port", "0"];

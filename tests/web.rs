@@ -189,7 +189,7 @@ fn beyond_loopback_the_dashboard_asks_for_the_token_once() {
     let token = "e2e-token-beyond-loopback-42";
     std::fs::write(dir.path().join("token"), format!("{token}\n")).unwrap();
     // all addresses, reached here on 127.0.0.1 only
-    let hub = Hub::start(&dir.path().join("data"), "0.0.0.0:0", &["--token-file", dir.path().join("token").to_str().unwrap()]);
+    let hub = Hub::start(&dir.path().join("data"), "0.0.0.0:0", &["--reader-token-file", dir.path().join("token").to_str().unwrap()]);
     let o = Command::new("node")
         .arg(web.join("e2e/token.mjs"))
         .env("HUB", hub.url())

@@ -4,9 +4,13 @@
 //! the worker reconnects with back-off and resends every unacknowledged batch; the hub
 //! skips those it already has, so nothing is lost or doubled. What waits is bounded
 //! ([`ShipConfig::max_buffer_bytes`]): beyond it the oldest batch goes, and is counted.
+//! A batch is also sealed once its entries reach [`kshark_hub::record::SEAL_BYTES`], so
+//! that it stays under the message limit the hub and the worker share
+//! ([`kshark_hub::record::MAX_MESSAGE`]); an entry over
+//! [`kshark_hub::record::MAX_ENTRY_BYTES`] is dropped, counted and said.
 
 use kshark_hub::client::{HubAddr, Socket};
-use kshark_hub::record::Encoder;
+use kshark_hub::record::{Encoder, MAX_ENTRY_BYTES, MAX_MESSAGE, SEAL_BYTES};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -44,10 +48,19 @@ pub struct ShipStats {
     pub ship_drops: AtomicU64,
     /// Entries in batches the hub refused as malformed.
     pub refused_entries: AtomicU64,
+    /// Entries too large to ship (over the entry limit).
+    pub oversized_entries: AtomicU64,
+    /// Entries still unacknowledged when the shipper ended.
+    pub unacked_entries: AtomicU64,
     pub buffered_bytes: AtomicU64,
 }
 
 impl ShipStats {
+    /// Entries that never reached the hub: dropped, refused, too large, unacknowledged.
+    pub fn lost(&self) -> u64 {
+        self.ship_drops.load(Relaxed) + self.refused_entries.load(Relaxed) + self.oversized_entries.load(Relaxed) + self.unacked_entries.load(Relaxed)
+    }
+
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "batches_sent": self.batches_sent.load(Relaxed),
@@ -57,6 +70,8 @@ impl ShipStats {
             "connects": self.connects.load(Relaxed),
             "ship_drops": self.ship_drops.load(Relaxed),
             "refused_entries": self.refused_entries.load(Relaxed),
+            "oversized_entries": self.oversized_entries.load(Relaxed),
+            "unacked_entries": self.unacked_entries.load(Relaxed),
             "buffered_bytes": self.buffered_bytes.load(Relaxed),
         })
     }
@@ -134,6 +149,19 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
     let mut buffered = 0usize;
     let mut next = 1u64;
     let mut current: Vec<String> = Vec::new();
+    let mut current_bytes = 0usize;
+    let mut said_oversized = false;
+    let mut take = |current: &mut Vec<String>, current_bytes: &mut usize, e: String| {
+        if e.len() > MAX_ENTRY_BYTES {
+            st.oversized_entries.fetch_add(1, Relaxed);
+            if !std::mem::replace(&mut said_oversized, true) {
+                eprintln!("kshark worker: an entry of {} bytes is over the limit of {MAX_ENTRY_BYTES}: not shipped (counted as oversized_entries)", e.len());
+            }
+            return;
+        }
+        *current_bytes += e.len() + 1;
+        current.push(e);
+    };
     let mut encoder = Encoder::default();
     let mut sock: Option<Socket> = None;
     let mut backoff = Duration::from_millis(100);
@@ -151,6 +179,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
         if finishing && deadline.lock().ok().and_then(|d| *d).is_some_and(|d| Instant::now() >= d) {
             let left: usize = pending.iter().map(|p| p.entries).sum::<usize>() + current.len();
             if left > 0 {
+                st.unacked_entries.fetch_add(left as u64, Relaxed);
                 eprintln!("kshark worker: {left} entries not acknowledged by {} before the end", cfg.hub.display());
             }
             break;
@@ -195,12 +224,12 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
         tokio::select! {
             m = rx.recv(), if inbox_open => match m {
                 Some(Msg::Entry(e)) => {
-                    current.push(e);
+                    take(&mut current, &mut current_bytes, e);
                     // and what else waits, in this one turn: each turn of this loop also
                     // polls the socket for acknowledgements, which is not free
-                    while current.len() < cfg.batch_entries {
+                    while current.len() < cfg.batch_entries && current_bytes < SEAL_BYTES {
                         match rx.try_recv() {
-                            Ok(Msg::Entry(e)) => current.push(e),
+                            Ok(Msg::Entry(e)) => take(&mut current, &mut current_bytes, e),
                             Ok(Msg::Stats(v)) => {
                                 send_stats(sock.as_mut(), &v).await;
                                 last_stats = Some(v);
@@ -209,7 +238,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                             Err(_) => break,
                         }
                     }
-                    seal = current.len() >= cfg.batch_entries;
+                    seal = current.len() >= cfg.batch_entries || current_bytes >= SEAL_BYTES;
                 }
                 Some(Msg::Stats(v)) => {
                     send_stats(sock.as_mut(), &v).await;
@@ -241,7 +270,14 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                         eprintln!("kshark worker: the hub says: {e}");
                     }
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                Some(Ok(Message::Close(frame))) => {
+                    if let Some(f) = frame.filter(|f| u16::from(f.code) != 1000) {
+                        eprintln!("kshark worker: the hub closed the connection: {} ({})", f.reason, u16::from(f.code));
+                    }
+                    sock = None;
+                    retry_at = Instant::now() + backoff;
+                }
+                Some(Err(_)) | None => {
                     sock = None;
                     retry_at = Instant::now() + backoff;
                 }
@@ -250,9 +286,12 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
         }
         if seal && !current.is_empty() {
             let bytes = Bytes::from(encoder.encode(next, &current));
+            // sealed at SEAL_BYTES, entries under MAX_ENTRY_BYTES: always under the limit
+            debug_assert!(bytes.len() <= MAX_MESSAGE);
             let p = Pending { batch: next, bytes: bytes.clone(), entries: current.len() };
             next += 1;
             current.clear();
+            current_bytes = 0;
             buffered += p.bytes.len();
             pending.push_back(p);
             while buffered > cfg.max_buffer_bytes && pending.len() > 1 {

@@ -19,7 +19,6 @@ use kshark_hub::api::{self, Access};
 use kshark_hub::record::encode_batch;
 use kshark_hub::store::Query;
 use kshark_hub::{Filter, Hub, HubConfig};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -48,8 +47,8 @@ fn main() {
     let token = "bench-token";
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let router = api::router(hub.clone(), Access { token: Arc::from(token), readers_need_token: false });
-    rt.spawn(api::serve(listener, router, None, std::future::pending()));
+    let router = api::router(hub.clone(), Access::loopback(listener.local_addr().unwrap(), token, "bench-reader"), false);
+    rt.spawn(api::serve(listener, router, None, std::future::pending(), api::ServeLimits::default(), hub.clone()));
     let addr = kshark_hub::client::HubAddr::parse(&format!("http://127.0.0.1:{port}"), Some(token.into()), None).unwrap();
 
     // 1. ingest
@@ -98,7 +97,7 @@ fn main() {
     for expr in ["http && status_code >= 500 && dst.port == 8080", "status_code >= 500 && elapsed_time > 100000", "dns && dns_questions.exists(q, q.endsWith(\".org\"))", "request.headers[\"user-agent\"].contains(\"Wget\")", ""] {
         let f = Filter::compile(expr).unwrap();
         let t = Instant::now();
-        let got = reader.query(&Query { filter: &f, since: None, limit: if expr.is_empty() { 1000 } else { 1_000_000 }, now: 0 }).unwrap();
+        let got = reader.query(&Query { filter: &f, since: None, limit: if expr.is_empty() { 1000 } else { 1_000_000 }, now: 0, stop: None }).unwrap();
         println!("query: {:>6.3} s over {INGEST} stored, {:>7} matched{}  {expr:?}", t.elapsed().as_secs_f64(), got.len(), if f.needs_full() { " (full entries)" } else { "" });
     }
 

@@ -34,8 +34,8 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = api::router(hub.clone(), Access { token: Arc::from("bench-token"), readers_need_token: false }).merge(kshark_hub::web::router());
-    rt.spawn(api::serve(listener, router, None, std::future::pending()));
+    let router = api::router(hub.clone(), Access::loopback(listener.local_addr().unwrap(), "bench-token", "bench-reader"), true);
+    rt.spawn(api::serve(listener, router, None, std::future::pending(), api::ServeLimits::default(), hub.clone()));
 
     let go = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
@@ -61,7 +61,7 @@ fn main() {
                 }).collect();
                 let block = decode_batch(encode_batch(n, &batch).into()).expect("the corpus's entries decode");
                 let k = batch.len() as u64;
-                if handle.block_on(hub.submit(Arc::from("bench"), block)).is_ok() {
+                if handle.block_on(hub.submit(Arc::from("bench"), block, None)).is_ok() {
                     sent.fetch_add(k, Ordering::Relaxed);
                 }
             }

@@ -12,31 +12,34 @@ use crate::Error;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One stored entry on its way to subscribers (it shares its batch's memory).
+/// One stored entry on its way to a subscriber. It holds what it costs the hub (its
+/// share of its batch's memory, or its own copy) against the subscriber's budget until
+/// it is dropped.
 #[derive(Debug)]
 pub struct Live {
     /// The store's sequence number.
     pub seq: i64,
-    block: Arc<Block>,
-    i: usize,
+    data: bytes::Bytes,
+    charge: usize,
+    held: Arc<AtomicUsize>,
 }
 
 impl Live {
     /// The entry's JSON.
     pub fn full(&self) -> bytes::Bytes {
-        self.block.full(self.i)
+        self.data.clone()
     }
+}
 
-    /// The entry's slim form (see [`crate::record`]).
-    pub fn slim(&self) -> &str {
-        self.block.slim(self.i)
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.charge, Relaxed);
     }
-
 }
 
 /// Every counter the hub keeps.
@@ -51,6 +54,22 @@ pub struct Counters {
     pub subscribers_cut: AtomicU64,
     pub retention_deleted: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Connections refused because the hub had as many as it takes.
+    pub connections_refused: AtomicU64,
+    /// Connections closed for sending no request headers in time, or for being idle.
+    pub connections_timed_out: AtomicU64,
+    /// Requests refused for their `Host` or `Origin` (cross-site, DNS rebinding).
+    pub refused_origins: AtomicU64,
+    /// Filters refused for their cost, or that ran out of time.
+    pub filters_refused: AtomicU64,
+    /// Queries stopped because their client left, their time ran out, or the hub stopped.
+    pub queries_cancelled: AtomicU64,
+    /// Worker messages over the size limit (batches, stats), refused.
+    pub oversized_messages: AtomicU64,
+    /// Batches that waited for the hub's decompression budget.
+    pub decode_waits: AtomicU64,
+    /// Batches refused for their number (far beyond the worker's last).
+    pub refused_batch_numbers: AtomicU64,
 }
 
 struct Subscriber {
@@ -58,6 +77,8 @@ struct Subscriber {
     filter: Arc<Filter>,
     tx: tokio::sync::mpsc::Sender<Live>,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes its queued entries hold.
+    held: Arc<AtomicUsize>,
 }
 
 /// A live subscription: matching entries as they are stored. When the hub cuts it loose
@@ -85,6 +106,8 @@ struct Job {
     worker: Arc<str>,
     block: Block,
     reply: tokio::sync::oneshot::Sender<Result<Committed, Error>>,
+    /// The batch's share of the decompression budget, given back once it is committed.
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 pub struct Inner {
@@ -96,9 +119,34 @@ pub struct Inner {
     pub workers: Mutex<HashMap<String, WorkerInfo>>,
     pub metrics: Mutex<Metrics>,
     store_bytes: AtomicU64,
+    disk_bytes: AtomicU64,
     subscriber_queue: usize,
+    subscriber_bytes: usize,
+    /// Decompressed batches in memory, in KiB, hub-wide (see [`Hub::decode_budget`]).
+    pub decode_budget: Arc<tokio::sync::Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Worker ids with a connection now.
+    connected: Mutex<std::collections::HashSet<String>>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+/// A worker id held by its connection; let go when dropped.
+pub struct WorkerClaim {
+    hub: Hub,
+    id: String,
+}
+
+impl WorkerClaim {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for WorkerClaim {
+    fn drop(&mut self) {
+        self.hub.inner.connected.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+    }
 }
 
 /// A running hub (cheap to clone).
@@ -113,11 +161,16 @@ pub struct HubConfig {
     pub retention: Retention,
     /// Entries a subscriber may have waiting before it is cut loose.
     pub subscriber_queue: usize,
+    /// Bytes a subscriber's waiting entries may hold before it is cut loose.
+    pub subscriber_bytes: usize,
 }
+
+/// Memory that decompressed batches may take, hub-wide, from decoding until commit.
+pub const DECODE_BUDGET: usize = 256 << 20;
 
 impl HubConfig {
     pub fn new(data: &Path) -> Self {
-        HubConfig { data: data.to_path_buf(), retention: Retention::default(), subscriber_queue: 16384 }
+        HubConfig { data: data.to_path_buf(), retention: Retention::default(), subscriber_queue: 16384, subscriber_bytes: 64 << 20 }
     }
 }
 
@@ -136,9 +189,14 @@ impl Hub {
             workers: Mutex::new(HashMap::new()),
             metrics: Mutex::new(Metrics::default()),
             store_bytes: AtomicU64::new(store_bytes),
+            disk_bytes: AtomicU64::new(store.disk_bytes()),
             subscriber_queue: cfg.subscriber_queue.max(1),
+            subscriber_bytes: cfg.subscriber_bytes.max(1),
+            decode_budget: Arc::new(tokio::sync::Semaphore::new(DECODE_BUDGET >> 10)),
             writer: Mutex::new(None),
             checkpointer: Mutex::new(None),
+            connected: Mutex::new(Default::default()),
+            stopping: Default::default(),
         });
         let hub = Hub { inner: inner.clone() };
         let h = hub.clone();
@@ -151,8 +209,26 @@ impl Hub {
         Ok(hub)
     }
 
+    /// Takes `id` for one connection, or `None` when another has it.
+    pub fn claim_worker(&self, id: &str) -> Option<WorkerClaim> {
+        self.inner.connected.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_string()).then(|| WorkerClaim { hub: self.clone(), id: id.to_string() })
+    }
+
+    /// Whether the hub is stopping (queries stop, streams end).
+    pub fn stopping(&self) -> bool {
+        self.inner.stopping.load(Relaxed)
+    }
+
+    /// The start of a stop: running queries stop, live streams end (their channels
+    /// close), so that connections can finish.
+    pub fn begin_stop(&self) {
+        self.inner.stopping.store(true, Relaxed);
+        self.inner.subs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Stops taking batches, lets the writer finish what it has, and waits for it.
     pub fn shutdown(&self) {
+        self.begin_stop();
         self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = t.join();
@@ -186,17 +262,17 @@ impl Hub {
 
     /// Stores a batch from `worker`; resolves once it is committed (or known already).
     pub async fn ingest(&self, worker: Arc<str>, block: Block) -> Result<Committed, Error> {
-        self.submit(worker, block).await?.await.map_err(|_| Error::Closed)?
+        self.submit(worker, block, None).await?.await.map_err(|_| Error::Closed)?
     }
 
     /// Hands a batch to the writer and returns at once with what will say when it is
     /// committed, so a connection can have several batches on their way (they are
     /// committed in the order they were submitted). The writer's queue is bounded: a full
     /// one holds the caller back.
-    pub async fn submit(&self, worker: Arc<str>, block: Block) -> Result<tokio::sync::oneshot::Receiver<Result<Committed, Error>>, Error> {
+    pub async fn submit(&self, worker: Arc<str>, block: Block, budget: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<tokio::sync::oneshot::Receiver<Result<Committed, Error>>, Error> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let tx = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
-        match tx.try_send(Job { worker, block, reply }) {
+        match tx.try_send(Job { worker, block, reply, _budget: budget }) {
             Ok(()) => {}
             Err(std::sync::mpsc::TrySendError::Full(job)) => {
                 tokio::task::spawn_blocking(move || tx.send(job).map_err(|_| Error::Closed)).await.map_err(|_| Error::Closed)??;
@@ -211,7 +287,7 @@ impl Hub {
         let (tx, rx) = tokio::sync::mpsc::channel(self.inner.subscriber_queue);
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let id = self.inner.next_sub.fetch_add(1, Relaxed);
-        self.inner.subs.lock().unwrap_or_else(|p| p.into_inner()).push(Subscriber { id, filter, tx, cut: cut.clone() });
+        self.inner.subs.lock().unwrap_or_else(|p| p.into_inner()).push(Subscriber { id, filter, tx, cut: cut.clone(), held: Arc::new(AtomicUsize::new(0)) });
         Subscription { rx, cut }
     }
 
@@ -233,6 +309,12 @@ impl Hub {
     /// Stored entries matching a query (their JSON, oldest first), with their seqs.
     pub fn query(&self, q: &Query<'_>) -> Result<Vec<(i64, String)>, Error> {
         self.reader()?.query(q)
+    }
+
+    /// Stored entries matching a query, handed to `each` as they are read (see
+    /// [`Reader::query_each`]).
+    pub fn query_each(&self, q: &Query<'_>, each: &mut dyn FnMut(i64, &[u8]) -> bool) -> Result<(), Error> {
+        self.reader()?.query_each(q, each)
     }
 
     /// `/api/stats`: the hub's counters, each worker's, and drops summed over workers.
@@ -269,6 +351,15 @@ impl Hub {
                 "retention_deleted": c.retention_deleted.load(Relaxed),
                 "store_errors": c.store_errors.load(Relaxed),
                 "store_bytes": self.inner.store_bytes.load(Relaxed),
+                "disk_bytes": self.inner.disk_bytes.load(Relaxed),
+                "connections_refused": c.connections_refused.load(Relaxed),
+                "connections_timed_out": c.connections_timed_out.load(Relaxed),
+                "refused_origins": c.refused_origins.load(Relaxed),
+                "filters_refused": c.filters_refused.load(Relaxed),
+                "queries_cancelled": c.queries_cancelled.load(Relaxed),
+                "oversized_messages": c.oversized_messages.load(Relaxed),
+                "decode_waits": c.decode_waits.load(Relaxed),
+                "refused_batch_numbers": c.refused_batch_numbers.load(Relaxed),
             },
             "workers": workers.iter().map(|(k, w)| (k.clone(), json!({"connected": w.connected, "last_seen": w.last_seen, "stats": w.stats}))).collect::<serde_json::Map<_, _>>(),
         })
@@ -311,6 +402,7 @@ impl Hub {
                 if let Ok(b) = store.used_bytes() {
                     self.inner.store_bytes.store(b, Relaxed);
                 }
+                self.inner.disk_bytes.store(store.disk_bytes(), Relaxed);
             }
         }
     }
@@ -337,6 +429,9 @@ impl Hub {
                         Committed::Duplicate => {
                             c.duplicate_batches.fetch_add(1, Relaxed);
                         }
+                        Committed::TooFar { .. } => {
+                            c.refused_batch_numbers.fetch_add(1, Relaxed);
+                        }
                         Committed::Stored(first) => {
                             c.entries.fetch_add(j.block.len() as u64, Relaxed);
                             if let Ok(mut m) = self.inner.metrics.lock() {
@@ -361,17 +456,34 @@ impl Hub {
             return;
         }
         let now = now_ns() as i128;
+        let budget = self.inner.subscriber_bytes;
         subs.retain(|s| {
             if s.tx.is_closed() {
                 return false;
             }
+            let mut hits = Vec::new();
             for (first, block) in stored {
+                hits.clear();
                 for i in 0..block.len() {
-                    let hit = s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { block.full_bytes(i) } else { block.slim(i).as_bytes() }, now);
-                    if hit && s.tx.try_send(Live { seq: first + i as i64, block: block.clone(), i }).is_err() {
+                    if s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { block.full_bytes(i) } else { block.slim(i).as_bytes() }, now) {
+                        hits.push(i);
+                    }
+                }
+                if hits.is_empty() {
+                    continue;
+                }
+                // most of the batch: its entries share the batch, each charged its share;
+                // a few: copied out, so that they do not pin the whole batch
+                let dense = hits.len() * 4 >= block.len();
+                let share = block.mem_bytes().div_ceil(hits.len());
+                for &i in &hits {
+                    let (data, charge) = if dense { (block.full(i), share) } else { (bytes::Bytes::copy_from_slice(block.full_bytes(i)), block.full_bytes(i).len() + 64) };
+                    let held = s.held.fetch_add(charge, Relaxed) + charge;
+                    let live = Live { seq: first + i as i64, data, charge, held: s.held.clone() };
+                    if held > budget || s.tx.try_send(live).is_err() {
                         s.cut.store(true, Relaxed);
                         self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
-                        eprintln!("kshark hub: subscriber {} fell {} entries behind: cut loose", s.id, self.inner.subscriber_queue);
+                        eprintln!("kshark hub: subscriber {} fell behind ({} MB or {} entries waiting): cut loose", s.id, held >> 20, self.inner.subscriber_queue);
                         return false;
                     }
                 }

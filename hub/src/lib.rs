@@ -9,6 +9,10 @@
 //!   live subscribers (bounded, cut loose when slow), counters.
 //! - [`metrics`]: Prometheus text, the service map and golden signals over time.
 //! - [`api`]: the HTTP API of `cli.md` (axum), worker ingest over a WebSocket, TLS.
+//! - [`guard`]: who may talk to the hub (same origin, allowed hosts, the reader and
+//!   worker tokens) and the headers every response carries.
+//! - [`serve`]: the listener, with a connection cap, header-read and idle timeouts, and a
+//!   stop within seconds.
 //! - [`web`]: the dashboard (`web/`, built by `build.rs`), embedded and served.
 //! - [`client`]: the WebSocket client for workers, `observe` and the terminal UI.
 //! - [`filter`]: the filter language of `cli.md` (CEL syntax with KFL2-style short names),
@@ -17,9 +21,11 @@
 pub mod api;
 pub mod client;
 pub mod filter;
+pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod record;
+pub mod serve;
 pub mod store;
 pub mod web;
 
@@ -40,6 +46,9 @@ pub enum Error {
     Store(String),
     #[error("the hub is shutting down")]
     Closed,
+    /// A query stopped: its client left, its time ran out, or the hub is stopping.
+    #[error("the query was stopped (its client left, its time ran out, or the hub is stopping)")]
+    Cancelled,
     #[error("{0}")]
     Serve(String),
 }

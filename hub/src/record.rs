@@ -23,8 +23,29 @@ use std::ops::Range;
 /// Keys under `request` and `response` left out of the slim form.
 pub const HEAVY: &[&str] = &["headers", "body", "messages", "trailers", "authorities", "additionals"];
 
-/// A batch bigger than this once decompressed is refused (a worker sends ~1 MiB).
-pub const MAX_BATCH_BYTES: usize = 256 << 20;
+/// The largest WebSocket message (and frame) the hub reads, and that a worker may send:
+/// the limit both sides agree on. A worker seals a batch once its entries reach
+/// [`SEAL_BYTES`], and an entry is at most [`MAX_ENTRY_BYTES`], so a batch stays well below.
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// A worker seals a batch once its entries' JSON reaches this many bytes.
+pub const SEAL_BYTES: usize = 4 << 20;
+
+/// The longest entry (its JSON) taken; a longer one is refused (the hub) or dropped and
+/// counted (the worker). The dissector keeps 64 KiB of a body, so real entries are far
+/// smaller.
+pub const MAX_ENTRY_BYTES: usize = 4 << 20;
+
+/// How deeply an entry's JSON may nest (arrays and objects).
+pub const MAX_DEPTH: usize = 64;
+
+/// A batch bigger than this once decompressed is refused (a worker sends at most
+/// [`SEAL_BYTES`] + [`MAX_ENTRY_BYTES`]).
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// LZ4 expands at most this much (a match's length takes a byte per 255 it adds): a batch
+/// that declares more than its bytes can hold is refused before anything is allocated.
+const LZ4_MAX_RATIO: usize = 256;
 
 /// One batch as the hub holds it. It is stored as one block: `wire` as the full
 /// entries, `slim` (compressed) as what filters read.
@@ -62,6 +83,11 @@ impl Block {
 
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
+    }
+
+    /// The memory the block takes, roughly.
+    pub fn mem_bytes(&self) -> usize {
+        self.wire.len() + self.text.len() + self.slim.len() + self.slim_packed.len() + self.lines.len() * 24 + 256
     }
 
     /// Entry `i`'s JSON as the worker sent it (shares the block's memory).
@@ -129,6 +155,30 @@ struct Header {
 /// entry (`batch N, entry M: ...`).
 pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
     let text = decompress(&wire)?;
+    // lone surrogates are mended here, once, and the batch re-packed (rare: only a
+    // hand-made or hostile batch has them)
+    if memchr::memmem::find(&text, b"\\u").is_some() {
+        if let Ok(s) = std::str::from_utf8(&text) {
+            let mut changed = false;
+            let mended: Vec<Cow<str>> = s
+                .split('\n')
+                .map(|l| match mend_surrogates(l) {
+                    Some(m) => {
+                        changed = true;
+                        Cow::Owned(m)
+                    }
+                    None => Cow::Borrowed(l),
+                })
+                .collect();
+            if changed {
+                let raw = mended.join("\n");
+                if raw.len() > MAX_BATCH_BYTES {
+                    return Err(Error::Malformed(format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", raw.len())));
+                }
+                return decode_batch(Bytes::from(lz4_flex::compress_prepend_size(raw.as_bytes())));
+            }
+        }
+    }
     let s = std::str::from_utf8(&text).map_err(|e| Error::Malformed(format!("batch is not UTF-8 at byte {}", e.valid_up_to())))?;
     let head_end = s.find('\n').unwrap_or(s.len());
     let h: Header = serde_json::from_str(&s[..head_end]).map_err(|e| Error::Malformed(format!("batch header (needs `batch` and `entries`): {e}")))?;
@@ -147,13 +197,24 @@ pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
     };
     let mut at = (head_end + 1).min(s.len());
     let mut i = 0;
+    let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::with_capacity(cap);
     while at < s.len() {
-        let end = s[at..].find('\n').map_or(s.len(), |n| at + n);
+        let end = memchr::memchr(b'\n', &s.as_bytes()[at..]).map_or(s.len(), |n| at + n);
         let line = &s[at..end];
         if !line.is_empty() {
             i += 1;
+            let bad = |m: String| Error::Malformed(format!("batch {batch}, entry {i}: {m}"));
+            if line.len() > MAX_ENTRY_BYTES {
+                return Err(bad(format!("{} bytes, over the limit of {MAX_ENTRY_BYTES} for an entry", line.len())));
+            }
+            if !depth_within(line.as_bytes(), MAX_DEPTH) {
+                return Err(bad(format!("nested deeper than {MAX_DEPTH} levels")));
+            }
             let start = b.slim.len();
-            let ts = slim_of(line, &mut b.slim).map_err(|m| Error::Malformed(format!("batch {batch}, entry {i}: {m}")))?;
+            let (ts, id) = slim_of(line, &mut b.slim).map_err(bad)?;
+            if !ids.insert(id) {
+                return Err(bad(format!("id {id} appears twice in the batch")));
+            }
             b.slim_lines.push(start as u32..b.slim.len() as u32);
             b.slim.push(b'\n');
             b.tally.observe(std::str::from_utf8(&b.slim[start..b.slim.len() - 1]).unwrap_or("{}"));
@@ -170,14 +231,98 @@ pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
     Ok(b)
 }
 
-pub(crate) fn decompress(wire: &[u8]) -> Result<Vec<u8>, Error> {
-    if wire.len() >= 4 {
-        let n = u32::from_le_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize;
-        if n > MAX_BATCH_BYTES {
-            return Err(Error::Malformed(format!("batch of {n} bytes is over the limit of {MAX_BATCH_BYTES}")));
-        }
+/// The size a batch says it has once decompressed, checked against the limit and against
+/// what its compressed bytes can possibly hold.
+pub fn declared_size(wire: &[u8]) -> Result<usize, Error> {
+    let Some(head) = wire.get(..4) else {
+        return Err(Error::Malformed(format!("batch of {} bytes is too short to be LZ4", wire.len())));
+    };
+    let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    if n > MAX_BATCH_BYTES {
+        return Err(Error::Malformed(format!("batch of {n} bytes is over the limit of {MAX_BATCH_BYTES}")));
     }
+    let most = (wire.len() - 4).saturating_mul(LZ4_MAX_RATIO).saturating_add(64);
+    if n > most {
+        return Err(Error::Malformed(format!("batch declares {n} bytes, more than its {} compressed bytes can hold", wire.len() - 4)));
+    }
+    Ok(n)
+}
+
+pub(crate) fn decompress(wire: &[u8]) -> Result<Vec<u8>, Error> {
+    declared_size(wire)?;
     lz4_flex::decompress_size_prepended(wire).map_err(|e| Error::Malformed(format!("batch is not LZ4: {e}")))
+}
+
+/// Whether `s` (JSON) nests arrays and objects no deeper than `max`. Strings are skipped
+/// whole (memchr), so bodies cost little.
+pub fn depth_within(s: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &s[i.min(s.len())..]) {
+                        Some(k) if s[i + k] == b'\\' => i += k + 2,
+                        Some(k) => {
+                            i += k + 1;
+                            break;
+                        }
+                        None => return true,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `s` with every lone UTF-16 surrogate escape (`\ud800` with no partner) replaced by
+/// `\ufffd`, or `None` when it has none. JSON parsers differ on them (serde_json refuses
+/// them, browsers keep them): stored entries are valid for every reader.
+pub fn mend_surrogates(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    memchr::memmem::find(b, b"\\u")?;
+    let hex = |at: usize| -> Option<u16> { s.get(at..at + 4).and_then(|h| u16::from_str_radix(h, 16).ok()) };
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(k) = memchr::memchr(b'\\', &b[i..]) {
+        i += k;
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2;
+            continue;
+        }
+        let Some(u) = hex(i + 2) else {
+            i += 2;
+            continue;
+        };
+        if (0xD800..0xDC00).contains(&u) && b.get(i + 6) == Some(&b'\\') && b.get(i + 7) == Some(&b'u') && hex(i + 8).is_some_and(|l| (0xDC00..0xE000).contains(&l)) {
+            i += 12;
+            continue;
+        }
+        if (0xD800..0xE000).contains(&u) {
+            let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            o.push_str(&s[copied..i]);
+            o.push_str("\\ufffd");
+            copied = i + 6;
+        }
+        i += 6;
+    }
+    let mut o = out?;
+    o.push_str(&s[copied..]);
+    Some(o)
 }
 
 /// The number of a batch whose entries could not be read, when its header can be.
@@ -190,7 +335,7 @@ pub fn batch_number(bytes: &[u8]) -> Option<u64> {
 /// What the checks saw of the fields every entry must have.
 #[derive(Default)]
 struct Seen<'a> {
-    id: bool,
+    id: Option<&'a str>,
     protocol: bool,
     transport: bool,
     src: Option<&'a RawValue>,
@@ -199,12 +344,13 @@ struct Seen<'a> {
     keys: Vec<Cow<'a, str>>,
 }
 
-/// Writes `line`'s slim form to `out` and returns its time; or says what is wrong.
-fn slim_of(line: &str, out: &mut Vec<u8>) -> Result<i64, String> {
+/// Writes `line`'s slim form to `out` and returns its time and its id (as written); or
+/// says what is wrong.
+fn slim_of<'a>(line: &'a str, out: &mut Vec<u8>) -> Result<(i64, &'a str), String> {
     let mut seen = Seen::default();
     let mut de = serde_json::Deserializer::from_str(line);
     Top { out, seen: &mut seen }.deserialize(&mut de).and_then(|_| de.end()).map_err(|e| e.to_string())?;
-    for (k, ok) in [("id", seen.id), ("protocol", seen.protocol), ("transport", seen.transport)] {
+    for (k, ok) in [("id", seen.id.is_some()), ("protocol", seen.protocol), ("transport", seen.transport)] {
         if !ok {
             return Err(format!("`{k}` must be a string"));
         }
@@ -223,7 +369,8 @@ fn slim_of(line: &str, out: &mut Vec<u8>) -> Result<i64, String> {
     }
     let ts: Cow<str> = seen.timestamp.and_then(|t| serde_json::from_str(t.get()).ok()).ok_or("`timestamp` must be a string")?;
     let ns = crate::filter::parse_timestamp(&ts).ok_or_else(|| format!("`timestamp` {ts:?} is not RFC 3339"))?;
-    i64::try_from(ns).map_err(|_| format!("`timestamp` {ts:?} is out of range"))
+    let ns = i64::try_from(ns).map_err(|_| format!("`timestamp` {ts:?} is out of range"))?;
+    Ok((ns, seen.id.unwrap_or_default()))
 }
 
 fn write_key(out: &mut Vec<u8>, first: &mut bool, k: &str) {
@@ -271,7 +418,7 @@ impl<'de: 'a, 'a> Visitor<'de> for Top<'_, 'a> {
             self.out.extend_from_slice(v.get().as_bytes());
             let string = v.get().starts_with('"');
             match &*k {
-                "id" => self.seen.id = string,
+                "id" => self.seen.id = string.then(|| v.get()),
                 "protocol" => self.seen.protocol = string,
                 "transport" => self.seen.transport = string,
                 "src" => self.seen.src = Some(v),
@@ -357,8 +504,11 @@ mod tests {
 
     #[test]
     fn batches_round_trip_and_faults_refuse_the_whole_batch() {
-        let b = block(7, &[E, E]).unwrap();
+        let e2 = E.replace("\"id\":\"a\"", "\"id\":\"b\"");
+        let b = block(7, &[E, &e2]).unwrap();
         assert_eq!((b.batch, b.len()), (7, 2));
+        // the same id twice in a batch
+        assert!(block(7, &[E, E]).unwrap_err().to_string().contains("entry 2: id \"a\" appears twice"));
         let bad = E.replace("\"timestamp\":\"2026-01-01T00:00:00.5Z\",", "");
         let err = block(8, &[E, &bad]).unwrap_err().to_string();
         assert!(err.contains("batch 8, entry 2") && err.contains("timestamp"), "{err}");
@@ -382,6 +532,41 @@ mod tests {
         let short = lz4_flex::compress_prepend_size(b"{\"batch\":1,\"entries\":3}\n");
         assert!(decode_batch(Bytes::from(short)).unwrap_err().to_string().contains("says 3 entries but holds 0"));
         assert_eq!(batch_number(&encode_batch(12, &["x"])), Some(12));
+    }
+
+    #[test]
+    fn bombs_deep_nesting_huge_entries_and_lone_surrogates() {
+        // 29 bytes that declare 256 MiB: refused before anything is allocated
+        let mut bomb = (256u32 << 20).to_le_bytes().to_vec();
+        bomb.extend_from_slice(&[0u8; 25]);
+        assert!(decode_batch(Bytes::from(bomb)).unwrap_err().to_string().contains("over the limit"));
+        // 60 MiB declared in 1 KiB: more than LZ4 can hold
+        let mut lie = (60u32 << 20).to_le_bytes().to_vec();
+        lie.extend_from_slice(&[0u8; 1024]);
+        assert!(decode_batch(Bytes::from(lie)).unwrap_err().to_string().contains("more than its 1024 compressed bytes can hold"));
+        // a real bomb: 1 MB of LZ4 that holds a 64 MiB + 1 entry is over the batch limit
+        let raw = format!("{{\"batch\":1,\"entries\":1}}\n{}\n", "a".repeat(MAX_BATCH_BYTES));
+        let packed = lz4_flex::compress_prepend_size(raw.as_bytes());
+        assert!(packed.len() < (1 << 20), "{}", packed.len());
+        assert!(decode_batch(Bytes::from(packed)).unwrap_err().to_string().contains("over the limit"));
+        // an entry over the entry limit
+        let huge = E.replace("\"b\"}", &format!("\"{}\"}}", "b".repeat(MAX_ENTRY_BYTES)));
+        assert!(block(1, &[&huge]).unwrap_err().to_string().contains("over the limit of 4194304 for an entry"));
+        // nesting
+        let deep = E.replace("\"response\":null", &format!("\"response\":null,\"x\":{}{}", "[".repeat(100_000), "]".repeat(100_000)));
+        assert!(block(1, &[&deep]).unwrap_err().to_string().contains("nested deeper than 64"));
+        let fine = E.replace("\"response\":null", &format!("\"response\":null,\"x\":\"{}\"", "[".repeat(100_000)));
+        assert!(block(1, &[&fine]).is_ok(), "brackets inside strings are text");
+        assert!(depth_within(br#"{"a":"\"[[[","b":[[1]]}"#, 3));
+        assert!(!depth_within(br#"{"a":"\\","b":[[[1]]]}"#, 3));
+        // lone surrogates are mended; pairs and escaped backslashes are left alone
+        assert_eq!(mend_surrogates(r#"{"a":"x\ud800y"}"#).unwrap(), r#"{"a":"x\ufffdy"}"#);
+        assert_eq!(mend_surrogates(r#"{"a":"\udc00\ud83d"}"#).unwrap(), r#"{"a":"\ufffd\ufffd"}"#);
+        assert_eq!(mend_surrogates(r#"{"a":"\ud83d\ude00 \\ud800"}"#), None);
+        let lone = E.replace("\"/x\"", "\"/\\ud800\"");
+        let b = block(1, &[&lone]).unwrap();
+        let v: Value = serde_json::from_slice(&b.full(0)).expect("valid for serde_json");
+        assert_eq!(v["request"]["path"], "/\u{fffd}");
     }
 
     #[test]

@@ -33,13 +33,28 @@ impl Retention {
     /// `7d`), comma-separated to give both.
     pub fn parse(s: &str) -> Result<Retention, String> {
         let mut r = Retention::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            if let Some(b) = parse_size(part) {
-                r.max_bytes = Some(b);
+        if s.trim().is_empty() {
+            return Err("empty: give a size (500MB, 2GiB), an age (24h, 7d), or both (2GiB,24h)".into());
+        }
+        // an age in ns must fit the store's clock (i64 ns: 292 years)
+        let age = |ns: Option<i128>| -> Result<Duration, String> {
+            match ns {
+                Some(ns) if ns > 0 && ns <= i64::MAX as i128 => Ok(Duration::from_nanos(ns as u64)),
+                Some(ns) if ns > 0 => Err("is longer than the store can count (292 years)".into()),
+                _ => Err("must be longer than zero".into()),
+            }
+        };
+        for part in s.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err(format!("{s:?} has an empty part"));
+            }
+            let what = |e: String| format!("{part:?} {e}");
+            if part.starts_with(|c: char| c.is_ascii_digit() || c == '.') && part.ends_with(|c: char| c.is_ascii_alphabetic()) && parse_size(part).is_some() {
+                r.max_bytes = Some(parse_size(part).flatten().ok_or_else(|| what("is not a size this store can keep (more than zero, under 16 EiB)".into()))?);
             } else if let Some(d) = part.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
-                r.max_age = Some(Duration::from_secs(d * 86400));
-            } else if let Some(ns) = crate::filter::parse_duration(part).filter(|n| *n > 0) {
-                r.max_age = Some(Duration::from_nanos(ns.min(u64::MAX as i128) as u64));
+                r.max_age = Some(age(Some(d as i128 * 86_400_000_000_000)).map_err(what)?);
+            } else if let Some(ns) = crate::filter::parse_duration(part) {
+                r.max_age = Some(age(Some(ns)).map_err(what)?);
             } else {
                 return Err(format!("{part:?} is neither a size (500MB, 2GiB) nor a duration (24h, 7d)"));
             }
@@ -48,7 +63,8 @@ impl Retention {
     }
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+/// `Some(None)`: a size's syntax, but zero or too big.
+fn parse_size(s: &str) -> Option<Option<u64>> {
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
     let n: f64 = s[..split].parse().ok()?;
     let mult = match s[split..].trim().to_ascii_lowercase().as_str() {
@@ -63,7 +79,13 @@ fn parse_size(s: &str) -> Option<u64> {
         "tib" => 1099511627776.0,
         _ => return None,
     };
-    Some((n * mult) as u64)
+    let b = n * mult;
+    Some((b.is_finite() && b >= 1.0 && b < 1.8e19).then_some(b as u64))
+}
+
+/// The part of a size limit left to the WAL: a quarter, from 64 KiB to 1 GiB.
+fn wal_share(max: u64) -> u64 {
+    (max / 4).clamp(64 << 10, 1 << 30)
 }
 
 pub fn now_ns() -> i64 {
@@ -83,7 +105,14 @@ pub enum Committed {
     Stored(i64),
     /// Already stored before (a resend after a lost acknowledgement): nothing done.
     Duplicate,
+    /// Refused: its number is far beyond the worker's last (`last`), where no worker's
+    /// resend can be; taking it would make the worker's next batches look like resends.
+    TooFar { last: Option<u64> },
 }
+
+/// How far beyond a worker's last batch (or, for a worker not seen yet, beyond 0) a
+/// batch's number may be. A worker numbers its batches from 1, one after another.
+pub const MAX_BATCH_GAP: u64 = 1_000_000;
 
 /// The writer's handle (one per hub).
 pub struct Store {
@@ -134,6 +163,22 @@ impl Store {
         if version != VERSION && (version != 0 || tables > 0) {
             return Err(Error::Store(format!("{}: a store of another kshark version (layout {version}, this one reads {VERSION}): move it away or give another --data", path.display())));
         }
+        // freed pages go back to the file system (`incremental_vacuum` after retention),
+        // so that a size limit bounds the files on disk, not only the pages in use; it
+        // must be set before the first table (a store made before is vacuumed once)
+        let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(&err)?;
+        if auto_vacuum != 2 {
+            if tables > 0 {
+                eprintln!("kshark hub: {}: switching the store to incremental vacuum (once)", path.display());
+            }
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").map_err(&err)?;
+        }
+        if let Some(max) = retention.max_bytes {
+            // the WAL counts against the limit: checkpoints start once it holds its share
+            // of it, and a reset WAL is truncated to that
+            let share = wal_share(max);
+            conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={}; PRAGMA journal_size_limit={share};", (share / 4096).max(16))).map_err(&err)?;
+        }
         conn.execute_batch(SCHEMA).map_err(&err)?;
         conn.execute_batch(&format!("PRAGMA user_version = {VERSION}")).map_err(&err)?;
         let mut workers = HashMap::new();
@@ -181,6 +226,10 @@ impl Store {
                     out.push(Committed::Duplicate);
                     continue;
                 }
+                if b.block.batch > last.unwrap_or(0).saturating_add(MAX_BATCH_GAP) {
+                    out.push(Committed::TooFar { last });
+                    continue;
+                }
                 let blk = b.block;
                 if !blk.is_empty() {
                     let ts: Vec<u8> = blk.ts.iter().flat_map(|t| t.to_le_bytes()).collect();
@@ -210,10 +259,25 @@ impl Store {
         self.workers.get(worker).copied()
     }
 
-    /// Bytes of database pages in use.
+    /// Bytes the store takes: its pages in use, and its WAL file.
     pub fn used_bytes(&self) -> Result<u64, Error> {
+        Ok(self.page_bytes()? + self.wal_bytes())
+    }
+
+    fn page_bytes(&self) -> Result<u64, Error> {
         let q = |p: &str| self.conn.query_row(&format!("PRAGMA {p}"), [], |r| r.get::<_, i64>(0)).map_err(db_err(&self.path));
         Ok(((q("page_count")? - q("freelist_count")?) * q("page_size")?).max(0) as u64)
+    }
+
+    fn wal_bytes(&self) -> u64 {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        std::fs::metadata(wal).map_or(0, |m| m.len())
+    }
+
+    /// Bytes of the store's files on disk (the database and its WAL).
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len()) + self.wal_bytes()
     }
 
     /// Deletes what retention no longer allows, oldest first, a block (a batch) at a
@@ -231,9 +295,12 @@ impl Store {
             self.conn.execute("DELETE FROM workers WHERE at < ?1", [cutoff.min(now - 7 * 86_400_000_000_000)]).map_err(&err)?;
         }
         if let Some(max) = self.retention.max_bytes {
-            // down to 90% of the limit, so that the next check is not at once
+            // the pages in use are kept under the limit less the WAL's share (checkpoints
+            // start once the WAL holds a quarter of the limit: see `open`), down to 90% of
+            // that, so that the next check is not at once
+            let max = max - wal_share(max).min(max / 2);
             for _ in 0..64 {
-                let used = self.used_bytes()?;
+                let used = self.page_bytes()?;
                 if used <= max {
                     break;
                 }
@@ -246,6 +313,16 @@ impl Store {
                 let upto: Option<i64> = self.conn.query_row("SELECT first FROM blocks ORDER BY first LIMIT 1 OFFSET ?1", [k - 1], |r| r.get(0)).optional().map_err(&err)?;
                 let Some(upto) = upto else { break };
                 deleted += self.delete_through(upto)?;
+            }
+        }
+        if deleted > 0 {
+            // the freed pages leave the file, and the WAL is copied back and cut short
+            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(&err)?;
+            if self.retention.max_bytes.is_some() {
+                // best effort: a reader holding the WAL makes it wait, and not for long
+                let _ = self.conn.busy_timeout(Duration::from_millis(100));
+                let _ = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                let _ = self.conn.busy_timeout(Duration::from_millis(5000));
             }
         }
         Ok(deleted)
@@ -281,6 +358,18 @@ pub struct Query<'a> {
     pub limit: usize,
     /// What `now()` is in the filter, ns.
     pub now: i128,
+    /// Asked between runs of blocks: `true` stops the query ([`Error::Cancelled`]), when
+    /// its client left, its time ran out, or the hub is stopping.
+    pub stop: Option<&'a (dyn Fn() -> bool + Sync)>,
+}
+
+impl Query<'_> {
+    fn stopped(&self) -> Result<(), Error> {
+        match self.stop {
+            Some(f) if f() => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A read connection.
@@ -319,9 +408,22 @@ impl Reader {
     }
 
     /// The matching entries' JSON, oldest first (the order they were stored in), the
-    /// newest `limit` of them, with their seqs. Blocks are read newest first; the
-    /// filtering of each run of blocks is spread over the cores.
+    /// newest `limit` of them, with their seqs, gathered in memory: see
+    /// [`Reader::query_each`] for answers of any size.
     pub fn query(&self, q: &Query<'_>) -> Result<Vec<(i64, String)>, Error> {
+        let mut out = Vec::new();
+        self.query_each(q, &mut |seq, json| {
+            out.push((seq, String::from_utf8_lossy(json).into_owned()));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// The matching entries, oldest first, the newest `limit` of them, each handed to
+    /// `each` (its seq and JSON) as it is read: what is held at a time is the matches'
+    /// seqs and a few blocks. `each` returning `false` ends the query. Blocks are read
+    /// newest first; the filtering of each run of blocks is spread over the cores.
+    pub fn query_each(&self, q: &Query<'_>, each: &mut dyn FnMut(i64, &[u8]) -> bool) -> Result<(), Error> {
         let err = db_err(&self.path);
         let full = q.filter.needs_full();
         let everything = q.filter.is_everything();
@@ -334,9 +436,10 @@ impl Reader {
         let mut st = self.conn.prepare_cached(sql).map_err(&err)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
         let mut cursor = i64::MAX;
-        // newest first: (seq, its full JSON when the scan already has it)
-        let mut picked: Vec<(i64, Option<String>)> = Vec::new();
+        // newest first
+        let mut picked: Vec<i64> = Vec::new();
         'scan: while picked.len() < q.limit {
+            q.stopped()?;
             // a run of blocks, newest first, of about CHUNK entries
             let mut run: Vec<Stored> = Vec::new();
             let mut entries = 0;
@@ -365,39 +468,32 @@ impl Reader {
             }
         }
         picked.reverse();
-        self.bodies(picked)
+        self.bodies(&picked, q, each)
     }
 
-    /// The full JSON of these entries (in this order, with their seqs), read from their
-    /// blocks where a scan did not already have it; blocks are unpacked over the cores.
-    fn bodies(&self, picked: Vec<(i64, Option<String>)>) -> Result<Vec<(i64, String)>, Error> {
+    /// Hands the full JSON of these entries (in this order) to `each`, read from their
+    /// blocks a few at a time; blocks are unpacked over the cores.
+    fn bodies(&self, picked: &[i64], q: &Query<'_>, each: &mut dyn FnMut(i64, &[u8]) -> bool) -> Result<(), Error> {
         let err = db_err(&self.path);
         let mut st = self.conn.prepare_cached("SELECT b.first, b.n, f.full FROM blocks b JOIN fulls f ON f.first = b.first WHERE b.first <= ?1 ORDER BY b.first DESC LIMIT 1").map_err(&err)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
-        let mut out: Vec<Option<(i64, String)>> = Vec::with_capacity(picked.len());
-        // blocks to unpack: (first, packed, [(place in out, seq)])
+        // blocks to unpack: (first, packed, [(place, seq)])
         let mut wanted: Vec<Wanted> = Vec::new();
         let mut last: Option<(i64, i64)> = None;
-        let flush = |wanted: &mut Vec<Wanted>, out: &mut Vec<Option<(i64, String)>>| -> Result<(), Error> {
-            let done = unpack_blocks(wanted, threads).map_err(|m| Error::Store(format!("{}: {m}", self.path.display())))?;
-            for (place, seq, json) in done {
-                out[place] = Some((seq, json));
-            }
+        let mut flush = |wanted: &mut Vec<Wanted>| -> Result<bool, Error> {
+            q.stopped()?;
+            let mut done = unpack_blocks(wanted, threads).map_err(|m| Error::Store(format!("{}: {m}", self.path.display())))?;
             wanted.clear();
-            Ok(())
+            done.sort_unstable_by_key(|d| d.0);
+            Ok(done.into_iter().all(|(_, seq, json)| each(seq, json.as_bytes())))
         };
-        for (seq, json) in picked {
-            out.push(json.map(|j| (seq, j)));
-            if out.last().is_some_and(Option::is_some) {
-                continue;
-            }
-            let place = out.len() - 1;
+        for (place, &seq) in picked.iter().enumerate() {
             if !last.is_some_and(|(first, n)| seq >= first && seq < first + n) {
                 // deleted by retention meanwhile: left out
                 let Some((first, n, packed)) = st.query_row([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))).optional().map_err(&err)? else { continue };
                 last = Some((first, n));
-                if wanted.len() >= 4 * threads {
-                    flush(&mut wanted, &mut out)?;
+                if wanted.len() >= 4 * threads && !flush(&mut wanted)? {
+                    return Ok(());
                 }
                 wanted.push((first, packed, Vec::new()));
             }
@@ -405,8 +501,8 @@ impl Reader {
                 w.2.push((place, seq));
             }
         }
-        flush(&mut wanted, &mut out)?;
-        Ok(out.into_iter().flatten().collect())
+        flush(&mut wanted)?;
+        Ok(())
     }
 }
 
@@ -438,8 +534,8 @@ fn unpack_blocks(wanted: &[Wanted], threads: usize) -> Result<Vec<(usize, i64, S
     })
 }
 
-/// A block's matching entries: seq, and the JSON when the scan read the full entries.
-type Hits = Vec<(i64, Option<String>)>;
+/// A block's matching entries' seqs.
+type Hits = Vec<i64>;
 
 /// A block to unpack: its first seq, its packed bytes, and the entries wanted of it
 /// (their place in the answer, and seq).
@@ -456,14 +552,14 @@ fn split_lines(t: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Each block's matching entries, oldest first (seq, and the JSON when the scan read
-/// the full entries), for a run of blocks in the run's order.
+/// Each block's matching entries' seqs, oldest first, for a run of blocks in the run's
+/// order.
 fn scan_run(run: &[Stored], q: &Query<'_>, since: i64, full: bool, threads: usize) -> Vec<Result<Hits, String>> {
     let one = |b: &Stored| -> Result<Hits, String> {
         let ts = |i: usize| b.ts.get(i * 8..i * 8 + 8).map_or(i64::MIN, |t| i64::from_le_bytes(t.try_into().unwrap_or_default()));
         let in_time = |i: usize| b.min_ts >= since || ts(i) >= since;
         if q.filter.is_everything() {
-            return Ok((0..b.n as usize).filter(|i| in_time(*i)).map(|i| (b.first + i as i64, None)).collect());
+            return Ok((0..b.n as usize).filter(|i| in_time(*i)).map(|i| b.first + i as i64).collect());
         }
         let text = crate::record::decompress(&b.data).map_err(|e| format!("block {}: {e}", b.first))?;
         // lines by memchr; a full block's first line is the batch header
@@ -474,8 +570,7 @@ fn scan_run(run: &[Stored], q: &Query<'_>, since: i64, full: bool, threads: usiz
         let mut out = Vec::new();
         for (i, l) in lines.filter(|l| !l.is_empty()).enumerate() {
             if in_time(i) && q.filter.matches_json(l, q.now) {
-                let json = if full { Some(String::from_utf8(l.to_vec()).map_err(|_| format!("block {}: not UTF-8", b.first))?) } else { None };
-                out.push((b.first + i as i64, json));
+                out.push(b.first + i as i64);
             }
         }
         Ok(out)
@@ -533,10 +628,15 @@ mod tests {
         assert_eq!(s.commit(&[Batch { worker: "w", block: &b1 }]).unwrap(), vec![Committed::Duplicate]);
         assert_eq!(s.commit(&[Batch { worker: "w", block: &b2 }]).unwrap(), vec![Committed::Stored(4)]);
         assert_eq!(s.commit(&[Batch { worker: "other", block: &other }]).unwrap(), vec![Committed::Stored(6)]);
+        // a number far beyond the worker's last is refused, and takes nothing over
+        let far = block(u64::MAX, 9..10);
+        assert_eq!(s.commit(&[Batch { worker: "w", block: &far }]).unwrap(), vec![Committed::TooFar { last: Some(2) }]);
+        assert_eq!(s.commit(&[Batch { worker: "new", block: &far }]).unwrap(), vec![Committed::TooFar { last: None }]);
+        assert_eq!(s.last_batch("w"), Some(2));
         let r = s.reader().unwrap();
         assert_eq!(r.count().unwrap(), 6);
         let all = Filter::compile("").unwrap();
-        let q = |f: &Filter, limit| r.query(&Query { filter: f, since: None, limit, now: 0 }).unwrap();
+        let q = |f: &Filter, limit| r.query(&Query { filter: f, since: None, limit, now: 0, stop: None }).unwrap();
         assert_eq!(ids(&q(&all, 100)), ["0", "1", "2", "3", "4", "0"]);
         assert_eq!(q(&all, 100).iter().map(|r| r.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
         // the newest two, oldest first
@@ -549,9 +649,9 @@ mod tests {
         let h = Filter::compile(r#"request.headers["x"].startsWith("yy") && path == "/p2""#).unwrap();
         assert!(h.needs_full());
         assert_eq!(ids(&q(&h, 100)), ["2"]);
-        let since = r.query(&Query { filter: &all, since: Some(1_767_225_603_000_000_000), limit: 100, now: 0 }).unwrap();
+        let since = r.query(&Query { filter: &all, since: Some(1_767_225_603_000_000_000), limit: 100, now: 0, stop: None }).unwrap();
         assert_eq!(ids(&since), ["3", "4"]);
-        let since = r.query(&Query { filter: &f, since: Some(1_767_225_602_000_000_000), limit: 100, now: 0 }).unwrap();
+        let since = r.query(&Query { filter: &f, since: Some(1_767_225_602_000_000_000), limit: 100, now: 0, stop: None }).unwrap();
         assert_eq!(ids(&since), ["3"]);
     }
 
@@ -566,12 +666,12 @@ mod tests {
         let r = s.reader().unwrap();
         // every 7th entry: 5,715 of 40,000, spread over runs of blocks and threads
         let f = Filter::compile("int(id) % 7 == 0").unwrap();
-        let got = r.query(&Query { filter: &f, since: None, limit: 1_000_000, now: 0 }).unwrap();
+        let got = r.query(&Query { filter: &f, since: None, limit: 1_000_000, now: 0, stop: None }).unwrap();
         let want: Vec<String> = (0..40_000).filter(|i| i % 7 == 0).map(|i| i.to_string()).collect();
         assert_eq!(ids(&got), want);
-        let got = r.query(&Query { filter: &f, since: None, limit: 10, now: 0 }).unwrap();
+        let got = r.query(&Query { filter: &f, since: None, limit: 10, now: 0, stop: None }).unwrap();
         assert_eq!(ids(&got), want[want.len() - 10..]);
-        let all = r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1500, now: 0 }).unwrap();
+        let all = r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1500, now: 0, stop: None }).unwrap();
         assert_eq!(all.first().map(|r| r.0), Some(38_501));
         assert_eq!(all.len(), 1500);
     }
@@ -601,7 +701,7 @@ mod tests {
         assert_eq!(s.enforce_retention(between + hour.as_nanos() as i64).unwrap(), 1000);
         let r = s.reader().unwrap();
         assert_eq!(r.count().unwrap(), 1000);
-        assert_eq!(ids(&r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1, now: 0 }).unwrap()), ["1999"]);
+        assert_eq!(ids(&r.query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 1, now: 0, stop: None }).unwrap()), ["1999"]);
         // everything gone, and the store reopened: seqs go on from where they were
         assert_eq!(s.enforce_retention(now_ns() + 2 * hour.as_nanos() as i64).unwrap(), 1000);
         drop((r, s));
@@ -618,7 +718,7 @@ mod tests {
         assert!(gone > 0 && gone < 4000, "{gone}");
         assert!(s.used_bytes().unwrap() <= 100_000, "{}", s.used_bytes().unwrap());
         // what is left is the newest, whole batches
-        let left = s.reader().unwrap().query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 5000, now: 0 }).unwrap();
+        let left = s.reader().unwrap().query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 5000, now: 0, stop: None }).unwrap();
         assert_eq!(left.len() as u64, 4000 - gone);
         assert_eq!(gone % 200, 0);
         assert_eq!(ids(&left).last().map(String::as_str), Some("3999"));
@@ -630,5 +730,10 @@ mod tests {
         assert_eq!(Retention::parse("2GiB,24h").unwrap(), Retention { max_bytes: Some(2 << 30), max_age: Some(Duration::from_secs(86400)) });
         assert_eq!(Retention::parse("7d").unwrap().max_age, Some(Duration::from_secs(7 * 86400)));
         assert!(Retention::parse("lots").is_err());
+        // nothing, or what cannot be counted, is refused rather than read as no limit
+        for bad in ["", " ", "2GiB,", "213503982334602d", "0B", "99999999999999999999TiB", "0s", "-5m"] {
+            assert!(Retention::parse(bad).is_err(), "{bad:?} was taken: {:?}", Retention::parse(bad));
+        }
+        assert_eq!(Retention::parse("106751d").unwrap().max_age, Some(Duration::from_secs(106751 * 86400)));
     }
 }

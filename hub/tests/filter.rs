@@ -117,7 +117,16 @@ fn expressions_agree_with_the_same_condition_written_in_rust() {
     ];
     // the store's way: each entry's JSON and slim form as the hub keeps them, read by the
     // literal prefilter and the projection; it must give the same answers
-    let json: Vec<String> = all.iter().map(|e| e.to_string()).collect();
+    // (ids made unique: the captures are read one by one, and a batch's ids must be)
+    let json: Vec<String> = all
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut e = e.clone();
+            e["id"] = Value::from(format!("e{i}"));
+            e.to_string()
+        })
+        .collect();
     let block = kshark_hub::record::decode_batch(kshark_hub::record::encode_batch(1, &json).into()).unwrap();
     let mut useless = Vec::new();
     for (expr, want) in &table {

@@ -88,3 +88,33 @@ impl Drop for Hub {
         let _ = self.child.wait();
     }
 }
+
+/// A plain HTTP/1.1 GET (`Host: localhost`, the token as `Authorization: Bearer`):
+/// status, head and body (de-chunked: the hub streams its answers).
+pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut r = Vec::new();
+    s.read_to_end(&mut r).unwrap();
+    let split = r.windows(4).position(|w| w == b"\r\n\r\n").map_or(r.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&r[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = &r[split.min(r.len())..];
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (status, head, String::from_utf8_lossy(body).into_owned());
+    }
+    // chunks, each after its size in hex on a line of its own
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&rest[eol + 2..eol + 2 + n]);
+        rest = &rest[eol + 4 + n..];
+    }
+    (status, head, String::from_utf8(out).unwrap())
+}

@@ -1,8 +1,8 @@
 // The hub's API as the page uses it. The page is served by the hub, so every request
-// goes to its own origin. A hub that listens beyond loopback wants its token from readers
-// too: the page asks once and keeps it for the tab (sessionStorage).
-
-const TOKEN = "kshark-token";
+// goes to its own origin (the hub refuses any other). A hub that listens beyond loopback
+// wants its reader token: the page asks once and hands it to the hub, which keeps it in
+// an HttpOnly, SameSite=Strict cookie: the token is never in a URL, nor in the page's
+// storage.
 
 export class Unauthorized extends Error {}
 
@@ -14,19 +14,15 @@ export class ApiError extends Error {
   }
 }
 
-export function token(): string | null {
-  return sessionStorage.getItem(TOKEN);
-}
-
-export function setToken(t: string) {
-  sessionStorage.setItem(TOKEN, t);
+/** Gives the hub its reader token; true when it took it (and set its cookie). */
+export async function login(token: string): Promise<boolean> {
+  const r = await fetch("/api/session", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token }) });
+  return r.ok;
 }
 
 export function url(path: string, params: Record<string, string | number | undefined> = {}): string {
   const u = new URL(path, location.origin);
   for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== "") u.searchParams.set(k, String(v));
-  const t = token();
-  if (t) u.searchParams.set("token", t);
   return u.toString();
 }
 

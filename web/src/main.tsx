@@ -4,7 +4,7 @@
 import { render } from "preact";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import "./style.css";
-import { checkFilter, getJson, setToken, Unauthorized, url, wsUrl, type FilterCheck } from "./api";
+import { checkFilter, getJson, login, Unauthorized, url, wsUrl, type FilterCheck } from "./api";
 import { and } from "./filter";
 import { Detail } from "./detail";
 import { selectionFilter, ServiceMapView, type Selection } from "./map";
@@ -115,16 +115,15 @@ function TokenPrompt({ onDone }: { onDone: () => void }) {
         data-testid="token-form"
         onSubmit={async (e) => {
           e.preventDefault();
-          setToken(t.trim());
           try {
-            await getJson("/api/stats");
-            onDone();
-          } catch (err) {
-            setWrong(err instanceof Unauthorized);
+            if (await login(t.trim())) onDone();
+            else setWrong(true);
+          } catch {
+            setWrong(true);
           }
         }}
       >
-        <p>This hub listens beyond loopback: readers need its token (the first line of its --token-file).</p>
+        <p>This hub listens beyond loopback: readers need its reader token (the first line of its reader-token file).</p>
         <input type="password" value={t} onInput={(e) => setT((e.target as HTMLInputElement).value)} autofocus data-testid="token" />
         {wrong && <p class="error">the hub refused that token</p>}
         <button type="submit">use it</button>

@@ -527,8 +527,12 @@ fn literal_str(e: &Expr) -> Option<&str> {
     }
 }
 
+/// Bytes a compiled pattern may take, and its lazy DFA's cache: with at most
+/// [`super::MAX_REGEXES`] patterns a filter, a filter's regexes hold a few MiB at most.
+pub const REGEX_BYTES: usize = 256 << 10;
+
 fn regex(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(pattern).size_limit(1 << 20).build().map_err(|e| e.to_string().lines().last().unwrap_or("bad regex").trim().to_string())
+    regex::RegexBuilder::new(pattern).size_limit(REGEX_BYTES).dfa_size_limit(REGEX_BYTES).build().map_err(|e| e.to_string().lines().last().unwrap_or("bad regex").trim().to_string())
 }
 
 pub fn call(target: Option<&Expr>, f: &str, args: &[Expr], pos: usize, scope: &mut Vec<String>) -> Result<(Node, Ty), FilterError> {
@@ -643,25 +647,13 @@ pub fn call(target: Option<&Expr>, f: &str, args: &[Expr], pos: usize, scope: &m
         "matches" => {
             arity(f, rest, 1, pos)?;
             want_str(f)?;
-            match literal_str(&rest[0]) {
-                Some(p) => {
-                    let re = regex(p).map_err(|e| FilterError::new(format!("bad regex: {e}"), rest[0].pos))?;
-                    (node(move |c| as_str(&x(c)).map_or(Val::Err, |s| Val::Bool(re.is_match(s)))), Ty::Bool)
-                }
-                None => {
-                    let (y, _) = compile(&rest[0], scope)?;
-                    (
-                        node(move |c| {
-                            let (p, q) = (x(c), y(c));
-                            match (as_str(&p), as_str(&q).map(regex)) {
-                                (Some(s), Some(Ok(re))) => Val::Bool(re.is_match(s)),
-                                _ => Val::Err,
-                            }
-                        }),
-                        Ty::Bool,
-                    )
-                }
-            }
+            // a pattern made from the entry would be compiled once per entry, at a cost
+            // nobody bounded (one regex can take a megabyte and a second): refused
+            let Some(p) = literal_str(&rest[0]) else {
+                return Err(FilterError::new("`matches()` takes a quoted pattern, not one built from the entry", rest[0].pos));
+            };
+            let re = regex(p).map_err(|e| FilterError::new(format!("bad regex: {e}"), rest[0].pos))?;
+            (node(move |c| as_str(&x(c)).map_or(Val::Err, |s| Val::Bool(re.is_match(s)))), Ty::Bool)
         }
         "lowerAscii" | "upperAscii" => {
             arity(f, rest, 0, pos)?;

@@ -68,7 +68,11 @@ impl Filter {
         if src.trim().is_empty() {
             return Ok(Filter { root: eval::always(), source: String::new(), full: false, proj: Default::default(), need: needle::Need::Any });
         }
+        if src.len() > MAX_SOURCE {
+            return Err(FilterError::new(format!("the filter is {} bytes; the limit is {MAX_SOURCE}", src.len()), 0));
+        }
         let ast = parse::Parser::parse(src)?;
+        budget(&ast)?;
         let root = eval::compile_root(&ast)?;
         Ok(Filter { root, source: src.to_string(), full: !slim_enough(&ast), proj: project::Projection::of(&ast), need: needle::Need::of(&ast) })
     }
@@ -114,6 +118,59 @@ impl Filter {
     pub fn is_everything(&self) -> bool {
         self.source.is_empty()
     }
+}
+
+/// The longest filter text taken, in bytes.
+pub const MAX_SOURCE: usize = 16 << 10;
+/// Regular expressions a filter may hold (`matches()`), and their total pattern text.
+pub const MAX_REGEXES: usize = 16;
+pub const MAX_REGEX_TEXT: usize = 4096;
+
+/// A filter's cost, checked before anything is compiled: each regex is built into
+/// automata that can take far more memory and time than its text suggests (`\w{20}` is a
+/// megabyte in Unicode), so their number and size are bounded.
+fn budget(e: &parse::Expr) -> Result<(), FilterError> {
+    fn walk<'a>(e: &'a parse::Expr, found: &mut Vec<(&'a str, usize)>) {
+        use parse::Kind::*;
+        match &e.kind {
+            Call(t, f, args) => {
+                if f == "matches" {
+                    if let Some(parse::Expr { kind: Str(p), pos }) = args.last() {
+                        found.push((p, *pos));
+                    }
+                }
+                if let Some(t) = t {
+                    walk(t, found);
+                }
+                args.iter().for_each(|a| walk(a, found));
+            }
+            Member(b, _) | Unary(_, b) => walk(b, found),
+            Index(a, b) | Binary(_, a, b) => {
+                walk(a, found);
+                walk(b, found);
+            }
+            List(xs) | Logic(_, xs) => xs.iter().for_each(|x| walk(x, found)),
+            Cond(a, b, c) => {
+                walk(a, found);
+                walk(b, found);
+                walk(c, found);
+            }
+            Null | Bool(_) | Int(_) | Double(_) | Str(_) | Ident(_) => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(e, &mut found);
+    if let Some((_, pos)) = found.get(MAX_REGEXES) {
+        return Err(FilterError::new(format!("more than {MAX_REGEXES} regular expressions (`matches()`) in one filter"), *pos));
+    }
+    let mut total = 0;
+    for (p, pos) in &found {
+        total += p.len();
+        if total > MAX_REGEX_TEXT {
+            return Err(FilterError::new(format!("the filter's regular expressions are over {MAX_REGEX_TEXT} bytes together"), *pos));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `e` reads only what the slim form of an entry keeps: `request` and `response`

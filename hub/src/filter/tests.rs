@@ -106,8 +106,6 @@ fn errors_follow_cel_and_never_match() {
     assert!(!check("elapsed_time / 0 == 0 && false", &h));
     assert!(check("true || elapsed_time / 0 == 0", &h));
     assert!(check("elapsed_time / 0 == 0 || true", &h));
-    // a regex from the entry that does not compile
-    assert!(!check("path.matches(method + '(')", &h));
     // overflow
     assert!(!check("9223372036854775807 + elapsed_time > 0", &h));
 }
@@ -126,6 +124,7 @@ fn mistakes_name_their_position() {
         ("http dns", 5, "unexpected `dns`"),
         ("'abc", 0, "not closed"),
         ("path.matches('(')", 13, "bad regex"),
+        ("path.matches(path + 'x')", 18, "quoted pattern"),
         ("duration('5 parsecs') > now() - timestamp", 9, "bad duration"),
         ("timestamp > timestamp('yesterday')", 22, "bad timestamp"),
         ("status_code", 0, "true or false"),
@@ -153,12 +152,23 @@ fn mistakes_name_their_position() {
 
 #[test]
 fn hostile_input_is_refused_not_crashed() {
-    let deep = format!("{}http{}", "(".repeat(10_000), ")".repeat(10_000));
+    let deep = format!("{}http{}", "(".repeat(5_000), ")".repeat(5_000));
     assert!(Filter::compile(&deep).unwrap_err().message.contains("nested deeper"));
     let bangs = format!("{}http", "!".repeat(10_000));
     assert!(Filter::compile(&bangs).is_err());
-    let long_chain = vec!["http"; 5000].join(" || ");
+    let long_chain = vec!["http"; 2000].join(" || ");
     assert!(Filter::compile(&long_chain).unwrap().matches_at(&http(), NOW));
+    let too_long = vec!["http"; 3000].join(" || ");
+    assert!(Filter::compile(&too_long).unwrap_err().message.contains("the limit is 16384"));
+    // regexes: bounded in number and in text, each in the memory it may take
+    let many = vec![r#"path.matches("\\w{20}")"#; 1200].join(" || ");
+    assert!(Filter::compile(&many).is_err());
+    let seventeen = vec![r#"path.matches("a")"#; 17].join(" || ");
+    assert!(Filter::compile(&seventeen).unwrap_err().message.contains("more than 16 regular expressions"));
+    assert!(Filter::compile(&vec![r#"path.matches("a")"#; 16].join(" || ")).is_ok());
+    let wide = format!("path.matches({:?}) || path.matches({:?})", "a".repeat(3000), "b".repeat(3000));
+    assert!(Filter::compile(&wide).unwrap_err().message.contains("over 4096 bytes"));
+    assert!(Filter::compile(r#"path.matches("\\w{1000}")"#).unwrap_err().message.contains("bad regex"));
 }
 
 #[test]
