@@ -5,7 +5,7 @@ mod common;
 use common::{corpus, kshark, stderr, stdout, Hub};
 use kshark_dissect::testkit::{pcap_bytes, TcpConv, C2S, S2C};
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
