@@ -104,6 +104,7 @@ fn broken_pipe(e: &io::Error) -> bool {
 
 pub fn run(a: ReadArgs) -> Result<(), Failure> {
     let config = a.dissect.config(a.node.clone(), kshark_dissect::entry::CaptureSource::File)?;
+    let redact = a.dissect.redactor()?;
     let filter = compile_filter(a.filter.as_deref())?;
     let identity = match a.inventory.is_empty() {
         true => None,
@@ -140,6 +141,7 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
             if let Some(id) = &identity {
                 id.tag(&mut e);
             }
+            redact.apply(&mut e);
             if write_error.is_none() && keep(filter.as_ref(), &e) {
                 if let Err(err) = sink.put(&e) {
                     write_error = Some(err);

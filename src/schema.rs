@@ -70,9 +70,20 @@ pub struct DissectArgs {
     /// set; repeatable. Without one, messages are shown as their wire fields
     #[arg(long, value_name = "FILE|DIR")]
     pub proto: Vec<std::path::PathBuf>,
+    /// What to mask before entries are shown or shipped: `default` (credentials in
+    /// Authorization, Cookie, Set-Cookie and API-key headers; password, token, secret and
+    /// api_key fields in JSON and form bodies and query strings), `none`, or a file of
+    /// `header NAME` / `field NAME` / `default` lines
+    #[arg(long, default_value = "default", value_name = "none|default|FILE")]
+    pub redact: String,
 }
 
 impl DissectArgs {
+    /// `--redact`, read (a file) and checked once.
+    pub fn redactor(&self) -> Result<kshark_dissect::redact::Redactor, crate::Failure> {
+        kshark_dissect::redact::Redactor::parse(&self.redact).map_err(crate::Failure::Input)
+    }
+
     /// The dissector's configuration for these flags (the schemas compiled once).
     pub fn config(&self, node: String, capture_source: kshark_dissect::entry::CaptureSource) -> Result<kshark_dissect::Config, crate::Failure> {
         Ok(kshark_dissect::Config {

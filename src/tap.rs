@@ -386,6 +386,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         _ => CaptureSource::Ebpf,
     };
     let dissect = a.dissect.config(a.node.clone().unwrap_or_else(hostname), capture_source)?;
+    let redact = Arc::new(a.dissect.redactor()?);
     // targeted pods (their addresses), for the reports the terminal UI's header shows
     let pods = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let source: Box<dyn Source> = match &a.replay {
@@ -440,7 +441,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     // the shards name entries from the same cache the watch (or a reload) updates
     let finish = {
         let (id, filter) = (t.id.clone(), filter.clone());
-        move |_shard: usize| Finish { id: id.clone(), filter: filter.clone(), table_rows }
+        move |_shard: usize| Finish { id: id.clone(), filter: filter.clone(), table_rows, redact: redact.clone() }
     };
     let inv_for_worker = std::sync::Mutex::new(t);
     let pods_for_worker = pods.clone();
@@ -642,6 +643,7 @@ struct Finished {
 /// freed where they were made, and only one string per entry crosses to the output.
 struct Finish {
     id: Shared,
+    redact: Arc<kshark_dissect::redact::Redactor>,
     filter: Option<Arc<kshark_hub::Filter>>,
     table_rows: bool,
 }
@@ -656,6 +658,7 @@ impl worker::Post for Finish {
         let mut f = Finished { seen: entries.len() as u64, lines: Vec::with_capacity(entries.len()), rows: String::new() };
         for mut e in entries {
             inv.tag(&mut e);
+            self.redact.apply(&mut e);
             if !crate::read::keep(self.filter.as_deref(), &e) {
                 continue;
             }

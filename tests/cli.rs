@@ -2,7 +2,7 @@
 //! that must give a one-line error or an entry with anomalies, never a panic.
 
 mod common;
-use common::{kshark, ndjson, stderr, stdout};
+use common::{corpus, kshark, ndjson, stderr, stdout};
 use kshark_dissect::testkit::{pcap_bytes, udp_frame, TcpConv, C2S, S2C};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -249,4 +249,24 @@ fn read_filter_keeps_what_matches_and_a_bad_one_says_where() {
     assert!(err.contains("position 20") && err.contains("=="), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     no_panic(&o);
+}
+
+#[test]
+fn secrets_are_masked_by_default_and_redact_says_what() {
+    let p = corpus().join("pcaps/sv_http-brotli-ce.pcap");
+    let p = p.to_str().unwrap();
+    let masked = kshark(&["read", p, "--format", "ndjson"]);
+    assert!(masked.status.success(), "{}", stderr(&masked));
+    let out = stdout(&masked);
+    assert!(!out.contains("NID=511=M4s6") && out.contains("NID=[redacted 175]"), "the cookie is not masked");
+    let plain = kshark(&["read", p, "--format", "ndjson", "--redact", "none"]);
+    assert!(stdout(&plain).contains("NID=511=M4s6"), "--redact none masked something");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("redact");
+    std::fs::write(&rules, "header user-agent\n").unwrap();
+    let own = stdout(&kshark(&["read", p, "--format", "ndjson", "--redact", rules.to_str().unwrap()]));
+    assert!(own.contains("NID=511=M4s6") && own.contains("\"user-agent\":\"[redacted"), "the file's rules were not what was masked");
+    let bad = kshark(&["read", p, "--redact", "/nonexistent/rules"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("say none, default, or a file"), "{}", stderr(&bad));
 }

@@ -30,6 +30,7 @@ pub mod http1;
 pub mod http2;
 pub mod json;
 pub mod limits;
+pub mod redact;
 pub mod stats;
 pub mod stream;
 pub mod time;
