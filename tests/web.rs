@@ -201,3 +201,44 @@ fn beyond_loopback_the_dashboard_asks_for_the_token_once() {
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.contains("ok: asked once"), "{out}");
 }
+
+#[test]
+fn pages_on_other_origins_and_rebound_names_read_nothing() {
+    let (chromium, web) = browser();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("data"), "127.0.0.1:0", &[]);
+    let token = dir.path().join("data/worker-token");
+    let p = corpus().join("pcaps/deepflow_http.pcap");
+    let o = kshark(&["worker", "--hub", &hub.url(), "--token-file", token.to_str().unwrap(), "--read", p.to_str().unwrap(), "--speed", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // the attacker's site: any page at all, on another port of this machine
+    let evil = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let evil_port = evil.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for s in evil.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let page = "<!doctype html><title>evil</title><p>a page on another site</p>";
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}", page.len());
+        }
+    });
+    let o = Command::new("node")
+        .arg(web.join("e2e/hostile.mjs"))
+        .env("HUB_PORT", hub.port.to_string())
+        .env("EVIL_PORT", evil_port.to_string())
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}\nhub:\n{}", String::from_utf8_lossy(&o.stderr), hub.log.lock().unwrap());
+    assert!(out.contains("ok: the hub's own dashboard is live"), "{out}");
+    // the hub turned them away itself (not only the browser's own rules), and compiled
+    // nothing for them
+    let (_, _, body) = common::http_get(&format!("127.0.0.1:{}", hub.port), "/api/stats", None);
+    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(stats["hub"]["refused_origins"].as_u64().unwrap() >= 4, "{}", stats["hub"]);
+    assert_eq!(stats["hub"]["filters_refused"], 0, "a cross-site request reached the filter compiler: {}", stats["hub"]);
+    println!("{out}");
+}

@@ -234,6 +234,7 @@ async fn budget(hub: &Hub, bytes: usize) -> Budget {
 
 async fn ingest_conn(hub: Hub, claim: crate::hub::WorkerClaim, sock: WebSocket) {
     let worker: Arc<str> = Arc::from(claim.id());
+    let claim = Some(claim);
     hub.worker_report(&worker, true, None);
     let (mut tx, mut rx) = sock.split();
     let (out_tx, mut out_rx) = tokio::sync::mpsc::channel::<Message>(256);
@@ -330,8 +331,9 @@ async fn ingest_conn(hub: Hub, claim: crate::hub::WorkerClaim, sock: WebSocket) 
                 let Ok(local) = decodes.clone().acquire_owned().await else { break };
                 // what the batch will take once decompressed, asked of the budget before
                 // anything is allocated (a batch that lies about it fails its own checks)
+                // (the text, its slim form, and what the store copies of it: three times)
                 let permit = match crate::record::declared_size(&b) {
-                    Ok(n) => budget(&hub, n.saturating_mul(2)).await,
+                    Ok(n) => budget(&hub, n.saturating_mul(3)).await,
                     Err(_) => None,
                 };
                 let job = tokio::task::spawn_blocking(move || {
@@ -363,12 +365,15 @@ async fn ingest_conn(hub: Hub, claim: crate::hub::WorkerClaim, sock: WebSocket) 
             _ => {}
         }
     }
+    // the id is free again at once: a worker that reconnects resends what was not
+    // acknowledged, and the store takes each batch once whichever connection brings it
+    drop(claim);
+    drop(out);
     drop(dec_tx);
     let _ = submitter.await;
     let _ = acker.await;
     let _ = tokio::time::timeout(Duration::from_secs(1), sender).await;
     hub.worker_report(&worker, false, None);
-    drop(claim);
 }
 
 #[derive(Deserialize)]
@@ -697,13 +702,15 @@ async fn metrics(headers: HeaderMap, State(app): State<App>) -> Response {
     out.push_str("# HELP kshark_hub_events_total Hub counters (batches, entries stored, refusals, subscribers cut, retention deletes).\n# TYPE kshark_hub_events_total counter\n");
     if let Some(h) = s["hub"].as_object() {
         for (k, v) in h {
-            if k != "subscribers" && k != "store_bytes" {
+            if !["subscribers", "store_bytes", "disk_bytes", "subscribers_held_bytes"].contains(&k.as_str()) {
                 let _ = writeln!(out, "kshark_hub_events_total{{event=\"{k}\"}} {}", v.as_u64().unwrap_or(0));
             }
         }
     }
     let _ = writeln!(out, "# TYPE kshark_hub_subscribers gauge\nkshark_hub_subscribers {}", s["hub"]["subscribers"]);
     let _ = writeln!(out, "# TYPE kshark_hub_store_bytes gauge\nkshark_hub_store_bytes {}", s["hub"]["store_bytes"]);
+    let _ = writeln!(out, "# TYPE kshark_hub_disk_bytes gauge\nkshark_hub_disk_bytes {}", s["hub"]["disk_bytes"]);
+    let _ = writeln!(out, "# TYPE kshark_hub_subscribers_held_bytes gauge\nkshark_hub_subscribers_held_bytes {}", s["hub"]["subscribers_held_bytes"]);
     out.push_str("# HELP kshark_worker_counter Each worker's counters (packets, drops at every stage, entries).\n# TYPE kshark_worker_counter counter\n");
     if let Some(ws) = s["workers"].as_object() {
         for (w, info) in ws {

@@ -122,7 +122,7 @@ pub struct Inner {
     disk_bytes: AtomicU64,
     subscriber_queue: usize,
     subscriber_bytes: usize,
-    /// Decompressed batches in memory, in KiB, hub-wide (see [`Hub::decode_budget`]).
+    /// Decompressed batches in memory, in KiB, hub-wide (see [`DECODE_BUDGET`]).
     pub decode_budget: Arc<tokio::sync::Semaphore>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -166,7 +166,7 @@ pub struct HubConfig {
 }
 
 /// Memory that decompressed batches may take, hub-wide, from decoding until commit.
-pub const DECODE_BUDGET: usize = 256 << 20;
+pub const DECODE_BUDGET: usize = 128 << 20;
 
 impl HubConfig {
     pub fn new(data: &Path) -> Self {
@@ -295,6 +295,11 @@ impl Hub {
         self.inner.subs.lock().map_or(0, |s| s.len())
     }
 
+    /// Bytes the live subscribers' waiting entries hold, together.
+    pub fn subscribers_held(&self) -> usize {
+        self.inner.subs.lock().map_or(0, |s| s.iter().map(|s| s.held.load(Relaxed)).sum())
+    }
+
     /// A worker's latest report (its counters), or that it went away.
     pub fn worker_report(&self, worker: &str, connected: bool, stats: Option<Value>) {
         let mut w = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
@@ -347,6 +352,7 @@ impl Hub {
                 "refused_workers": c.refused_workers.load(Relaxed),
                 "refused_readers": c.refused_readers.load(Relaxed),
                 "subscribers": self.subscribers(),
+                "subscribers_held_bytes": self.subscribers_held(),
                 "subscribers_cut": c.subscribers_cut.load(Relaxed),
                 "retention_deleted": c.retention_deleted.load(Relaxed),
                 "store_errors": c.store_errors.load(Relaxed),

@@ -164,14 +164,15 @@ impl Store {
             return Err(Error::Store(format!("{}: a store of another kshark version (layout {version}, this one reads {VERSION}): move it away or give another --data", path.display())));
         }
         // freed pages go back to the file system (`incremental_vacuum` after retention),
-        // so that a size limit bounds the files on disk, not only the pages in use; it
-        // must be set before the first table (a store made before is vacuumed once)
+        // so that a size limit bounds the files on disk, not only the pages in use. The
+        // mode must be set before the first table, or by a VACUUM outside WAL mode (a
+        // store made before is converted once)
         let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(&err)?;
         if auto_vacuum != 2 {
             if tables > 0 {
                 eprintln!("kshark hub: {}: switching the store to incremental vacuum (once)", path.display());
             }
-            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").map_err(&err)?;
+            conn.execute_batch("PRAGMA journal_mode=DELETE; PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA journal_mode=WAL;").map_err(&err)?;
         }
         if let Some(max) = retention.max_bytes {
             // the WAL counts against the limit: checkpoints start once it holds its share
@@ -317,7 +318,12 @@ impl Store {
         }
         if deleted > 0 {
             // the freed pages leave the file, and the WAL is copied back and cut short
-            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(&err)?;
+            // stepped to its end: each step frees a page
+            {
+                let mut st = self.conn.prepare("PRAGMA incremental_vacuum").map_err(&err)?;
+                let mut rows = st.query([]).map_err(&err)?;
+                while rows.next().map_err(&err)?.is_some() {}
+            }
             if self.retention.max_bytes.is_some() {
                 // best effort: a reader holding the WAL makes it wait, and not for long
                 let _ = self.conn.busy_timeout(Duration::from_millis(100));
@@ -393,7 +399,11 @@ const CHUNK: i64 = 32_768;
 
 impl Reader {
     pub fn open(path: &Path) -> Result<Reader, Error> {
-        Ok(Reader { path: path.to_path_buf(), conn: open_conn(path)? })
+        let conn = open_conn(path)?;
+        // a query reads each block once, newest first: a small page cache is enough, and
+        // several queries at once must not each take the writer's 64 MiB
+        conn.execute_batch("PRAGMA cache_size=-8192").map_err(db_err(path))?;
+        Ok(Reader { path: path.to_path_buf(), conn })
     }
 
     /// Copies what it can of the WAL into the database, without holding up the writer or
@@ -717,6 +727,8 @@ mod tests {
         let gone = s.enforce_retention(now_ns()).unwrap();
         assert!(gone > 0 && gone < 4000, "{gone}");
         assert!(s.used_bytes().unwrap() <= 100_000, "{}", s.used_bytes().unwrap());
+        // and the files shrank with it
+        assert!(s.disk_bytes() <= 100_000, "the files hold {} bytes", s.disk_bytes());
         // what is left is the newest, whole batches
         let left = s.reader().unwrap().query(&Query { filter: &Filter::compile("").unwrap(), since: None, limit: 5000, now: 0, stop: None }).unwrap();
         assert_eq!(left.len() as u64, 4000 - gone);
