@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  kshark tui                                   the hub on 127.0.0.1:8899\n  kshark tui --hub http://127.0.0.1:8899 --filter 'http && status_code >= 500'\n  kshark tui --hub https://hub.example:8899 --ca-file ca.pem --token-file token\n\nKeys: ? in the UI lists them all. / filters (on the hub), Enter opens an entry,\n2 shows the services, y writes the entry as JSON, curl or HAR, q quits.")]
+#[command(after_help = "Examples:\n  kshark tui                                   the hub on 127.0.0.1:8899\n  kshark tui --hub http://127.0.0.1:8899 --filter 'http && status_code >= 500'\n  kshark tui --hub https://hub.example:8899 --ca-file ca.pem --token-file reader-token\n\nKeys: ? in the UI lists them all. / filters (on the hub), Enter opens an entry,\n2 shows the services, y writes the entry as JSON, curl or HAR, q quits.")]
 pub struct TuiArgs {
     /// The hub
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8899")]
@@ -19,7 +19,7 @@ pub struct TuiArgs {
     /// Start with this filter (the language of `--filter` everywhere)
     #[arg(long, value_name = "EXPR")]
     filter: Option<String>,
-    /// The hub's token, when it listens beyond loopback
+    /// The hub's reader token, when it listens beyond loopback
     #[arg(long, value_name = "F")]
     token_file: Option<PathBuf>,
     /// Trust this CA (PEM) for an https:// hub

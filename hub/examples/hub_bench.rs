@@ -56,8 +56,8 @@ fn main() {
     const BATCH: usize = 2000;
     let batches: Vec<Vec<u8>> = (0..INGEST / BATCH)
         .map(|b| {
-            let part: Vec<&String> = (0..BATCH).map(|i| &lines[(b * BATCH + i) % lines.len()]).collect();
-            encode_batch(b as u64 + 1, &part.iter().map(|s| s.as_str()).collect::<Vec<_>>())
+            let part: Vec<String> = (0..BATCH).map(|i| shared::with_id(&lines[(b * BATCH + i) % lines.len()], &format!("b{b}-{i}"))).collect();
+            encode_batch(b as u64 + 1, &part)
         })
         .collect();
     let wire: usize = batches.iter().map(Vec::len).sum();
@@ -113,8 +113,8 @@ fn main() {
                 let mut lat = Vec::with_capacity(RATE * SECS);
                 while lat.len() < RATE * SECS {
                     let Some(Ok(Message::Text(t))) = ws.next().await else { break };
-                    // the send time, from the id the sender gave (`"id":"t<ns>"`)
-                    let sent = t.split_once("\"id\":\"t").and_then(|(_, rest)| rest.split('"').next()).and_then(|s| s.parse::<i64>().ok());
+                    // the send time, from the id the sender gave (`"id":"t<ns>-<n>"`)
+                    let sent = t.split_once("\"id\":\"t").and_then(|(_, rest)| rest.split(['"', '-']).next()).and_then(|s| s.parse::<i64>().ok());
                     if let Some(sent) = sent {
                         lat.push(kshark_hub::store::now_ns() - sent);
                     }
@@ -133,7 +133,7 @@ fn main() {
                 .map(|_| {
                     i += 1;
                     let mut v: serde_json::Value = serde_json::from_str(&lines[i % lines.len()]).unwrap();
-                    v["id"] = format!("t{now}").into();
+                    v["id"] = format!("t{now}-{i}").into();
                     v.to_string()
                 })
                 .collect();

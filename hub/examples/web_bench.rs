@@ -57,7 +57,7 @@ fn main() {
                 }
                 let batch: Vec<String> = (0..RATE * TICK_MS / 1000).map(|_| {
                     i += 1;
-                    lines[i % lines.len()].clone()
+                    shared::with_id(&lines[i % lines.len()], &format!("w{i}"))
                 }).collect();
                 let block = decode_batch(encode_batch(n, &batch).into()).expect("the corpus's entries decode");
                 let k = batch.len() as u64;

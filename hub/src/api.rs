@@ -329,9 +329,9 @@ async fn ingest_conn(hub: Hub, claim: crate::hub::WorkerClaim, sock: WebSocket) 
         match msg {
             Message::Binary(b) => {
                 let Ok(local) = decodes.clone().acquire_owned().await else { break };
-                // what the batch will take once decompressed, asked of the budget before
-                // anything is allocated (a batch that lies about it fails its own checks)
-                // (the text, its slim form, and what the store copies of it: three times)
+                // what the batch will take once decompressed (its text, its slim form, and
+                // what the store copies: three times its size), asked of the budget before
+                // anything is allocated; a batch that lies about its size fails its checks
                 let permit = match crate::record::declared_size(&b) {
                     Ok(n) => budget(&hub, n.saturating_mul(3)).await,
                     Err(_) => None,

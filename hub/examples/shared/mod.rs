@@ -13,3 +13,11 @@ pub fn corpus_lines() -> Vec<String> {
     }
     out
 }
+
+/// `line` (an entry's JSON, as the dissector writes it: its id first) with another id. A
+/// batch's ids must be unique, and the corpus is cycled.
+pub fn with_id(line: &str, id: &str) -> String {
+    let rest = line.strip_prefix("{\"id\":\"").expect("an entry starts with its id");
+    let end = rest.find('"').expect("the id ends");
+    format!("{{\"id\":\"{id}\"{}", &rest[end + 1..])
+}
