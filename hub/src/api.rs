@@ -516,6 +516,13 @@ async fn stream(ws: WebSocketUpgrade, headers: HeaderMap, Query(p): Query<Stream
     ws.on_upgrade(move |sock| stream_conn(app.hub, sock, filter, stored, since, follow))
 }
 
+/// Tells a client that its stream was cut loose, if it takes the message soon (one that
+/// does not read is not waited for).
+async fn said_cut(sock: &mut WebSocket) {
+    let close = Message::Close(Some(CloseFrame { code: 1008, reason: "too slow: the hub cut this stream loose (it held too much unsent)".into() }));
+    let _ = tokio::time::timeout(Duration::from_millis(200), sock.send(close)).await;
+}
+
 /// How often a live stream pings its client (so that a quiet stream is not idle).
 const PING: Duration = Duration::from_secs(20);
 
@@ -596,8 +603,12 @@ async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored:
                         if l.seq > high {
                             let Ok(text) = axum::extract::ws::Utf8Bytes::try_from(l.full()) else { continue };
                             drop(l);
-                            if sock.feed(Message::Text(text)).await.is_err() {
-                                return;
+                            // a client that does not read holds this send up: once the hub
+                            // cuts it loose, what it queued is let go at once (returning
+                            // drops the subscription), not when the connection times out
+                            tokio::select! {
+                                r = sock.feed(Message::Text(text)) => if r.is_err() { return },
+                                _ = sub.cut_loose() => return said_cut(&mut sock).await,
                             }
                         }
                         sent += 1;
@@ -605,13 +616,14 @@ async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored:
                             next = sub.rx.try_recv().ok();
                         }
                     }
-                    if sock.flush().await.is_err() {
-                        return;
+                    tokio::select! {
+                        r = sock.flush() => if r.is_err() { return },
+                        _ = sub.cut_loose() => return said_cut(&mut sock).await,
                     }
                 }
+                None if sub.was_cut() => return said_cut(&mut sock).await,
                 None => {
-                    let reason = if sub.was_cut() { "too slow: the hub cut this stream loose (it held too much unsent)" } else { "the hub is shutting down" };
-                    let _ = sock.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
+                    let _ = sock.send(Message::Close(Some(CloseFrame { code: 1008, reason: "the hub is shutting down".into() }))).await;
                     return;
                 }
             },

@@ -76,21 +76,37 @@ struct Subscriber {
     id: u64,
     filter: Arc<Filter>,
     tx: tokio::sync::mpsc::Sender<Live>,
-    cut: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<Cut>,
     /// Bytes its queued entries hold.
     held: Arc<AtomicUsize>,
 }
 
+/// That a subscription was cut loose, and a wake-up for whoever is stuck sending to it.
+#[derive(Default)]
+struct Cut {
+    done: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
 /// A live subscription: matching entries as they are stored. When the hub cuts it loose
-/// (its queue was full) the channel closes and [`Subscription::was_cut`] says so.
+/// (it held too much) the channel closes and [`Subscription::was_cut`] says so; a sender
+/// stuck on a client that does not read learns it from [`Subscription::cut_loose`], and
+/// should drop the subscription, and with it what is queued.
 pub struct Subscription {
     pub rx: tokio::sync::mpsc::Receiver<Live>,
-    cut: Arc<std::sync::atomic::AtomicBool>,
+    cut: Arc<Cut>,
 }
 
 impl Subscription {
     pub fn was_cut(&self) -> bool {
-        self.cut.load(Relaxed)
+        self.cut.done.load(Relaxed)
+    }
+
+    /// Resolves once the hub has cut this subscription loose.
+    pub async fn cut_loose(&self) {
+        if !self.was_cut() {
+            self.cut.wake.notified().await;
+        }
     }
 }
 
@@ -285,7 +301,7 @@ impl Hub {
     /// Subscribes to entries matching `filter` as they are stored.
     pub fn subscribe(&self, filter: Arc<Filter>) -> Subscription {
         let (tx, rx) = tokio::sync::mpsc::channel(self.inner.subscriber_queue);
-        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cut = Arc::new(Cut::default());
         let id = self.inner.next_sub.fetch_add(1, Relaxed);
         self.inner.subs.lock().unwrap_or_else(|p| p.into_inner()).push(Subscriber { id, filter, tx, cut: cut.clone(), held: Arc::new(AtomicUsize::new(0)) });
         Subscription { rx, cut }
@@ -487,7 +503,9 @@ impl Hub {
                     let held = s.held.fetch_add(charge, Relaxed) + charge;
                     let live = Live { seq: first + i as i64, data, charge, held: s.held.clone() };
                     if held > budget || s.tx.try_send(live).is_err() {
-                        s.cut.store(true, Relaxed);
+                        s.cut.done.store(true, Relaxed);
+                        // stored as a permit when nobody waits yet
+                        s.cut.wake.notify_one();
                         self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
                         eprintln!("kshark hub: subscriber {} fell behind ({} MB or {} entries waiting): cut loose", s.id, held >> 20, self.inner.subscriber_queue);
                         return false;

@@ -18,8 +18,14 @@ pub fn corpus() -> PathBuf {
     p
 }
 
+/// The binary under test: this build's, or `KSHARK_BIN` (to run a suite against another
+/// build, such as an older one, to see which tests it fails).
+pub fn bin() -> PathBuf {
+    std::env::var_os("KSHARK_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kshark")), PathBuf::from)
+}
+
 pub fn kshark(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kshark")).args(args).output().expect("run kshark")
+    Command::new(bin()).args(args).output().expect("run kshark")
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -43,7 +49,7 @@ pub struct Hub {
 
 impl Hub {
     pub fn start(data: &Path, listen: &str, extra: &[&str]) -> Hub {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kshark"))
+        let mut child = Command::new(bin())
             .args(["hub", "--listen", listen, "--data"])
             .arg(data)
             .args(extra)
