@@ -449,7 +449,7 @@ fn bombs_lies_and_takeovers_are_refused_before_they_cost() {
 
         // a second connection under a connected worker's id is refused
         let addr = HubAddr::parse(&hub.url(), Some(w.clone()), None).unwrap();
-        let taken = addr.websocket("/api/ingest?worker=shapes").await.err().expect("a second connection under the same id");
+        let taken = addr.websocket("/api/ingest?worker=shapes").await.expect_err("a second connection under the same id");
         assert!(taken.to_string().contains("409") && taken.to_string().contains("connected already"), "{taken}");
         // batch 2^64-1 under another worker's id: refused, and that worker's next batch is
         // still taken
@@ -585,7 +585,7 @@ fn soak_everything_at_once_stays_under_512_mb_and_loses_nothing() {
             held.retain(|c: &TcpStream| c.peer_addr().is_ok());
             while held.len() < 8 {
                 let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                write!(c, "GET /api/stream?filter={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", encode(if n % 2 == 0 { "true" } else { r#"path.endsWith("7")"# })).unwrap();
+                write!(c, "GET /api/stream?filter={} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", encode(if n.is_multiple_of(2) { "true" } else { r#"path.endsWith("7")"# })).unwrap();
                 held.push(c);
                 n += 1;
             }

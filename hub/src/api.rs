@@ -466,7 +466,7 @@ async fn entries(headers: HeaderMap, Query(p): Query<EntriesParams>, State(app):
                     let _ = out.write_all(b"[");
                 }
                 let r = hub.query_each(&q, &mut |_, json| {
-                    let sep: &[u8] = if ndjson { b"" } else if std::mem::take(&mut first) { b"" } else { b"," };
+                    let sep: &[u8] = if ndjson || std::mem::take(&mut first) { b"" } else { b"," };
                     out.write_all(sep).and_then(|_| out.write_all(json)).and_then(|_| if ndjson { out.write_all(b"\n") } else { Ok(()) }).is_ok()
                 });
                 if !ndjson && r.is_ok() {

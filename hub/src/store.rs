@@ -80,7 +80,7 @@ fn parse_size(s: &str) -> Option<Option<u64>> {
         _ => return None,
     };
     let b = n * mult;
-    Some((b.is_finite() && b >= 1.0 && b < 1.8e19).then_some(b as u64))
+    Some((1.0..1.8e19).contains(&b).then_some(b as u64))
 }
 
 /// The part of a size limit left to the WAL: a quarter, from 64 KiB to 1 GiB.
