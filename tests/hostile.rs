@@ -708,3 +708,24 @@ fn soak_everything_at_once_stays_under_512_mb_and_loses_nothing() {
     assert_eq!(ids.len(), sent, "duplicates stored");
     assert!(counts.iter().all(|n| *n > 0), "an attacker never ran: {counts:?}");
 }
+
+/// Every live stream's filter runs on every stored entry, on the writer's thread: at most
+/// 64 are served at once, and the next is refused with a reason, counted.
+#[test]
+fn live_streams_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), "127.0.0.1:0", &[]);
+    let open: Vec<TcpStream> = (0..kshark_hub::hub::MAX_SUBSCRIBERS).map(|_| never_reading(hub.port, "http")).collect();
+    let (status, body) = raw(hub.port, "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("live streams are open"), "{body}");
+    assert_eq!(stats(&hub)["hub"]["streams_refused"], 1);
+    // one goes, and another may come
+    drop(open);
+    let t = Instant::now();
+    while stats(&hub)["hub"]["subscribers"].as_u64().unwrap() >= kshark_hub::hub::MAX_SUBSCRIBERS as u64 {
+        assert!(t.elapsed() < Duration::from_secs(5), "closed streams still count");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(never_reading(hub.port, "http"));
+}

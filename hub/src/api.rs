@@ -513,6 +513,10 @@ async fn stream(ws: WebSocketUpgrade, headers: HeaderMap, Query(p): Query<Stream
     };
     let stored = if since.is_some() { Some(p.last.unwrap_or(100_000_000)) } else { p.last.filter(|n| *n > 0) };
     let follow = p.follow.unwrap_or(true);
+    if follow && app.hub.subscribers() >= crate::hub::MAX_SUBSCRIBERS {
+        app.hub.inner.counters.streams_refused.fetch_add(1, Relaxed);
+        return error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": format!("{} live streams are open, the most this hub serves at once", crate::hub::MAX_SUBSCRIBERS)}));
+    }
     ws.on_upgrade(move |sock| stream_conn(app.hub, sock, filter, stored, since, follow))
 }
 

@@ -70,6 +70,8 @@ pub struct Counters {
     pub decode_waits: AtomicU64,
     /// Batches refused for their number (far beyond the worker's last).
     pub refused_batch_numbers: AtomicU64,
+    /// Live streams refused: as many were open as the hub serves.
+    pub streams_refused: AtomicU64,
 }
 
 struct Subscriber {
@@ -180,6 +182,13 @@ pub struct HubConfig {
     /// Bytes a subscriber's waiting entries may hold before it is cut loose.
     pub subscriber_bytes: usize,
 }
+
+/// The time a live subscriber's filter may take over one commit's entries (up to 65,536)
+/// on the writer's thread before the subscriber is cut loose.
+pub const FILTER_TIME: Duration = Duration::from_millis(250);
+
+/// Live subscribers at once (each one's filter runs on every stored entry).
+pub const MAX_SUBSCRIBERS: usize = 64;
 
 /// Memory that decompressed batches may take, hub-wide, from decoding until commit.
 pub const DECODE_BUDGET: usize = 128 << 20;
@@ -303,12 +312,15 @@ impl Hub {
         let (tx, rx) = tokio::sync::mpsc::channel(self.inner.subscriber_queue);
         let cut = Arc::new(Cut::default());
         let id = self.inner.next_sub.fetch_add(1, Relaxed);
-        self.inner.subs.lock().unwrap_or_else(|p| p.into_inner()).push(Subscriber { id, filter, tx, cut: cut.clone(), held: Arc::new(AtomicUsize::new(0)) });
+        let mut subs = self.inner.subs.lock().unwrap_or_else(|p| p.into_inner());
+        // those whose streams have ended go (otherwise only a commit prunes them)
+        subs.retain(|s| !s.tx.is_closed());
+        subs.push(Subscriber { id, filter, tx, cut: cut.clone(), held: Arc::new(AtomicUsize::new(0)) });
         Subscription { rx, cut }
     }
 
     pub fn subscribers(&self) -> usize {
-        self.inner.subs.lock().map_or(0, |s| s.len())
+        self.inner.subs.lock().map_or(0, |s| s.iter().filter(|s| !s.tx.is_closed()).count())
     }
 
     /// Bytes the live subscribers' waiting entries hold, together.
@@ -382,6 +394,7 @@ impl Hub {
                 "oversized_messages": c.oversized_messages.load(Relaxed),
                 "decode_waits": c.decode_waits.load(Relaxed),
                 "refused_batch_numbers": c.refused_batch_numbers.load(Relaxed),
+                "streams_refused": c.streams_refused.load(Relaxed),
             },
             "workers": workers.iter().map(|(k, w)| (k.clone(), json!({"connected": w.connected, "last_seen": w.last_seen, "stats": w.stats}))).collect::<serde_json::Map<_, _>>(),
         })
@@ -484,12 +497,22 @@ impl Hub {
                 return false;
             }
             let mut hits = Vec::new();
+            let started = Instant::now();
             for (first, block) in stored {
                 hits.clear();
                 for i in 0..block.len() {
                     if s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { block.full_bytes(i) } else { block.slim(i).as_bytes() }, now) {
                         hits.push(i);
                     }
+                }
+                // filters run on the writer's thread: one that costs it too much would
+                // slow ingest for everyone, so it is cut (with its reason)
+                if started.elapsed() > FILTER_TIME {
+                    s.cut.done.store(true, Relaxed);
+                    s.cut.wake.notify_one();
+                    self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
+                    eprintln!("kshark hub: subscriber {}: its filter took over {} ms on one commit: cut loose", s.id, FILTER_TIME.as_millis());
+                    return false;
                 }
                 if hits.is_empty() {
                     continue;
