@@ -52,6 +52,8 @@ pub struct ShipStats {
     pub oversized_entries: AtomicU64,
     /// Entries still unacknowledged when the shipper ended.
     pub unacked_entries: AtomicU64,
+    /// Connections the hub closed with a reason (a message over its limit: 1009).
+    pub closed_by_hub: AtomicU64,
     pub buffered_bytes: AtomicU64,
 }
 
@@ -72,6 +74,7 @@ impl ShipStats {
             "refused_entries": self.refused_entries.load(Relaxed),
             "oversized_entries": self.oversized_entries.load(Relaxed),
             "unacked_entries": self.unacked_entries.load(Relaxed),
+            "closed_by_hub": self.closed_by_hub.load(Relaxed),
             "buffered_bytes": self.buffered_bytes.load(Relaxed),
         })
     }
@@ -272,6 +275,7 @@ async fn run(cfg: ShipConfig, mut rx: mpsc::Receiver<Msg>, st: Arc<ShipStats>, d
                 }
                 Some(Ok(Message::Close(frame))) => {
                     if let Some(f) = frame.filter(|f| u16::from(f.code) != 1000) {
+                        st.closed_by_hub.fetch_add(1, Relaxed);
                         eprintln!("kshark worker: the hub closed the connection: {} ({})", f.reason, u16::from(f.code));
                     }
                     sock = None;
