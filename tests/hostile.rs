@@ -112,12 +112,27 @@ async fn ship(sock: &mut kshark_hub::client::Socket, batches: Vec<Vec<u8>>) -> V
     futures_util::join!(send, recv).1
 }
 
-/// A request with headers of our choosing: status and body.
+/// A request with headers of our choosing: status and body (read up to its
+/// Content-Length, or to the end: the connection may be kept open).
 fn raw(port: u16, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.write_all(request.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut r = Vec::new();
-    let _ = s.read_to_end(&mut r);
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(head_end) = r.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&r[..head_end]).to_ascii_lowercase();
+            let len = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|n| n.trim().parse::<usize>().ok());
+            if len.is_some_and(|n| r.len() >= head_end + 4 + n) {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => r.extend_from_slice(&buf[..n]),
+        }
+    }
     let r = String::from_utf8_lossy(&r).into_owned();
     let status = r.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, r.split_once("\r\n\r\n").map(|b| b.1.to_string()).unwrap_or_default())

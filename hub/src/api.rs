@@ -513,11 +513,19 @@ async fn stream(ws: WebSocketUpgrade, headers: HeaderMap, Query(p): Query<Stream
     };
     let stored = if since.is_some() { Some(p.last.unwrap_or(100_000_000)) } else { p.last.filter(|n| *n > 0) };
     let follow = p.follow.unwrap_or(true);
-    if follow && app.hub.subscribers() >= crate::hub::MAX_SUBSCRIBERS {
-        app.hub.inner.counters.streams_refused.fetch_add(1, Relaxed);
-        return error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": format!("{} live streams are open, the most this hub serves at once", crate::hub::MAX_SUBSCRIBERS)}));
-    }
-    ws.on_upgrade(move |sock| stream_conn(app.hub, sock, filter, stored, since, follow))
+    // subscribed before the upgrade (so the limit counts it at once), and before the
+    // store is read: nothing falls between the two, nothing comes twice
+    let sub = match follow {
+        false => None,
+        true => match app.hub.subscribe_within(filter.clone(), crate::hub::MAX_SUBSCRIBERS) {
+            Some(s) => Some(s),
+            None => {
+                app.hub.inner.counters.streams_refused.fetch_add(1, Relaxed);
+                return error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": format!("{} live streams are open, the most this hub serves at once", crate::hub::MAX_SUBSCRIBERS)}));
+            }
+        },
+    };
+    ws.on_upgrade(move |sock| stream_conn(app.hub, sock, filter, stored, since, sub))
 }
 
 /// Tells a client that its stream was cut loose, if it takes the message soon (one that
@@ -530,10 +538,8 @@ async fn said_cut(sock: &mut WebSocket) {
 /// How often a live stream pings its client (so that a quiet stream is not idle).
 const PING: Duration = Duration::from_secs(20);
 
-async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored: Option<usize>, since: Option<i64>, follow: bool) {
-    // subscribe before reading the store, then skip what the store already gave: nothing
-    // falls between the two, nothing comes twice
-    let mut sub = follow.then(|| hub.subscribe(filter.clone()));
+async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored: Option<usize>, since: Option<i64>, mut sub: Option<crate::hub::Subscription>) {
+    // the store is read after subscribing; what it gave is skipped from the live part
     let mut high = i64::MIN;
     if let Some(limit) = stored {
         // read on a blocking thread, handed over a few hundred at a time; the query stops

@@ -309,14 +309,23 @@ impl Hub {
 
     /// Subscribes to entries matching `filter` as they are stored.
     pub fn subscribe(&self, filter: Arc<Filter>) -> Subscription {
+        self.subscribe_within(filter, usize::MAX).expect("no limit")
+    }
+
+    /// Subscribes unless `most` subscriptions are open already (counted and added in
+    /// one step, so that streams arriving together cannot pass the limit).
+    pub fn subscribe_within(&self, filter: Arc<Filter>, most: usize) -> Option<Subscription> {
         let (tx, rx) = tokio::sync::mpsc::channel(self.inner.subscriber_queue);
         let cut = Arc::new(Cut::default());
         let id = self.inner.next_sub.fetch_add(1, Relaxed);
         let mut subs = self.inner.subs.lock().unwrap_or_else(|p| p.into_inner());
         // those whose streams have ended go (otherwise only a commit prunes them)
         subs.retain(|s| !s.tx.is_closed());
+        if subs.len() >= most {
+            return None;
+        }
         subs.push(Subscriber { id, filter, tx, cut: cut.clone(), held: Arc::new(AtomicUsize::new(0)) });
-        Subscription { rx, cut }
+        Some(Subscription { rx, cut })
     }
 
     pub fn subscribers(&self) -> usize {
