@@ -368,12 +368,8 @@ fn big_bodies(n: usize, body: usize) -> Vec<u8> {
         t.close();
         frames.extend(t.frames);
     }
-    frames.sort_by_key(|f| f.0);
     // spread over 4 s, replayed at that pace (as fast as it reads, one shard drops)
-    let total = frames.len() as u64;
-    for (i, f) in frames.iter_mut().enumerate() {
-        f.0 = 1_700_000_000_000_000_000 + i as u64 * 4_000_000_000 / total;
-    }
+    common::spread(&mut frames, 4.0);
     pcap_bytes(1, &frames)
 }
 

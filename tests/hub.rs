@@ -111,12 +111,7 @@ fn many_exchanges(n: usize, conns: usize, secs: f64) -> Vec<u8> {
         frames.extend(t.frames);
     }
     // spread evenly over the time given, in order
-    frames.sort_by_key(|f| f.0);
-    let total = frames.len() as f64;
-    let start = 1_700_000_000_000_000_000u64;
-    for (i, f) in frames.iter_mut().enumerate() {
-        f.0 = start + (i as f64 / total * secs * 1e9) as u64;
-    }
+    common::spread(&mut frames, secs);
     pcap_bytes(1, &frames)
 }
 

@@ -118,7 +118,9 @@ impl Redactor {
             }
             Some(Request::Grpc(r)) => {
                 self.headers(&mut r.headers);
-                r.messages.iter_mut().filter_map(|m| m.json.as_mut()).for_each(|j| self.json(j));
+                r.messages.iter_mut().filter_map(|m| m.json.as_mut()).for_each(|j| {
+                    self.json(j);
+                });
             }
             _ => {}
         }
@@ -131,7 +133,9 @@ impl Redactor {
             Some(Response::Grpc(r)) => {
                 self.headers(&mut r.headers);
                 self.headers(&mut r.trailers);
-                r.messages.iter_mut().filter_map(|m| m.json.as_mut()).for_each(|j| self.json(j));
+                r.messages.iter_mut().filter_map(|m| m.json.as_mut()).for_each(|j| {
+                    self.json(j);
+                });
             }
             _ => {}
         }
@@ -167,9 +171,7 @@ impl Redactor {
         let mime = b.mime.as_deref().unwrap_or("").to_ascii_lowercase();
         if t.starts_with('{') || t.starts_with('[') || mime.contains("json") {
             if let Ok(mut v) = serde_json::from_str::<Value>(text) {
-                let before = v.clone();
-                self.json(&mut v);
-                if v != before {
+                if self.json(&mut v) {
                     b.text = serde_json::to_string(&v).ok();
                 }
                 return;
@@ -180,9 +182,11 @@ impl Redactor {
         }
     }
 
-    fn json(&self, v: &mut Value) {
+    /// Masks the secret fields in `v`; whether there were any.
+    fn json(&self, v: &mut Value) -> bool {
         match v {
             Value::Object(m) => {
+                let mut masked = false;
                 for (k, x) in m.iter_mut() {
                     if self.secret_field(k) && !matches!(x, Value::Object(_) | Value::Array(_) | Value::Null) {
                         let len = match &*x {
@@ -190,13 +194,15 @@ impl Redactor {
                             other => other.to_string().len(),
                         };
                         *x = Value::String(format!("[redacted {len}]"));
+                        masked = true;
                     } else {
-                        self.json(x);
+                        masked |= self.json(x);
                     }
                 }
+                masked
             }
-            Value::Array(xs) => xs.iter_mut().for_each(|x| self.json(x)),
-            _ => {}
+            Value::Array(xs) => xs.iter_mut().fold(false, |m, x| self.json(x) | m),
+            _ => false,
         }
     }
 

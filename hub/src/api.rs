@@ -24,7 +24,7 @@
 use crate::filter::{parse_duration, parse_timestamp, Filter};
 pub use crate::guard::Access;
 use crate::hub::Hub;
-use crate::record::{decode_batch, MAX_MESSAGE};
+use crate::record::{decode_numbered, MAX_MESSAGE};
 use crate::store::{now_ns, Committed, Query as StoreQuery};
 use crate::Error;
 use axum::body::Body;
@@ -111,35 +111,44 @@ fn reader_denied(app: &App, headers: &HeaderMap) -> Option<Response> {
     Some(error(StatusCode::UNAUTHORIZED, json!({"error": "this hub listens beyond loopback: readers need its reader token (--token-file with the hub's reader-token file, or Authorization: Bearer)"})))
 }
 
-/// Compiles a filter on the blocking pool (two at a time), within [`COMPILE_TIME`];
-/// what is wrong, or too costly, is a 400 with its position.
-#[allow(clippy::result_large_err)] // an axum Response, returned as it is
-async fn compile(app: &App, src: Option<&str>) -> Result<Arc<Filter>, Response> {
+/// Why a filter was not compiled.
+enum Refused {
+    /// It is wrong, or costs more than the filter's limits allow.
+    Bad(crate::FilterError),
+    /// It did not compile in time, or the hub is stopping.
+    Unavailable(String),
+}
+
+impl Refused {
+    /// As an API answer: 400 with the position, or 503.
+    fn response(self) -> Response {
+        match self {
+            Refused::Bad(e) => error(StatusCode::BAD_REQUEST, json!({"error": e.message, "position": e.position})),
+            Refused::Unavailable(why) => error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": why})),
+        }
+    }
+}
+
+/// Compiles a filter on the blocking pool (two at a time), within [`COMPILE_TIME`]; the
+/// filter's own limits (its length, its regexes) are checked before anything is built.
+async fn compile(app: &App, src: Option<&str>) -> Result<Arc<Filter>, Refused> {
     let src = src.unwrap_or("").to_string();
     if src.trim().is_empty() {
-        return Filter::compile("").map(Arc::new).map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, json!({"error": "the empty filter"})));
+        return Filter::compile("").map(Arc::new).map_err(Refused::Bad);
     }
-    let refused = || app.hub.inner.counters.filters_refused.fetch_add(1, Relaxed);
-    if src.len() > crate::filter::MAX_SOURCE {
-        refused();
-        return Err(error(StatusCode::BAD_REQUEST, json!({"error": format!("the filter is {} bytes; the limit is {}", src.len(), crate::filter::MAX_SOURCE), "position": 0})));
-    }
-    let Ok(permit) = app.compiles.clone().acquire_owned().await else { return Err(error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": Error::Closed.to_string()}))) };
+    let Ok(permit) = app.compiles.clone().acquire_owned().await else { return Err(Refused::Unavailable(Error::Closed.to_string())) };
     let job = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         Filter::compile(&src)
     });
-    match tokio::time::timeout(COMPILE_TIME, job).await {
-        Ok(Ok(Ok(f))) => Ok(Arc::new(f)),
-        Ok(Ok(Err(e))) => {
-            refused();
-            Err(error(StatusCode::BAD_REQUEST, json!({"error": e.message, "position": e.position})))
-        }
-        _ => {
-            refused();
-            Err(error(StatusCode::SERVICE_UNAVAILABLE, json!({"error": format!("the filter did not compile within {} s", COMPILE_TIME.as_secs())})))
-        }
+    let out = match tokio::time::timeout(COMPILE_TIME, job).await {
+        Ok(Ok(r)) => r.map(Arc::new).map_err(Refused::Bad),
+        _ => Err(Refused::Unavailable(format!("the filter did not compile within {} s", COMPILE_TIME.as_secs()))),
+    };
+    if out.is_err() {
+        app.hub.inner.counters.filters_refused.fetch_add(1, Relaxed);
     }
+    out
 }
 
 /// `since`: a duration back from now (`5m`) or a time (RFC 3339), as ns.
@@ -162,7 +171,7 @@ async fn reader_request(app: &App, headers: &HeaderMap, filter: Option<&str>, fr
         return Err(r);
     }
     let from = since(from)?;
-    Ok((compile(app, filter).await?, from))
+    Ok((compile(app, filter).await.map_err(Refused::response)?, from))
 }
 
 #[derive(Deserialize)]
@@ -338,9 +347,9 @@ async fn ingest_conn(hub: Hub, claim: crate::hub::WorkerClaim, sock: WebSocket) 
                 };
                 let job = tokio::task::spawn_blocking(move || {
                     let _local = local;
-                    match decode_batch(b.clone()) {
+                    match decode_numbered(b) {
                         Ok(block) => (Some(block.batch), Ok(block), permit),
-                        Err(e) => (crate::record::batch_number(&b), Err(e), None),
+                        Err((number, e)) => (number, Err(e), None),
                     }
                 });
                 if dec_tx.send(job).await.is_err() {
@@ -698,13 +707,9 @@ async fn check(headers: HeaderMap, Query(p): Query<CheckParams>, State(app): Sta
     }
     match compile(&app, p.filter.as_deref()).await {
         Ok(_) => axum::Json(json!({"ok": true})).into_response(),
-        Err(r) if r.status() == StatusCode::BAD_REQUEST => {
-            // the compiler's words, answered as a 200: a bad filter is no failed request here
-            let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap_or_default();
-            let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-            axum::Json(json!({"ok": false, "error": v["error"], "position": v["position"]})).into_response()
-        }
-        Err(r) => r,
+        // a bad filter is no failed request here
+        Err(Refused::Bad(e)) => axum::Json(json!({"ok": false, "error": e.message, "position": e.position})).into_response(),
+        Err(r) => r.response(),
     }
 }
 

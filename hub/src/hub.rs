@@ -500,52 +500,53 @@ impl Hub {
             return;
         }
         let now = now_ns() as i128;
-        let budget = self.inner.subscriber_bytes;
         subs.retain(|s| {
             if s.tx.is_closed() {
                 return false;
             }
-            let mut hits = Vec::new();
-            let started = Instant::now();
-            for (first, block) in stored {
-                hits.clear();
-                for i in 0..block.len() {
-                    if s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { block.full_bytes(i) } else { block.slim(i).as_bytes() }, now) {
-                        hits.push(i);
-                    }
-                }
-                // filters run on the writer's thread: one that costs it too much would
-                // slow ingest for everyone, so it is cut (with its reason)
-                if started.elapsed() > FILTER_TIME {
-                    s.cut.done.store(true, Relaxed);
-                    s.cut.wake.notify_one();
-                    self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
-                    eprintln!("kshark hub: subscriber {}: its filter took over {} ms on one commit: cut loose", s.id, FILTER_TIME.as_millis());
-                    return false;
-                }
-                if hits.is_empty() {
-                    continue;
-                }
-                // most of the batch: its entries share the batch, each charged its share;
-                // a few: copied out, so that they do not pin the whole batch
-                let dense = hits.len() * 4 >= block.len();
-                let share = block.mem_bytes().div_ceil(hits.len());
-                for &i in &hits {
-                    let (data, charge) = if dense { (block.full(i), share) } else { (bytes::Bytes::copy_from_slice(block.full_bytes(i)), block.full_bytes(i).len() + 64) };
-                    let held = s.held.fetch_add(charge, Relaxed) + charge;
-                    let live = Live { seq: first + i as i64, data, charge, held: s.held.clone() };
-                    if held > budget || s.tx.try_send(live).is_err() {
-                        s.cut.done.store(true, Relaxed);
-                        // stored as a permit when nobody waits yet
-                        s.cut.wake.notify_one();
-                        self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
-                        eprintln!("kshark hub: subscriber {} fell behind ({} MB or {} entries waiting): cut loose", s.id, held >> 20, self.inner.subscriber_queue);
-                        return false;
-                    }
+            let Err(why) = self.deliver(s, stored, now) else { return true };
+            s.cut.done.store(true, Relaxed);
+            // stored as a permit when nobody waits yet
+            s.cut.wake.notify_one();
+            self.inner.counters.subscribers_cut.fetch_add(1, Relaxed);
+            eprintln!("kshark hub: subscriber {}: {why}: cut loose", s.id);
+            false
+        });
+    }
+
+    /// Queues what `s` wants of `stored`; or says why it must be cut loose.
+    fn deliver(&self, s: &Subscriber, stored: &[(i64, Arc<Block>)], now: i128) -> Result<(), String> {
+        let mut hits = Vec::new();
+        let started = Instant::now();
+        for (first, block) in stored {
+            hits.clear();
+            for i in 0..block.len() {
+                if s.filter.is_everything() || s.filter.matches_json(if s.filter.needs_full() { block.full_bytes(i) } else { block.slim(i).as_bytes() }, now) {
+                    hits.push(i);
                 }
             }
-            true
-        });
+            // filters run on the writer's thread: one that costs it too much would slow
+            // ingest for everyone
+            if started.elapsed() > FILTER_TIME {
+                return Err(format!("its filter took over {} ms on one commit", FILTER_TIME.as_millis()));
+            }
+            if hits.is_empty() {
+                continue;
+            }
+            // most of the batch: its entries share the batch, each charged its share; a
+            // few: copied out, so that they do not pin the whole batch
+            let dense = hits.len() * 4 >= block.len();
+            let share = block.mem_bytes().div_ceil(hits.len());
+            for &i in &hits {
+                let (data, charge) = if dense { (block.full(i), share) } else { (bytes::Bytes::copy_from_slice(block.full_bytes(i)), block.full_bytes(i).len() + 64) };
+                let held = s.held.fetch_add(charge, Relaxed) + charge;
+                let live = Live { seq: first + i as i64, data, charge, held: s.held.clone() };
+                if held > self.inner.subscriber_bytes || s.tx.try_send(live).is_err() {
+                    return Err(format!("fell behind ({} MB or {} entries waiting)", held >> 20, self.inner.subscriber_queue));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

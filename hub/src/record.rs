@@ -154,34 +154,24 @@ struct Header {
 /// Decodes a batch. Any fault refuses the whole batch, with an error that names the
 /// entry (`batch N, entry M: ...`).
 pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
-    let text = decompress(&wire)?;
+    decode_numbered(wire).map_err(|(_, e)| e)
+}
+
+/// [`decode_batch`], its refusal carrying the batch's number when its header could be
+/// read (so that the refusal can name it without decompressing the batch again).
+pub fn decode_numbered(wire: Bytes) -> Result<Block, (Option<u64>, Error)> {
+    let text = decompress(&wire).map_err(|e| (None, e))?;
+    let s = std::str::from_utf8(&text).map_err(|e| (None, Error::Malformed(format!("batch is not UTF-8 at byte {}", e.valid_up_to()))))?;
     // lone surrogates are mended here, once, and the batch re-packed (rare: only a
-    // hand-made or hostile batch has them)
-    if memchr::memmem::find(&text, b"\\u").is_some() {
-        if let Ok(s) = std::str::from_utf8(&text) {
-            let mut changed = false;
-            let mended: Vec<Cow<str>> = s
-                .split('\n')
-                .map(|l| match mend_surrogates(l) {
-                    Some(m) => {
-                        changed = true;
-                        Cow::Owned(m)
-                    }
-                    None => Cow::Borrowed(l),
-                })
-                .collect();
-            if changed {
-                let raw = mended.join("\n");
-                if raw.len() > MAX_BATCH_BYTES {
-                    return Err(Error::Malformed(format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", raw.len())));
-                }
-                return decode_batch(Bytes::from(lz4_flex::compress_prepend_size(raw.as_bytes())));
-            }
+    // hand-made or hostile batch has them; the check is one memmem when it has none)
+    if let Some(mended) = mend_surrogates(s) {
+        if mended.len() > MAX_BATCH_BYTES {
+            return Err((None, Error::Malformed(format!("batch of {} bytes is over the limit of {MAX_BATCH_BYTES}", mended.len()))));
         }
+        return decode_numbered(Bytes::from(lz4_flex::compress_prepend_size(mended.as_bytes())));
     }
-    let s = std::str::from_utf8(&text).map_err(|e| Error::Malformed(format!("batch is not UTF-8 at byte {}", e.valid_up_to())))?;
     let head_end = s.find('\n').unwrap_or(s.len());
-    let h: Header = serde_json::from_str(&s[..head_end]).map_err(|e| Error::Malformed(format!("batch header (needs `batch` and `entries`): {e}")))?;
+    let h: Header = serde_json::from_str(&s[..head_end]).map_err(|e| (None, Error::Malformed(format!("batch header (needs `batch` and `entries`): {e}"))))?;
     let batch = h.batch;
     let cap = h.entries.min(1 << 20) as usize;
     let mut b = Block {
@@ -203,7 +193,7 @@ pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
         let line = &s[at..end];
         if !line.is_empty() {
             i += 1;
-            let bad = |m: String| Error::Malformed(format!("batch {batch}, entry {i}: {m}"));
+            let bad = |m: String| (Some(batch), Error::Malformed(format!("batch {batch}, entry {i}: {m}")));
             if line.len() > MAX_ENTRY_BYTES {
                 return Err(bad(format!("{} bytes, over the limit of {MAX_ENTRY_BYTES} for an entry", line.len())));
             }
@@ -224,7 +214,7 @@ pub fn decode_batch(wire: Bytes) -> Result<Block, Error> {
         at = end + 1;
     }
     if b.lines.len() as u64 != h.entries {
-        return Err(Error::Malformed(format!("batch {batch} says {} entries but holds {}", h.entries, b.lines.len())));
+        return Err((Some(batch), Error::Malformed(format!("batch {batch} says {} entries but holds {}", h.entries, b.lines.len()))));
     }
     b.text = Bytes::from(text);
     b.slim_packed = lz4_flex::compress_prepend_size(&b.slim);

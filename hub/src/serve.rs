@@ -164,7 +164,7 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Optio
     Ok(())
 }
 
-async fn connection(conn: Arc<Conn>, router: Router, tls: Option<tokio_rustls::TlsAcceptor>, limits: ServeLimits, hub: Hub, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn connection(conn: Arc<Conn>, router: Router, tls: Option<tokio_rustls::TlsAcceptor>, limits: ServeLimits, hub: Hub, stop: tokio::sync::watch::Receiver<bool>) {
     let watchdog = {
         let conn = conn.clone();
         let hub = hub.clone();
@@ -195,44 +195,38 @@ async fn connection(conn: Arc<Conn>, router: Router, tls: Option<tokio_rustls::T
     };
     // the watchdog outlives hyper's part when the connection becomes a WebSocket
     tokio::spawn(watchdog);
+    let io = Watched(conn);
+    match tls {
+        None => drive(io, router, limits, &hub, stop).await,
+        Some(tls) => match tokio::time::timeout(limits.header_timeout, tls.accept(io)).await {
+            Ok(Ok(s)) => drive(s, router, limits, &hub, stop).await,
+            Ok(Err(_)) => {}
+            Err(_) => {
+                hub.inner.counters.connections_timed_out.fetch_add(1, Relaxed);
+            }
+        },
+    }
+}
+
+/// Serves HTTP on one connection's stream (plain or TLS) until it ends, or gracefully
+/// when the hub stops.
+async fn drive<I>(io: I, router: Router, limits: ServeLimits, hub: &Hub, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper_util::service::TowerToHyperService::new(router);
     let mut builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    let io = Watched(conn);
-    let timed_out = |hub: &Hub| {
-        hub.inner.counters.connections_timed_out.fetch_add(1, Relaxed);
-    };
-    match tls {
-        None => {
-            let c = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
-            tokio::pin!(c);
-            tokio::select! {
-                r = c.as_mut() => {
-                    if r.as_ref().is_err_and(|e| e.to_string().contains("timeout")) {
-                        timed_out(&hub);
-                    }
-                    return;
-                }
-                _ = stop.changed() => c.as_mut().graceful_shutdown(),
+    let c = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(c);
+    tokio::select! {
+        r = c.as_mut() => {
+            if r.as_ref().is_err_and(|e| e.to_string().contains("timeout")) {
+                hub.inner.counters.connections_timed_out.fetch_add(1, Relaxed);
             }
-            let _ = c.await;
+            return;
         }
-        Some(tls) => {
-            let stream = match tokio::time::timeout(limits.header_timeout, tls.accept(io)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    timed_out(&hub);
-                    return;
-                }
-            };
-            let c = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(c);
-            tokio::select! {
-                _ = c.as_mut() => return,
-                _ = stop.changed() => c.as_mut().graceful_shutdown(),
-            }
-            let _ = c.await;
-        }
+        _ = stop.changed() => c.as_mut().graceful_shutdown(),
     }
+    let _ = c.await;
 }

@@ -49,8 +49,8 @@ impl Retention {
                 return Err(format!("{s:?} has an empty part"));
             }
             let what = |e: String| format!("{part:?} {e}");
-            if part.starts_with(|c: char| c.is_ascii_digit() || c == '.') && part.ends_with(|c: char| c.is_ascii_alphabetic()) && parse_size(part).is_some() {
-                r.max_bytes = Some(parse_size(part).flatten().ok_or_else(|| what("is not a size this store can keep (more than zero, under 16 EiB)".into()))?);
+            if let Some(size) = parse_size(part) {
+                r.max_bytes = Some(size.ok_or_else(|| what("is not a size this store can keep (more than zero, under 16 EiB)".into()))?);
             } else if let Some(d) = part.strip_suffix('d').and_then(|n| n.parse::<u64>().ok()) {
                 r.max_age = Some(age(Some(d as i128 * 86_400_000_000_000)).map_err(what)?);
             } else if let Some(ns) = crate::filter::parse_duration(part) {

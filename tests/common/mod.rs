@@ -124,3 +124,14 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String, St
     }
     (status, head, String::from_utf8(out).unwrap())
 }
+
+/// Frames put in time order and spread evenly over `secs` seconds (for a capture replayed
+/// at its recorded pace).
+pub fn spread(frames: &mut [(u64, Vec<u8>)], secs: f64) {
+    frames.sort_by_key(|f| f.0);
+    let total = frames.len() as f64;
+    let start = 1_700_000_000_000_000_000u64;
+    for (i, f) in frames.iter_mut().enumerate() {
+        f.0 = start + (i as f64 / total * secs * 1e9) as u64;
+    }
+}
