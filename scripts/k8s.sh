@@ -1,10 +1,10 @@
 #!/bin/bash
-# Builds a real Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler v1.20.2) from Debian bookworm's `kubernetes` source package with
-# Debian's Go, and installs etcd-server, for the lab's API server (`kshark lab up`).
+# Builds a real Kubernetes (kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubelet, kube-proxy and kubectl v1.20.2) from Debian bookworm's `kubernetes` source
+# package with Debian's Go, and installs etcd-server, for the lab's cluster (`kshark lab up`).
 # The result is cached outside the repository; a second run only checks it.
 #
-#   sudo bash scripts/k8s.sh            # build (about 5 minutes on 2 cores) or reuse
+#   sudo bash scripts/k8s.sh            # build (about 9 minutes on 2 cores) or reuse
 #   bash scripts/k8s.sh --print-bindir  # where the binaries are (or will be)
 #
 # KSHARK_CACHE (default ~/.cache/kshark) picks the cache directory.
@@ -14,10 +14,11 @@ DEBVER=1.20.5+really1.20.2-1.1+deb12u1
 CACHE=${KSHARK_CACHE:-$HOME/.cache/kshark}
 WORK=$CACHE/k8s-$VERSION
 BIN=$WORK/bin
+BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
 if [ "${1:-}" = --print-bindir ]; then echo "$BIN"; exit 0; fi
 say() { echo "k8s: $*"; }
 have_all() {
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do [ -x "$BIN/$c" ] || return 1; done
+  for c in $BINARIES; do [ -x "$BIN/$c" ] || return 1; done
   command -v etcd >/dev/null
 }
 if have_all; then say "control plane v$VERSION cached in $BIN"; exit 0; fi
@@ -44,11 +45,11 @@ cp -rL /usr/share/gocode/src/github.com/modern-go/reflect2 vendor/github.com/mod
 export HOME="$WORK/home" GOCACHE="$WORK/gocache" CGO_ENABLED=0 \
   KUBE_GIT_VERSION=v$VERSION KUBE_GIT_TREE_STATE=clean KUBE_GIT_COMMIT=debian-$VERSION
 mkdir -p "$HOME"
-say "building kube-apiserver, kube-controller-manager, kube-scheduler (about 5 minutes on 2 cores)"
+say "building $BINARIES (about 9 minutes on 2 cores)"
 T0=$SECONDS
-make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler" >"$WORK/build.log" 2>&1 ||
+make WHAT="$(for b in $BINARIES; do printf 'cmd/%s ' "$b"; done)" >"$WORK/build.log" 2>&1 ||
   { tail -20 "$WORK/build.log" >&2; echo "k8s: build failed; the log is $WORK/build.log" >&2; exit 1; }
 mkdir -p "$BIN"
-cp _output/bin/kube-apiserver _output/bin/kube-controller-manager _output/bin/kube-scheduler "$BIN/"
+for b in $BINARIES; do cp "_output/bin/$b" "$BIN/"; done
 rm -rf "$WORK/gocache" _output
 say "built in $((SECONDS - T0)) s: $("$BIN/kube-apiserver" --version)"

@@ -3,7 +3,8 @@
 # kind (run as root). Idempotent: packages already there are left alone.
 set -euo pipefail
 PKGS=(python3 python3-venv tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev
-      nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux chromium)
+      nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux chromium
+      containerd runc containernetworking-plugins iptables conntrack debootstrap)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -43,3 +44,7 @@ fi
 # from Debian's source package with Debian's Go and cached outside the repository (about
 # 5 minutes the first time; a check afterwards)
 bash "$(dirname "$0")/k8s.sh"
+
+# the lab cluster's images (a Debian base made by debootstrap, the pod sandbox's pause),
+# built offline and cached outside the repository (about a minute the first time)
+bash "$(dirname "$0")/../deploy/image/build.sh" base

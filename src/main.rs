@@ -46,8 +46,10 @@ enum Command {
     Observe(hubcmd::ObserveArgs),
     /// The terminal UI on a running hub
     Tui(tuicmd::TuiArgs),
-    /// A local sock-shop in network namespaces, to tap without a cluster (needs root)
-    Lab(lab::LabArgs),
+    /// A real two-node Kubernetes cluster on this machine with the sock-shop in it (needs root)
+    Lab(lab::cluster::ClusterArgs),
+    /// A quicker local sock-shop: network namespaces posing as pods, no cluster (needs root)
+    Nslab(lab::LabArgs),
     /// Remove everything kshark put into a cluster (what carries its label), and say what
     Clean(deploy::CleanArgs),
 }
@@ -69,7 +71,8 @@ fn main() -> ExitCode {
         Command::Worker(args) => tap::worker(args),
         Command::Observe(args) => hubcmd::observe(args),
         Command::Tui(args) => tuicmd::tui(args),
-        Command::Lab(args) => lab::main(args),
+        Command::Lab(args) => lab::cluster::main(args),
+        Command::Nslab(args) => lab::main(args),
         Command::Clean(args) => deploy::clean(args),
     };
     match result {

@@ -39,7 +39,7 @@ pub enum TapFormat {
 }
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  sudo kshark lab up && sudo kshark lab traffic\n  sudo kshark tap -n sock-shop --no-tui --format ndjson --duration 10s\n  sudo kshark tap 'front-end|catalogue' -n sock-shop --engine libpcap --no-tui\n  sudo kshark tap -i lo --no-tui --duration 30s\n  kshark tap --replay capture.pcap --no-tui --format table\n\nTargets come from the inventory (`--inventory`, or the lab's when it is up): the pods of\nthe namespaces given with -n (or all with -A), narrowed by POD_REGEX. Their host-side veths\nare found through their network namespaces, and followed as pods come and go; only their\naddresses pass the kernel-side filter. With -i, those interfaces are captured instead.\nOn exit (Ctrl-C or --duration) a summary of every stage's counters goes to stderr.")]
+#[command(after_help = "Examples:\n  kshark nslab up && kshark nslab traffic\n  sudo kshark tap -n sock-shop --no-tui --format ndjson --duration 10s\n  sudo kshark tap 'front-end|catalogue' -n sock-shop --engine libpcap --no-tui\n  sudo kshark tap -i lo --no-tui --duration 30s\n  kshark tap --replay capture.pcap --no-tui --format table\n\nTargets come from the inventory (`--inventory`, or the lab's when it is up): the pods of\nthe namespaces given with -n (or all with -A), narrowed by POD_REGEX. Their host-side veths\nare found through their network namespaces, and followed as pods come and go; only their\naddresses pass the kernel-side filter. With -i, those interfaces are captured instead.\nOn exit (Ctrl-C or --duration) a summary of every stage's counters goes to stderr.")]
 pub struct TapArgs {
     #[command(flatten)]
     pub capture: CaptureArgs,
@@ -168,6 +168,10 @@ struct Targeting {
     seen: u64,
     last: Option<Plan>,
     warned: HashSet<String>,
+    /// The worker's node (`--node`): pods scheduled elsewhere are another worker's.
+    node: Option<String>,
+    /// Targeted pods of this node that are not captured, and why ("ns/name", reason).
+    uncaptured: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Targeting {
@@ -197,11 +201,15 @@ impl Targeting {
     }
 
     fn plan(&mut self) -> Result<Plan, String> {
-        let selected: Vec<_> = if self.selecting() {
+        let mut selected: Vec<_> = if self.selecting() {
             self.id.read().map(|c| c.select(&self.namespaces, self.all, self.pattern.as_ref())).unwrap_or_default()
         } else {
             Vec::new()
         };
+        if let Some(node) = &self.node {
+            // a pod the API places on another node is that node's worker's to capture
+            selected.retain(|p| p.node.as_ref().is_none_or(|n| n == node));
+        }
         let targets: Option<Vec<_>> = self.selecting().then(|| {
             let mut t: Vec<_> = selected.iter().flat_map(|p| p.ips.iter().copied()).collect();
             t.sort();
@@ -214,6 +222,7 @@ impl Targeting {
             let wanted: HashSet<_> = targets.iter().flatten().copied().collect();
             let found = netns::host_veths(&wanted).map_err(|e| format!("cannot read the host's interfaces: {e}"))?;
             let mut by_iface: BTreeMap<String, Vec<_>> = BTreeMap::new();
+            let mut uncaptured = Vec::new();
             for p in &selected {
                 let mut any = false;
                 for a in &p.ips {
@@ -222,9 +231,16 @@ impl Targeting {
                         any = true;
                     }
                 }
-                if !any && self.warned.insert(p.name.clone()) {
-                    eprintln!("kshark: pod {}/{} ({}): no host-side interface found on this node; not captured", p.namespace, p.name, p.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+                if !any {
+                    let why = format!("no host-side interface found for {} (a CNI without veths in this node's namespace?)", p.ips.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+                    if self.warned.insert(p.name.clone()) {
+                        eprintln!("kshark: pod {}/{}: {why}; not captured", p.namespace, p.name);
+                    }
+                    uncaptured.push((format!("{}/{}", p.namespace, p.name), why));
                 }
+            }
+            if let Ok(mut u) = self.uncaptured.lock() {
+                *u = uncaptured;
             }
             by_iface.into_iter().map(|(name, addrs)| Iface { name, kind: IfaceKind::PodVeth, addrs }).collect()
         };
@@ -362,6 +378,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         seen: 0,
         last: None,
         warned: HashSet::new(),
+        node: a.node.clone(),
+        uncaptured: Arc::new(std::sync::Mutex::new(Vec::new())),
     };
     if let Some(k) = kube {
         let w = kube_watch::start(k, t.id.clone(), Duration::from_secs(15)).map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -376,7 +394,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         }
         if t.inventory.is_empty() && t.watch.is_none() {
             return Err(Failure::Input(
-                "no identity source: no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) and no --inventory FILE (`kubectl get pods,services,endpoints -A -o json`); or start the lab with `kshark lab up`".into(),
+                "no identity source: no kubeconfig (--kubeconfig, KUBECONFIG, ~/.kube/config) and no --inventory FILE (`kubectl get pods,services,endpoints -A -o json`); or start a lab: `kshark lab up` (a real cluster) or `kshark nslab up`".into(),
             ));
         }
     }
@@ -441,8 +459,9 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     // the shards name entries from the same cache the watch (or a reload) updates
     let finish = {
         let (id, filter) = (t.id.clone(), filter.clone());
-        move |_shard: usize| Finish { id: id.clone(), filter: filter.clone(), table_rows, redact: redact.clone() }
+        move |_shard: usize| Finish { id: id.clone(), ct: kshark_capture::conntrack::Conntrack::node(), filter: filter.clone(), table_rows, redact: redact.clone() }
     };
+    let uncaptured = t.uncaptured.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
     let pods_for_worker = pods.clone();
     let worker = std::thread::spawn(move || {
@@ -560,6 +579,10 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             st.entries = entries;
             let mut report = st.to_json();
             report["pods"] = pods.load(Ordering::Relaxed).into();
+            let missed = uncaptured.lock().map(|u| u.clone()).unwrap_or_default();
+            report["pods_not_captured"] = missed.len().into();
+            report["nat_copies"] = NAT_COPIES.load(Ordering::Relaxed).into();
+            report["uncaptured_pods"] = missed.iter().map(|(pod, why)| serde_json::json!({"pod": pod, "reason": why})).collect::<Vec<_>>().into();
             sink_report(&sink, local.as_ref(), report);
         }
         if !write_failed && !buf.is_empty() && out.as_mut().is_some_and(|out| out.write_all(&buf).and_then(|_| out.flush()).is_err()) {
@@ -639,10 +662,16 @@ struct Finished {
     rows: String,
 }
 
+/// Server-side copies of connections this node rewrote (kube-proxy's DNAT), left out as
+/// their client-side copies were taken.
+static NAT_COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Naming, the filter and JSON encoding run on the dissector threads: the entries are
 /// freed where they were made, and only one string per entry crosses to the output.
 struct Finish {
     id: Shared,
+    /// The node's connection tracking: who answered a ClusterIP (kube-proxy's DNAT).
+    ct: kshark_capture::conntrack::Conntrack,
     redact: Arc<kshark_dissect::redact::Redactor>,
     filter: Option<Arc<kshark_hub::Filter>>,
     table_rows: bool,
@@ -658,6 +687,18 @@ impl worker::Post for Finish {
         let mut f = Finished { seen: entries.len() as u64, lines: Vec::with_capacity(entries.len()), rows: String::new() };
         for mut e in entries {
             inv.tag(&mut e);
+            let (src, dst) = (std::net::SocketAddr::new(e.src.ip, e.src.port), std::net::SocketAddr::new(e.dst.ip, e.dst.port));
+            let since = e.timestamp.0;
+            // a Service's address (named as the Service, not a pod): who answered it
+            let to_service = e.dst.service.is_some() && e.dst.pod.is_none();
+            if let Some(real) = to_service.then(|| self.ct.real_destination(src, dst, since)).flatten() {
+                inv.name_answering(&mut e.dst, real, e.timestamp.0 as i64);
+            } else if !to_service && e.dst.pod.is_some() && (self.ct.addressed(src, dst, since).is_some() || self.ct.addressed(dst, src, since).is_some()) {
+                // the server's-veth copy of a connection this node rewrote: its client's
+                // copy (the one that says which Service was called) was taken here too
+                NAT_COPIES.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             self.redact.apply(&mut e);
             if !crate::read::keep(self.filter.as_deref(), &e) {
                 continue;

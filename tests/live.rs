@@ -307,7 +307,7 @@ fn lab_failing_half_way_cleans_up() {
     let fake = dir.path().join("python");
     std::fs::write(&fake, "#!/bin/sh\n[ \"$1\" = -c ] && exit 0\necho 'service refuses to start' >&2\nexit 3\n").unwrap();
     Command::new("chmod").arg("755").arg(&fake).status().unwrap();
-    let o = Command::new(kshark_bin()).args(["lab", "up"]).env("KSHARK_PYTHON", &fake).output().unwrap();
+    let o = Command::new(kshark_bin()).args(["nslab", "up"]).env("KSHARK_PYTHON", &fake).output().unwrap();
     let err = common::stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("lab up failed") && err.contains("cleaned up"), "{err}");
@@ -326,7 +326,7 @@ fn missing_privileges_are_one_clear_line() {
             .output()
             .expect("setpriv")
     };
-    let o = as_nobody(&["lab", "up"]);
+    let o = as_nobody(&["nslab", "up"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(common::stderr(&o).contains("needs root"), "{}", common::stderr(&o));
     let o = as_nobody(&["tap", "--port", "0", "-i", "lo", "--engine", "ebpf", "--no-tui", "--duration", "1s"]);

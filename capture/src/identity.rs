@@ -565,17 +565,37 @@ impl Identity {
         self.pods.by_ip.get(ip)?.current().filter(|p| !p.host_network)
     }
 
+    fn pod_json(&self, p: &PodInfo) -> Box<serde_json::Value> {
+        Box::new(json!({
+            "name": p.name,
+            "namespace": p.namespace,
+            "labels": p.labels,
+            "workload": self.workload(p).map(|(k, n)| json!({"kind": k, "name": n})),
+            "node": p.node,
+        }))
+    }
+
+    /// Names the pod that answered at `real` a connection whose client addressed `ep` (a
+    /// Service's ClusterIP that the node rewrote): `ep` keeps the address and the Service
+    /// the client called, and gains `pod` with the address that answered (`ip`, `port`).
+    pub fn name_answering(&self, ep: &mut Endpoint, real: std::net::SocketAddr, ts: Nanos) {
+        let mut pod = match self.pod_at(&real.ip(), ts) {
+            Some(p) => self.pod_json(p),
+            None => match self.node(&real.ip()) {
+                Some(n) => Box::new(json!({"node": n})),
+                None => Box::new(json!({})),
+            },
+        };
+        pod["ip"] = json!(real.ip().to_string());
+        pod["port"] = json!(real.port());
+        ep.pod = Some(pod);
+    }
+
     fn name(&self, ep: &mut Endpoint, ts: Nanos) {
         if let Some(p) = self.pod_at(&ep.ip, ts) {
             ep.name = p.name.clone();
             ep.namespace = Some(p.namespace.clone());
-            ep.pod = Some(Box::new(json!({
-                "name": p.name,
-                "namespace": p.namespace,
-                "labels": p.labels,
-                "workload": self.workload(p).map(|(k, n)| json!({"kind": k, "name": n})),
-                "node": p.node,
-            })));
+            ep.pod = Some(self.pod_json(p));
             ep.service = self.services_of(p).first().map(|s| Box::new(json!({"name": s, "namespace": p.namespace})));
         } else if let Some(s) = self.service_at(&ep.ip, ts) {
             ep.name = s.name.clone();

@@ -7,6 +7,7 @@
 //! [`netns`] finds the host-side interfaces of pods.
 
 pub mod ebpf;
+pub mod conntrack;
 pub mod error;
 pub mod file;
 pub mod identity;

@@ -1,10 +1,17 @@
 """kshark's lab: small sock-shop services, each run in its own network namespace ("pod").
 
     python sockshop.py serve ROLE PORT      a service (see ROLES)
-    python sockshop.py load RATE SECONDS ERRORS SLOW
+    python sockshop.py load RATE SECONDS ERRORS SLOW [COUNT]
                                             the load generator: RATE requests/s to
-                                            front-end for SECONDS (0: until stopped), a
-                                            share ERRORS of failing calls and SLOW of slow ones
+                                            front-end for SECONDS (0: until stopped) or
+                                            COUNT requests, a share ERRORS of failing
+                                            calls and SLOW of slow ones
+    python sockshop.py dns                  the cluster lab's DNS: dnsmasq answering
+                                            NAME.NS.svc.cluster.local with each Service's
+                                            ClusterIP, kept from the API every second
+
+With LEDGER set (the cluster lab), every call a service or the load generator makes is
+appended to $LEDGER/$POD.ndjson: time, caller, Service, method, path and status.
 
 They call each other as sock-shop does, by short names resolved through the lab's DNS
 server (dnsmasq as kube-dns: catalogue -> catalogue.sock-shop.svc.cluster.local via the
@@ -25,6 +32,33 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LAB_DIR = os.environ.get("LAB_DIR", "/run/kshark-lab")
 POD = os.environ.get("POD", "?")
+POD_NAMESPACE = os.environ.get("POD_NAMESPACE", "")
+LEDGER = os.environ.get("LEDGER")
+_ledger_lock = threading.Lock()
+
+
+def record(start, url, method, path, status, error=None):
+    """One line of the ledger: the call as its caller saw it."""
+    if not LEDGER:
+        return
+    host = url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    labels = host.split(".")
+    line = {
+        "time": start,
+        "end": time.time(),
+        "caller": POD,
+        "caller_namespace": POD_NAMESPACE,
+        "service": labels[0],
+        "service_namespace": labels[1] if len(labels) > 1 else POD_NAMESPACE,
+        "method": method,
+        "path": path,
+        "status": status,
+    }
+    if error:
+        line["error"] = error
+    with _ledger_lock:
+        with open(os.path.join(LEDGER, POD + ".ndjson"), "a") as f:
+            f.write(json.dumps(line) + "\n")
 
 URL = {
     "catalogue": "http://catalogue",
@@ -53,15 +87,20 @@ def call(method, url, body=None, timeout=5.0):
     """One HTTP/1.1 call; returns (status, parsed JSON or None)."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", "User-Agent": "sock-shop/" + POD})
+    path = "/" + url.split("//", 1)[-1].split("/", 1)[-1] if "/" in url.split("//", 1)[-1] else "/"
+    start = time.time()
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             raw = r.read()
+            record(start, url, method, path, r.status)
             return r.status, (json.loads(raw) if raw else None)
     except urllib.error.HTTPError as e:
         e.read()
+        record(start, url, method, path, e.code)
         return e.code, None
     except Exception as e:  # noqa: BLE001 - an upstream that is down is a 503, not a crash
         print(f"{POD}: {method} {url}: {e}", flush=True)
+        record(start, url, method, path, None, str(e))
         return 503, None
 
 
@@ -269,9 +308,12 @@ def orders(method, path, query, h):
     call("GET", URL["carts"] + "/carts/57a98d98e4b00679b4e9ae4b/items")
     call("GET", URL["user"] + "/customers/57a98d98e4b00679b4e9ae4b")
     oid = "%016x" % random.getrandbits(64)
+    start = time.time()
     try:
         raw = payment_stub()(auth_request("57a98d98e4b00679b4e9ae4b", float(order.get("amount", 20.0)), oid), timeout=5)
+        record(start, "grpc://payment", "POST", "/sockshop.Payment/Authorise", "OK")
     except grpc.RpcError as e:
+        record(start, "grpc://payment", "POST", "/sockshop.Payment/Authorise", e.code().name)
         return 500, {"error": "payment: " + e.code().name}
     f = fields(raw)
     if not f.get(1):
@@ -299,6 +341,58 @@ ROLE_FN = None
 def ready():
     os.makedirs(os.path.join(LAB_DIR, "ready"), exist_ok=True)
     open(os.path.join(LAB_DIR, "ready", POD), "w").close()
+
+
+# --- the cluster lab's DNS ---------------------------------------------------------------
+
+HOSTS = "/tmp/cluster-hosts"
+
+
+def services():
+    """Every Service's ClusterIP, from the API with the pod's ServiceAccount."""
+    import ssl
+
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    with open(sa + "/token") as f:
+        token = f.read().strip()
+    ctx = ssl.create_default_context(cafile=sa + "/ca.crt")
+    url = "https://%s:%s/api/v1/services" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req, timeout=5, context=ctx) as r:
+        items = json.loads(r.read())["items"]
+    lines = []
+    for s in items:
+        ip = s["spec"].get("clusterIP")
+        if ip and ip != "None":
+            lines.append("%s %s.%s.svc.cluster.local" % (ip, s["metadata"]["name"], s["metadata"]["namespace"]))
+    return "\n".join(sorted(lines)) + "\n"
+
+
+def dns():
+    import signal
+    import subprocess
+
+    hosts = services()
+    with open(HOSTS, "w") as f:
+        f.write(hosts)
+    d = subprocess.Popen(["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--addn-hosts=" + HOSTS,
+                          "--local=/cluster.local/", "--pid-file=", "--user=root", "--cache-size=0", "--log-facility=-"])
+    print(f"dns: dnsmasq serving {hosts.count(chr(10))} Services", flush=True)
+    while d.poll() is None:
+        time.sleep(1.0)
+        try:
+            now = services()
+        except Exception as e:  # noqa: BLE001 - the API away for a moment: keep the old records
+            print(f"dns: services: {e}", flush=True)
+            continue
+        if now != hosts:
+            hosts = now
+            with open(HOSTS + ".tmp", "w") as f:
+                f.write(hosts)
+            os.replace(HOSTS + ".tmp", HOSTS)
+            d.send_signal(signal.SIGHUP)
+            print(f"dns: {hosts.count(chr(10))} Services", flush=True)
+    sys.exit(d.returncode)
 
 
 def serve_payment(port):
@@ -346,7 +440,7 @@ def serve(role, port):
 
 # --- load generator --------------------------------------------------------------------------
 
-def load(rate, seconds, errors, slow):
+def load(rate, seconds, errors, slow, count=0):
     fe = "http://front-end.sock-shop:8079"  # another namespace: the name says which
     normal = [
         (30, "GET", "/catalogue", None),
@@ -390,7 +484,7 @@ def load(rate, seconds, errors, slow):
     start = time.monotonic()
     n = 0
     last_report = start
-    while seconds <= 0 or time.monotonic() - start < seconds:
+    while (seconds <= 0 or time.monotonic() - start < seconds) and (count <= 0 or n < count):
         r = random.random()
         choice = pick(failing) if r < errors else pick(slowed) if r < errors + slow else pick(normal)
         sem.acquire()
@@ -406,13 +500,21 @@ def load(rate, seconds, errors, slow):
                 print(f"load: {n} requests sent; statuses {dict(sorted(counts.items()))}", flush=True)
     for _ in range(32):
         sem.acquire()
-    print(f"load: done, {n} requests; statuses {dict(sorted(counts.items()))}", flush=True)
+    summary = f"load: done, {n} requests; statuses {dict(sorted(counts.items()))}"
+    print(summary, flush=True)
+    if LEDGER:
+        with open(os.path.join(LEDGER, POD + ".summary"), "w") as f:
+            f.write(summary + "\n")
 
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "load":
-        load(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
+        load(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]) if len(sys.argv) > 6 else 0)
+    elif sys.argv[1] == "dns":
+        dns()
+    elif sys.argv[1] == "dns-ready":
+        sys.exit(0 if os.path.exists(HOSTS) and os.path.getsize(HOSTS) > 0 else 1)
     else:
         sys.exit(__doc__)

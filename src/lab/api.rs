@@ -66,7 +66,7 @@ fn openssl(args: &[&str]) -> Result<(), String> {
     super::run("openssl", args)
 }
 
-fn random_token() -> Result<String, String> {
+pub fn random_token() -> Result<String, String> {
     let mut b = [0u8; 24];
     use std::io::Read;
     fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(|e| format!("/dev/urandom: {e}"))?;
@@ -76,43 +76,57 @@ fn random_token() -> Result<String, String> {
 /// A CA, the API server's certificate, the service-account key pair, the tokens.
 fn pki() -> Result<(String, String), String> {
     let d = lab_path("pki");
-    fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-    let p = |f: &str| d.join(f).display().to_string();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
-    ca.extend(["-keyout", &ca_key, "-out", &ca_crt, "-days", "3650", "-subj", "/CN=kshark-lab-ca"]);
-    openssl(&ca)?;
-    fs::write(
-        d.join("san.cnf"),
-        "[req]\ndistinguished_name = dn\n[dn]\n[v3]\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\n\
-         extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost, DNS:kubernetes.default.svc\n",
-    )
-    .map_err(|e| format!("{}: {e}", d.display()))?;
-    let (key, csr, crt, san) = (p("apiserver.key"), p("apiserver.csr"), p("apiserver.crt"), p("san.cnf"));
-    let mut req = vec!["req"];
-    req.extend(ec);
-    req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=kube-apiserver"]);
-    openssl(&req)?;
-    openssl(&[
-        "x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAcreateserial", "-out", &crt, "-days", "3650", "-extfile", &san,
-        "-extensions", "v3",
-    ])?;
-    let (sa_key, sa_pub) = (p("sa.key"), p("sa.pub"));
-    openssl(&["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", &sa_key])?;
-    openssl(&["ec", "-in", &sa_key, "-pubout", "-out", &sa_pub])?;
+    make_pki(&d, "IP:127.0.0.1, DNS:localhost, DNS:kubernetes.default.svc")?;
     let (admin, reader) = (random_token()?, random_token()?);
     fs::write(d.join("tokens.csv"), format!("{admin},lab-admin,lab-admin,\"system:masters\"\n{reader},kshark,kshark\n"))
         .map_err(|e| format!("{}: {e}", d.display()))?;
     Ok((admin, reader))
 }
 
+/// In `d`: a CA (ca.key, ca.crt), the API server's serving certificate for `sans`
+/// (apiserver.key, apiserver.crt), and the service-account key pair (sa.key, sa.pub).
+pub fn make_pki(d: &Path, sans: &str) -> Result<(), String> {
+    fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    let p = |f: &str| d.join(f).display().to_string();
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(EC);
+    let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_crt, "-days", "3650", "-subj", "/CN=kshark-lab-ca"]);
+    openssl(&ca)?;
+    sign(d, "apiserver", "/CN=kube-apiserver", &format!("extendedKeyUsage = serverAuth\nsubjectAltName = {sans}\n"))?;
+    let (sa_key, sa_pub) = (p("sa.key"), p("sa.pub"));
+    openssl(&["ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", &sa_key])?;
+    openssl(&["ec", "-in", &sa_key, "-pubout", "-out", &sa_pub])
+}
+
+const EC: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
+/// NAME.key and NAME.crt in `d`, signed by the CA there, for `subject` with the
+/// extensions `ext` (extendedKeyUsage and the like).
+pub fn sign(d: &Path, name: &str, subject: &str, ext: &str) -> Result<(), String> {
+    let p = |f: &str| d.join(f).display().to_string();
+    let cnf = p(&format!("{name}.cnf"));
+    fs::write(&cnf, format!("[req]\ndistinguished_name = dn\n[dn]\n[v3]\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\n{ext}"))
+        .map_err(|e| format!("{cnf}: {e}"))?;
+    let (key, csr, crt) = (p(&format!("{name}.key")), p(&format!("{name}.csr")), p(&format!("{name}.crt")));
+    let mut req = vec!["req"];
+    req.extend(EC);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+    openssl(&req)?;
+    let (ca_key, ca_crt) = (p("ca.key"), p("ca.crt"));
+    openssl(&["x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAcreateserial", "-out", &crt, "-days", "3650", "-extfile", &cnf, "-extensions", "v3"])
+}
+
 fn kubeconfig(user: &str, token: &str) -> Value {
+    kubeconfig_for(&format!("https://127.0.0.1:{API_PORT}"), &format!("{DIR}/pki/ca.crt"), user, token)
+}
+
+/// A kubeconfig for `server` (trusting `ca`) that presents `token`.
+pub fn kubeconfig_for(server: &str, ca: &str, user: &str, token: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "kshark-lab", "cluster": {"server": format!("https://127.0.0.1:{API_PORT}"), "certificate-authority": format!("{DIR}/pki/ca.crt")}}],
+        "clusters": [{"name": "kshark-lab", "cluster": {"server": server, "certificate-authority": ca}}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "kshark-lab", "context": {"cluster": "kshark-lab", "user": user}}],
         "current-context": "kshark-lab",
@@ -120,7 +134,7 @@ fn kubeconfig(user: &str, token: &str) -> Value {
 }
 
 /// Writes a file whole (through a rename), readable by root only.
-fn write_private(path: &str, v: &Value) -> Result<(), String> {
+pub fn write_private(path: &str, v: &Value) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = format!("{path}.tmp");
     let mut f = fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(|e| format!("{tmp}: {e}"))?;
@@ -133,7 +147,11 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
 }
 
 pub async fn admin_client() -> Result<Client, String> {
-    client_for(&KubeSource::Kubeconfig(ADMIN_KUBECONFIG.into())).await.map(|(c, _)| c)
+    admin_client_at(ADMIN_KUBECONFIG).await
+}
+
+pub async fn admin_client_at(kubeconfig: &str) -> Result<Client, String> {
+    client_for(&KubeSource::Kubeconfig(kubeconfig.into())).await.map(|(c, _)| c)
 }
 
 fn last_log_line(name: &str) -> String {
@@ -249,7 +267,7 @@ async fn wait_ready(client: &Client) -> Result<(), String> {
     }
 }
 
-async fn create<K>(api: &Api<K>, v: Value) -> Result<(), String>
+pub(super) async fn create<K>(api: &Api<K>, v: Value) -> Result<(), String>
 where
     K: kube::Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + k8s_openapi::serde::Serialize + std::fmt::Debug,
 {

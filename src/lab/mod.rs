@@ -1,4 +1,5 @@
-//! `kshark lab`: a local sock-shop to watch, on any Linux machine with root and no cluster.
+//! `kshark nslab`: a local sock-shop to watch, on any Linux machine with root and no cluster,
+//! quicker than the real cluster of `kshark lab` (`cluster/`): no runtime, no kubelet.
 //!
 //! Each "pod" is a network namespace (`ksl-<app>`) whose `eth0` is a veth to a bridge
 //! (`ksl-br0`) in the host namespace, as a bridge CNI makes them. The bridge has no address
@@ -17,6 +18,7 @@ macro_rules! say {
 }
 
 mod api;
+pub mod cluster;
 mod kubelet;
 
 use crate::Failure;
@@ -42,7 +44,7 @@ const PAYMENT_PROTO: &str = include_str!("../../deploy/lab/payment.proto");
 const SUBNET: [u8; 3] = [10, 244, 1];
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  sudo kshark lab up\n  sudo kshark lab traffic --rate 20 --errors 0.1\n  sudo kshark tap -n sock-shop --no-tui\n  sudo kshark lab status\n  sudo kshark lab down\n\nThe lab needs root (network namespaces, veths, a bridge), dnsmasq, iproute2 and a Python 3\nwith grpcio (scripts/setup.sh installs them; KSHARK_PYTHON picks another Python). Its control\nplane (etcd, kube-apiserver on https://127.0.0.1:16443, controller-manager, scheduler) needs\netcd-server, openssl and the binaries scripts/k8s.sh builds; `lab up --no-api` does without.\nkshark's kubeconfig: /run/kshark-lab/kubeconfig; an admin one for kubectl: /run/kshark-lab/admin.kubeconfig.")]
+#[command(after_help = "Examples:\n  kshark nslab up\n  kshark nslab traffic --rate 20 --errors 0.1\n  kshark tap -n sock-shop --no-tui\n  kshark nslab status\n  kshark nslab down\n\nThe lab needs root (network namespaces, veths, a bridge), dnsmasq, iproute2 and a Python 3\nwith grpcio (scripts/setup.sh installs them; KSHARK_PYTHON picks another Python). Its control\nplane (etcd, kube-apiserver on https://127.0.0.1:16443, controller-manager, scheduler) needs\netcd-server, openssl and the binaries scripts/k8s.sh builds; `nslab up --no-api` does without.\nkshark's kubeconfig: /run/kshark-lab/kubeconfig; an admin one for kubectl: /run/kshark-lab/admin.kubeconfig.")]
 pub struct LabArgs {
     #[command(subcommand)]
     cmd: LabCmd,
@@ -160,7 +162,7 @@ impl PodDef {
     }
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(cmd).args(args).stdin(Stdio::null()).output().map_err(|e| format!("{cmd}: {e}"))?;
     if out.status.success() {
         Ok(())
@@ -198,7 +200,7 @@ fn python() -> Result<String, String> {
     Err(format!("the lab's services need a Python 3 with grpcio (tried {}); run scripts/setup.sh", candidates.join(", ")))
 }
 
-fn need_root() -> Result<(), Failure> {
+pub(crate) fn need_root() -> Result<(), Failure> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(Failure::Runtime("the lab needs root (network namespaces, veths, a bridge): run it with sudo".into()));
@@ -233,7 +235,7 @@ fn netns_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
 }
 
-fn pid_alive(pid: i32) -> bool {
+pub(crate) fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0 && !fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
@@ -280,7 +282,7 @@ fn up(no_api: bool) -> Result<(), Failure> {
     status()
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')

@@ -20,9 +20,9 @@ pub fn need(tool: &str) {
 }
 
 pub fn lab(args: &[&str]) -> String {
-    let o = Command::new(kshark_bin()).arg("lab").args(args).output().expect("run kshark lab");
+    let o = Command::new(kshark_bin()).arg("nslab").args(args).output().expect("run kshark nslab");
     let text = format!("{}{}", super::stdout(&o), super::stderr(&o));
-    assert!(o.status.success(), "kshark lab {} failed: {text}", args.join(" "));
+    assert!(o.status.success(), "kshark nslab {} failed: {text}", args.join(" "));
     text
 }
 

@@ -1,0 +1,234 @@
+//! kshark in a real two-node Kubernetes cluster (`kshark lab up`): kubelets, containerd,
+//! the bridge CNI, kube-proxy's ClusterIP DNAT, cluster DNS. The test builds kshark's
+//! image from the binary under test, deploys it with `kshark tap` (a hub Deployment and a
+//! worker DaemonSet on both nodes, the hub port-forwarded through the kubelet), drives a
+//! fixed number of calls with `lab traffic`, and compares what the hub streamed with the
+//! ledger the sock-shop wrote of every call it made. Then `kshark clean` and `lab down`
+//! must leave nothing behind.
+//!
+//! Needs root, containerd, runc, the CNI plugins, iptables, conntrack, the Kubernetes
+//! binaries and the images (`bash scripts/setup.sh` builds and installs all of it); when
+//! one is missing the test fails and says which.
+
+mod common;
+use common::lab::{kshark_bin, need_root, poll};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const KC: &str = "/run/kshark-cluster/admin.kubeconfig";
+const LEDGER: &str = "/run/kshark-cluster/ledger";
+
+fn run(args: &[&str]) -> String {
+    let o = Command::new(kshark_bin()).args(args).output().expect("run kshark");
+    let text = format!("{}{}", common::stdout(&o), common::stderr(&o));
+    assert!(o.status.success(), "kshark {} failed: {text}", args.join(" "));
+    text
+}
+
+/// Whatever happens, the cluster goes: a failed test must not leave it for the next.
+struct Down;
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(kshark_bin()).args(["clean", "--kubeconfig", KC]).output();
+        let _ = Command::new(kshark_bin()).args(["lab", "down"]).output();
+    }
+}
+
+/// An entry's RFC 3339 timestamp as seconds since the epoch.
+fn secs(e: &Value) -> f64 {
+    let t = e["timestamp"].as_str().unwrap_or("");
+    let n = |a: usize, b: usize| t.get(a..b).and_then(|x| x.parse::<i64>().ok()).unwrap_or(0);
+    let (y, m, d) = (n(0, 4), n(5, 7), n(8, 10));
+    // days from the civil date (Howard Hinnant's algorithm)
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let days = era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+    let frac: f64 = t.get(19..t.len() - 1).and_then(|f| format!("0{f}").parse().ok()).unwrap_or(0.0);
+    (days * 86400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19)) as f64 + frac
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+#[test]
+fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_clusterip() {
+    need_root();
+    let _down = Down;
+    let up = run(&["lab", "up"]);
+    for want in ["kshark-node-1", "kshark-node-2", "10.96.0.10", "containerd://1.6"] {
+        assert!(up.contains(want), "`lab up` does not print {want}: {up}");
+    }
+    // kshark's own image, from the binary under test, into both nodes' containerd
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/image/build.sh");
+    let o = Command::new("bash").arg(&script).args(["kshark", kshark_bin()]).output().unwrap();
+    assert!(o.status.success(), "image build: {}", common::stderr(&o));
+    run(&["lab", "load"]);
+
+    let mut tap = Command::new(kshark_bin())
+        .args(["tap", "-n", "sock-shop", "--kubeconfig", KC, "--no-tui", "--format", "ndjson", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = BufReader::new(tap.stderr.take().unwrap());
+    let (etx, erx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in err.lines().map_while(Result::ok) {
+            let _ = etx.send(l);
+        }
+    });
+    let out = BufReader::new(tap.stdout.take().unwrap());
+    let (otx, orx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                let _ = otx.send(v);
+            }
+        }
+    });
+    // the rollout, with progress, on both nodes, and the port-forward through the kubelet
+    let mut said = Vec::new();
+    poll("the hub and two workers ready, and the hub forwarded", 240, || {
+        while let Ok(l) = erx.try_recv() {
+            said.push(l);
+        }
+        if let Ok(Some(st)) = tap.try_wait() {
+            panic!("tap exited ({st}): {}", said.join("\n"));
+        }
+        said.iter().any(|l| l.contains("forwarded to http://127.0.0.1:")).then_some(())
+    });
+    let text = said.join("\n");
+    assert!(text.contains("workers 2/2 ready"), "no progress of two workers: {text}");
+    // both workers capture their own node's pods (give them a moment to attach)
+    std::thread::sleep(Duration::from_secs(4));
+
+    for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
+        let _ = std::fs::remove_file(f.path());
+    }
+    let t = run(&["lab", "traffic", "--rate", "8", "--count", "40", "--errors", "0.1", "--slow", "0", "--wait"]);
+    assert!(t.contains("load: done, 40 requests"), "{t}");
+    std::thread::sleep(Duration::from_secs(6));
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let entries: Vec<Value> = orx.try_iter().collect();
+    // kept for a look when this fails
+    let dump: String = entries.iter().map(|e| format!("{e}\n")).collect();
+    let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-entries.ndjson"), dump);
+
+    // the ledger: every HTTP call the sock-shop and the load generator made
+    let mut ledger: Vec<Value> = Vec::new();
+    for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
+        if f.path().extension().is_some_and(|e| e == "ndjson") {
+            ledger.extend(std::fs::read_to_string(f.path()).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+    }
+    ledger.sort_by(|a, b| a["time"].as_f64().unwrap_or(0.0).total_cmp(&b["time"].as_f64().unwrap_or(0.0)));
+    let calls: Vec<&Value> = ledger.iter().filter(|c| c["status"].is_u64()).collect();
+    assert!(calls.len() >= 100, "the ledger has only {} HTTP calls", calls.len());
+    let pod_node: HashMap<String, String> = entries
+        .iter()
+        .flat_map(|e| [&e["src"], &e["dst"]])
+        .filter_map(|ep| Some((ep.pointer("/pod/name")?.as_str()?.to_string(), ep.pointer("/pod/node")?.as_str()?.to_string())))
+        .collect();
+
+    let mut cross = 0;
+    let mut used = vec![false; entries.len()];
+    // the entry of this call: one that began while the caller waited for it (the
+    // nearest to its start), not taken by another
+    let take = |c: &Value, ok: &dyn Fn(&Value) -> bool, used: &mut Vec<bool>| -> Option<usize> {
+        let (t, end) = (c["time"].as_f64().unwrap_or(0.0), c["end"].as_f64().unwrap_or(0.0));
+        let best = (0..entries.len())
+            .filter(|&i| !used[i] && ok(&entries[i]) && (t - 0.2..end + 0.2).contains(&secs(&entries[i])))
+            .min_by(|&a, &b| (secs(&entries[a]) - t).abs().total_cmp(&(secs(&entries[b]) - t).abs()))?;
+        used[best] = true;
+        Some(best)
+    };
+    for c in &calls {
+        let (caller, svc, method) = (s(c, "/caller"), s(c, "/service"), s(c, "/method"));
+        // the entry's path is without the query
+        let path = s(c, "/path").split('?').next().unwrap_or("");
+        let status = c["status"].as_u64().unwrap();
+        let same = |e: &&Value| {
+            e["protocol"] == "http"
+                && s(e, "/src/pod/name") == caller
+                && s(e, "/request/method") == method
+                && s(e, "/request/path") == path
+                && e.pointer("/response/status_code").and_then(Value::as_u64) == Some(status)
+        };
+        if s(c, "/caller_namespace") != "sock-shop" {
+            // the load generator is not tapped (`-n sock-shop`): its calls are seen once,
+            // at the answering pod's veth, named with the Service that pod backs
+            // (its pod is seconds old when it calls: the first entries may beat the API's
+            // news of its address, and name it by address)
+            let from_it = |e: &Value| {
+                e["protocol"] == "http"
+                    && (s(e, "/src/pod/name") == caller || s(e, "/src/pod/name").is_empty())
+                    && s(e, "/request/method") == method
+                    && s(e, "/request/path") == path
+                    && e.pointer("/response/status_code").and_then(Value::as_u64) == Some(status)
+            };
+            let i = take(c, &|e| from_it(e) && s(e, "/dst/service/name") == svc, &mut used).unwrap_or_else(|| panic!("a call from outside the tapped namespace not found: {c}"));
+            assert!(s(&entries[i], "/dst/pod/name").starts_with(&format!("{svc}-")), "{}", entries[i]);
+            continue;
+        }
+        // the client's side: the Service it called (the ClusterIP), the pod that answered
+        let i = take(c, &|e| same(&e) && s(e, "/dst/name") == svc && s(e, "/dst/service/name") == svc, &mut used)
+            .unwrap_or_else(|| panic!("a call not found at the hub from its client's side: {c}"));
+        let e = &entries[i];
+        let answering = s(e, "/dst/pod/name");
+        assert!(answering.starts_with(&format!("{svc}-")), "the answering pod of {c} is not named: {}", e["dst"]);
+        assert!(e.pointer("/dst/pod/ip").is_some(), "no answering address: {}", e["dst"]);
+        let caller_node = pod_node.get(caller).cloned().unwrap_or_default();
+        assert_eq!(s(e, "/node"), caller_node, "the client's side is seen by the caller's node: {e}");
+        // the server's side: a copy at the answering pod's veth, by the pod's address.
+        // On the caller's node (kube-proxy rewrote it there) it is left out; a call to
+        // the other node is seen there too.
+        let answer_node = pod_node.get(answering).cloned().unwrap_or_default();
+        if answer_node != caller_node {
+            cross += 1;
+            let j = take(c, &|e| same(&e) && s(e, "/dst/name") == answering, &mut used).unwrap_or_else(|| panic!("the other node's worker did not see {c}"));
+            assert_eq!(s(&entries[j], "/node"), answer_node, "{}", entries[j]);
+        }
+    }
+    // nothing twice: in the ledger's time, every HTTP entry between sock-shop pods is one
+    // of the calls (a same-node call's server-side copy is left out by its node)
+    let (first, last) = (calls[0]["time"].as_f64().unwrap() + 1.0, calls.iter().map(|c| c["end"].as_f64().unwrap()).fold(0.0, f64::max) - 1.0);
+    let extra: Vec<&Value> = (0..entries.len())
+        .filter(|&i| !used[i] && entries[i]["protocol"] == "http" && s(&entries[i], "/src/namespace") == "sock-shop")
+        .filter(|&i| (first..last).contains(&secs(&entries[i])))
+        .map(|i| &entries[i])
+        .collect();
+    assert!(extra.is_empty(), "{} HTTP entries that are no call of the ledger (duplicates?), e.g. {}", extra.len(), extra[0]);
+    assert!(cross >= 20, "too few calls crossed nodes ({cross}): the placement should make many");
+    eprintln!("cluster: {} calls in the ledger, {} entries at the hub, {cross} calls across nodes", calls.len(), entries.len());
+    // no halves: every HTTP entry of the sock-shop has both a request and a response
+    let halves: Vec<&Value> = entries.iter().filter(|e| e["protocol"] == "http" && (e["request"].is_null() || e["response"].is_null())).collect();
+    assert!(halves.is_empty(), "{} unpaired halves, e.g. {}", halves.len(), halves[0]);
+    // DNS went through the ClusterIP of the cluster's DNS, answered by its pod
+    assert!(
+        entries.iter().any(|e| e["protocol"] == "dns" && s(e, "/dst/ip") == "10.96.0.10" && s(e, "/dst/pod/name").starts_with("kube-dns-")),
+        "no DNS exchange through 10.96.0.10 named with the pod that answered"
+    );
+
+    // clean and down leave nothing
+    let c = run(&["clean", "--kubeconfig", KC]);
+    assert!(c.contains("Namespace kshark"), "{c}");
+    let d = run(&["lab", "down"]);
+    assert!(d.contains("processes") && d.contains("bridge ksk-br0"), "{d}");
+    assert!(!Path::new("/run/kshark-cluster").exists());
+    assert!(!Path::new("/sys/fs/cgroup/pids/kshark-lab").exists(), "cgroups left");
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(!common::stdout(&links).contains("ksk-"), "links left: {}", common::stdout(&links));
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!common::stdout(&netns).contains("ksk-"), "namespaces left");
+    let ps = Command::new("sh").args(["-c", "ps -eo args | grep -E 'kshark-cluster|containerd-shim' | grep -v grep || true"]).output().unwrap();
+    assert!(common::stdout(&ps).trim().is_empty(), "processes left: {}", common::stdout(&ps));
+    assert_eq!(run(&["lab", "status"]).trim(), "lab: down (start it with `kshark lab up`)");
+}
