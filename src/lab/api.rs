@@ -243,7 +243,7 @@ pub fn start(bin: &Path) -> Result<(), String> {
         start_process("kube-scheduler", &[&s(&bin.join("kube-scheduler")), &format!("--kubeconfig={kc}"), "--secure-port=0", "--port=0", "--leader-elect=false"], None)?;
         create_objects(&client).await?;
         let exe = std::env::current_exe().map_err(|e| format!("cannot find kshark's own binary: {e}"))?;
-        start_process("kubelet", &[&s(&exe), "lab", "kubelet"], None)?;
+        start_process("kubelet", &[&s(&exe), "nslab", "kubelet"], None)?;
         wait_running(&client).await?;
         let inv = snapshot(&client).await?;
         fs::write(super::INVENTORY, serde_json::to_vec_pretty(&inv).unwrap_or_default()).map_err(|e| format!("{}: {e}", super::INVENTORY))?;

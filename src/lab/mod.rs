@@ -9,7 +9,7 @@
 //! are deploy/lab/sockshop.py (embedded), run by a Python with grpcio. Everything the lab
 //! makes is listed in /run/kshark-lab, so `lab down` removes exactly that.
 
-/// `println!` that does not panic when stdout is a closed pipe (`kshark lab status | head`).
+/// `println!` that does not panic when stdout is a closed pipe (`kshark nslab status | head`).
 macro_rules! say {
     ($($t:tt)*) => {{
         use std::io::Write as _;
@@ -519,7 +519,7 @@ fn down() -> Vec<String> {
 
 fn status() -> Result<(), Failure> {
     if !Path::new(DIR).exists() {
-        say!("lab: down (start it with `sudo kshark lab up`)");
+        say!("lab: down (start it with `kshark nslab up`)");
         return Ok(());
     }
     // with a control plane, the pods are the API's: their names, and any that wait
@@ -538,7 +538,7 @@ fn status() -> Result<(), Failure> {
         let state = match (netns_exists(&p.netns()), pid) {
             (false, _) => "no namespace".to_string(),
             (true, Some(pid)) if pid_alive(pid) => format!("running (pid {pid})"),
-            (true, _) if p.role == "load" => "idle (start with `kshark lab traffic`)".to_string(),
+            (true, _) if p.role == "load" => "idle (start with `kshark nslab traffic`)".to_string(),
             (true, _) => "stopped".to_string(),
         };
         let ip = p.ip().to_string();
@@ -563,13 +563,13 @@ fn status() -> Result<(), Failure> {
         say!("kubeconfig: {KUBECONFIG} (kshark: get/list/watch)   admin: {}", api::ADMIN_KUBECONFIG);
     }
     say!("inventory: {INVENTORY}   gRPC schema: {DIR}/payment.proto   logs: {DIR}/log/");
-    say!("next: sudo kshark lab traffic; sudo kshark tap -n sock-shop --no-tui");
+    say!("next: kshark nslab traffic; kshark tap -n sock-shop --no-tui");
     Ok(())
 }
 
 fn traffic(t: TrafficArgs) -> Result<(), Failure> {
     if !healthy() {
-        return Err(Failure::Runtime("the lab is not up: run `sudo kshark lab up` first".into()));
+        return Err(Failure::Runtime("the lab is not up: run `kshark nslab up` first".into()));
     }
     let load = PODS.iter().find(|p| p.role == "load").expect("load pod");
     if let Some(pid) = read_pid(load.app).filter(|p| pid_alive(*p)) {
