@@ -693,9 +693,10 @@ impl worker::Post for Finish {
             let to_service = e.dst.service.is_some() && e.dst.pod.is_none();
             if let Some(real) = to_service.then(|| self.ct.real_destination(src, dst, since)).flatten() {
                 inv.name_answering(&mut e.dst, real, e.timestamp.0 as i64);
-            } else if !to_service && e.dst.pod.is_some() && (self.ct.addressed(src, dst, since).is_some() || self.ct.addressed(dst, src, since).is_some()) {
-                // the server's-veth copy of a connection this node rewrote: its client's
-                // copy (the one that says which Service was called) was taken here too
+            } else if !to_service && e.request.is_none() && e.dst.pod.is_some() && (self.ct.addressed(src, dst, since).is_some() || self.ct.addressed(dst, src, since).is_some()) {
+                // the server's-veth copy of a connection this node rewrote (its request was
+                // taken at the client's veth, so the copy is a response alone): its client's
+                // copy, the one that says which Service was called, was taken here too
                 NAT_COPIES.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

@@ -168,6 +168,51 @@ fn check_alive(names: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+fn start_argv(name: &str, argv: Vec<String>, netns: Option<&str>) -> Result<i32, String> {
+    start_process(name, &argv.iter().map(String::as_str).collect::<Vec<_>>(), netns)
+}
+
+/// etcd for one member `name`, its data in `dir`/etcd, on 127.0.0.1's `client` and `peer` ports.
+pub fn etcd_args(etcd: &Path, name: &str, dir: &str, client: u16, peer: u16) -> Vec<String> {
+    let (c, p) = (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}"));
+    vec![
+        etcd.display().to_string(),
+        format!("--name={name}"),
+        format!("--data-dir={dir}/etcd"),
+        format!("--listen-client-urls={c}"),
+        format!("--advertise-client-urls={c}"),
+        format!("--listen-peer-urls={p}"),
+        format!("--initial-advertise-peer-urls={p}"),
+        format!("--initial-cluster={name}={p}"),
+        "--unsafe-no-fsync".into(),
+    ]
+}
+
+/// What every lab's kube-apiserver is given: etcd on `etcd_port`, listening on
+/// `address:port`, the certificates and tokens `make_pki` made in `dir`/pki, ServiceAccount
+/// tokens, the Service range 10.96.0.0/12. Authorization and admission are the caller's.
+pub fn apiserver_args(bin: &Path, dir: &str, address: &str, port: u16, etcd_port: u16) -> Vec<String> {
+    let pki = |f: &str| format!("{dir}/pki/{f}");
+    vec![
+        bin.join("kube-apiserver").display().to_string(),
+        format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+        format!("--bind-address={address}"),
+        format!("--advertise-address={address}"),
+        format!("--secure-port={port}"),
+        "--insecure-port=0".into(),
+        "--profiling=false".into(),
+        format!("--tls-cert-file={}", pki("apiserver.crt")),
+        format!("--tls-private-key-file={}", pki("apiserver.key")),
+        format!("--client-ca-file={}", pki("ca.crt")),
+        format!("--token-auth-file={}", pki("tokens.csv")),
+        "--service-account-issuer=https://kubernetes.default.svc".into(),
+        format!("--service-account-key-file={}", pki("sa.pub")),
+        format!("--service-account-signing-key-file={}", pki("sa.key")),
+        "--service-cluster-ip-range=10.96.0.0/12".into(),
+        format!("--cert-dir={dir}/pki/serving"),
+    ]
+}
+
 /// Starts the control plane, creates the sock-shop in it, starts the lab's kubelet and
 /// waits until every pod runs; then writes the inventory and kshark's kubeconfig.
 pub fn start(bin: &Path) -> Result<(), String> {
@@ -175,49 +220,11 @@ pub fn start(bin: &Path) -> Result<(), String> {
     let t = Instant::now();
     let (admin, reader) = pki()?;
     let s = |p: &Path| p.display().to_string();
-    let etcd_url = format!("http://127.0.0.1:{ETCD_CLIENT}");
-    let peer_url = format!("http://127.0.0.1:{ETCD_PEER}");
-    start_process(
-        "etcd",
-        &[
-            &s(&etcd),
-            "--name=lab",
-            &format!("--data-dir={DIR}/etcd"),
-            &format!("--listen-client-urls={etcd_url}"),
-            &format!("--advertise-client-urls={etcd_url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=lab={peer_url}"),
-            "--unsafe-no-fsync",
-        ],
-        None,
-    )?;
     let pki = |f: &str| format!("{DIR}/pki/{f}");
-    start_process(
-        "kube-apiserver",
-        &[
-            &s(&bin.join("kube-apiserver")),
-            &format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            &format!("--secure-port={API_PORT}"),
-            "--insecure-port=0",
-            "--profiling=false",
-            &format!("--tls-cert-file={}", pki("apiserver.crt")),
-            &format!("--tls-private-key-file={}", pki("apiserver.key")),
-            &format!("--client-ca-file={}", pki("ca.crt")),
-            &format!("--token-auth-file={}", pki("tokens.csv")),
-            "--authorization-mode=RBAC",
-            "--endpoint-reconciler-type=none",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            &format!("--service-account-key-file={}", pki("sa.pub")),
-            &format!("--service-account-signing-key-file={}", pki("sa.key")),
-            "--service-cluster-ip-range=10.96.0.0/12",
-            "--disable-admission-plugins=ServiceAccount",
-            &format!("--cert-dir={DIR}/pki/serving"),
-        ],
-        None,
-    )?;
+    start_argv("etcd", etcd_args(&etcd, "lab", DIR, ETCD_CLIENT, ETCD_PEER), None)?;
+    let mut api = apiserver_args(bin, DIR, "127.0.0.1", API_PORT, ETCD_CLIENT);
+    api.extend(["--authorization-mode=RBAC", "--endpoint-reconciler-type=none", "--disable-admission-plugins=ServiceAccount"].map(String::from));
+    start_argv("kube-apiserver", api, None)?;
     write_private(ADMIN_KUBECONFIG, &kubeconfig("lab-admin", &admin))?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -255,10 +262,16 @@ pub fn start(bin: &Path) -> Result<(), String> {
 }
 
 async fn wait_ready(client: &Client) -> Result<(), String> {
+    wait_api(client, || check_alive(&["etcd", "kube-apiserver"])).await
+}
+
+/// Waits (up to 90 s) until the API server answers, failing early when `alive` says its
+/// processes died.
+pub async fn wait_api(client: &Client, alive: impl Fn() -> Result<(), String>) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let ns: Api<Namespace> = Api::all(client.clone());
     loop {
-        check_alive(&["etcd", "kube-apiserver"])?;
+        alive()?;
         match ns.get("kube-system").await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => return Err(format!("API server not ready after 90 s: {e}")),

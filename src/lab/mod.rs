@@ -213,17 +213,21 @@ pub fn main(a: LabArgs) -> Result<(), Failure> {
     match a.cmd {
         LabCmd::Up(u) => up(u.no_api),
         LabCmd::Down => {
-            let removed = down();
-            if removed.is_empty() {
-                say!("lab: nothing to remove");
-            } else {
-                say!("lab: removed {}", removed.join(", "));
-            }
+            say_removed(&down());
             Ok(())
         }
         LabCmd::Status => status(),
         LabCmd::Traffic(t) => traffic(t),
         LabCmd::Kubelet => kubelet::main(),
+    }
+}
+
+/// What `down` removed, as one line.
+fn say_removed(removed: &[String]) {
+    if removed.is_empty() {
+        say!("lab: nothing to remove");
+    } else {
+        say!("lab: removed {}", removed.join(", "));
     }
 }
 

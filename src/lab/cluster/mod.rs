@@ -49,6 +49,7 @@ const HOST_IP: &str = "172.30.0.1";
 pub const API_PORT: u16 = 26443;
 const ETCD_CLIENT: u16 = 23791;
 const ETCD_PEER: u16 = 23801;
+/// The Service range (`api::apiserver_args` gives it to the API server).
 const SERVICE_CIDR: &str = "10.96.0.0/12";
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 pub const DNS_IP: &str = "10.96.0.10";
@@ -115,12 +116,7 @@ pub fn main(a: ClusterArgs) -> Result<(), Failure> {
     match a.cmd {
         ClusterCmd::Up => up(),
         ClusterCmd::Down(d) => {
-            let removed = down(d.images);
-            if removed.is_empty() {
-                say!("lab: nothing to remove");
-            } else {
-                say!("lab: removed {}", removed.join(", "));
-            }
+            super::say_removed(&down(d.images));
             Ok(())
         }
         ClusterCmd::Status => status(),
@@ -201,8 +197,13 @@ fn processes() -> Vec<String> {
 }
 
 fn check_alive() -> Result<(), String> {
-    for p in processes() {
-        if !alive(&p) {
+    check_alive_prefix(&processes().iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Whether each of `names` still runs: the first that does not, with its last log line.
+fn check_alive_prefix(names: &[&str]) -> Result<(), String> {
+    for &p in names {
+        if !alive(p) {
             return Err(format!("{p} exited ({DIR}/log/{p}.log): {}", last_log_line(&p)));
         }
     }
@@ -307,7 +308,7 @@ fn build(t: Instant) -> Result<(), String> {
     let rt = super::api::runtime()?;
     rt.block_on(async {
         let client = super::api::admin_client_at(ADMIN_KUBECONFIG).await?;
-        wait_api(&client).await?;
+        super::api::wait_api(&client, || check_alive_prefix(&["etcd", "kube-apiserver"])).await?;
         say!("lab: control plane up on https://{HOST_IP}:{API_PORT} in {:.1} s", t.elapsed().as_secs_f64());
         objects::after_api(&bin)?;
         let images: Vec<PathBuf> = ["pause.tar", "lab.tar", "kshark.tar"].iter().map(|i| image_dir().join(i)).filter(|p| p.exists()).collect();
@@ -327,28 +328,6 @@ fn build(t: Instant) -> Result<(), String> {
         wait_pods(&client, Duration::from_secs(120)).await?;
         Ok::<(), String>(())
     })
-}
-
-async fn wait_api(client: &Client) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    loop {
-        check_alive_prefix(&["etcd", "kube-apiserver"])?;
-        match ns.get("default").await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(format!("API server not ready after 90 s: {e}")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
-fn check_alive_prefix(names: &[&str]) -> Result<(), String> {
-    for n in names {
-        if !alive(n) {
-            return Err(format!("{n} exited ({DIR}/log/{n}.log): {}", last_log_line(n)));
-        }
-    }
-    Ok(())
 }
 
 fn node_ready(n: &Node) -> bool {

@@ -2,7 +2,7 @@
 //! the sock-shop spread over both nodes, and the load generator.
 
 use super::node::NODES;
-use super::{path, start, write, API_PORT, DIR, DNS_IP, ETCD_CLIENT, ETCD_PEER, HOST_IP, LAB_IMAGE, LEDGER, SERVICE_CIDR};
+use super::{path, start, write, API_PORT, DIR, DNS_IP, ETCD_CLIENT, ETCD_PEER, HOST_IP, LAB_IMAGE, LEDGER};
 use crate::lab::api::{kubeconfig_for, make_pki, random_token, sign, write_private};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -84,52 +84,20 @@ pub fn credentials(_bin: &Path) -> Result<Tokens, String> {
 /// `kubernetes` Service's endpoint on the host bridge).
 pub fn control_plane(bin: &Path) -> Result<(), String> {
     let etcd = crate::lab::which("etcd").ok_or("etcd is missing (apt-get install etcd-server)")?;
-    let s = |p: &Path| p.display().to_string();
-    let etcd_url = format!("http://127.0.0.1:{ETCD_CLIENT}");
-    let peer_url = format!("http://127.0.0.1:{ETCD_PEER}");
-    start(
-        "etcd",
-        &[
-            &s(&etcd),
-            "--name=kshark-lab",
-            &format!("--data-dir={DIR}/etcd"),
-            &format!("--listen-client-urls={etcd_url}"),
-            &format!("--advertise-client-urls={etcd_url}"),
-            &format!("--listen-peer-urls={peer_url}"),
-            &format!("--initial-advertise-peer-urls={peer_url}"),
-            &format!("--initial-cluster=kshark-lab={peer_url}"),
-            "--unsafe-no-fsync",
+    let etcd_argv = crate::lab::api::etcd_args(&etcd, "kshark-lab", DIR, ETCD_CLIENT, ETCD_PEER);
+    start("etcd", &etcd_argv.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
+    let mut api = crate::lab::api::apiserver_args(bin, DIR, HOST_IP, API_PORT, ETCD_CLIENT);
+    api.extend(
+        [
+            "--allow-privileged=true".to_string(),
+            format!("--kubelet-client-certificate={}", pki("kubelet-client.crt")),
+            format!("--kubelet-client-key={}", pki("kubelet-client.key")),
+            "--kubelet-preferred-address-types=InternalIP".into(),
+            "--authorization-mode=Node,RBAC".into(),
+            "--enable-admission-plugins=NodeRestriction".into(),
         ],
-        None,
-    )?;
-    start(
-        "kube-apiserver",
-        &[
-            &s(&bin.join("kube-apiserver")),
-            &format!("--etcd-servers={etcd_url}"),
-            &format!("--bind-address={HOST_IP}"),
-            &format!("--advertise-address={HOST_IP}"),
-            &format!("--secure-port={API_PORT}"),
-            "--insecure-port=0",
-            "--profiling=false",
-            "--allow-privileged=true",
-            &format!("--tls-cert-file={}", pki("apiserver.crt")),
-            &format!("--tls-private-key-file={}", pki("apiserver.key")),
-            &format!("--client-ca-file={}", pki("ca.crt")),
-            &format!("--token-auth-file={}", pki("tokens.csv")),
-            &format!("--kubelet-client-certificate={}", pki("kubelet-client.crt")),
-            &format!("--kubelet-client-key={}", pki("kubelet-client.key")),
-            "--kubelet-preferred-address-types=InternalIP",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            &format!("--service-account-key-file={}", pki("sa.pub")),
-            &format!("--service-account-signing-key-file={}", pki("sa.key")),
-            &format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-            &format!("--cert-dir={DIR}/pki/serving"),
-        ],
-        None,
-    )?;
+    );
+    start("kube-apiserver", &api.iter().map(String::as_str).collect::<Vec<_>>(), None)?;
     Ok(())
 }
 
