@@ -240,26 +240,53 @@ async fn wait_ready(client: &Client, limit: Duration) -> Result<(), Failure> {
     }
 }
 
+/// The hub pod to forward to: running, ready, and not on its way out.
+async fn hub_pod(pods: &Api<k8s_openapi::api::core::v1::Pod>) -> Result<String, Failure> {
+    let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=kshark-hub")).await.map_err(|e| Failure::Runtime(format!("the hub's pod: {e}")))?;
+    let ready = |p: &k8s_openapi::api::core::v1::Pod| {
+        p.metadata.deletion_timestamp.is_none() && p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    list.items.into_iter().find(ready).and_then(|p| p.metadata.name).ok_or_else(|| Failure::Runtime("no ready hub pod to forward to".into()))
+}
+
 /// Forwards 127.0.0.1:`port` to the hub pod's 8899 (one API port-forward per connection).
+/// When the hub pod is replaced (deleted, rescheduled, rolled out) the next connections go
+/// to the new one, so that clients that reconnect find it.
 async fn port_forward(client: &Client, port: u16) -> Result<std::net::SocketAddr, Failure> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=kshark-hub")).await.map_err(|e| Failure::Runtime(format!("the hub's pod: {e}")))?;
-    let pod = list.items.into_iter().find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).and_then(|p| p.metadata.name).ok_or_else(|| Failure::Runtime("no running hub pod to forward to".into()))?;
+    let pod = hub_pod(&pods).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| Failure::Runtime(format!("cannot listen on 127.0.0.1:{port} for the port-forward: {e} (use --port N)")))?;
     let addr = listener.local_addr().map_err(|e| Failure::Runtime(e.to_string()))?;
     eprintln!("kshark: hub pod {NAMESPACE}/{pod} forwarded to http://{addr}");
+    let current = std::sync::Arc::new(tokio::sync::Mutex::new(pod));
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
-            let pods = pods.clone();
-            let pod = pod.clone();
+            let (pods, current) = (pods.clone(), current.clone());
             tokio::spawn(async move {
-                match pods.portforward(&pod, &[8899]).await {
+                let pod = current.lock().await.clone();
+                let pf = match pods.portforward(&pod, &[8899]).await {
+                    Ok(pf) => Ok(pf),
+                    Err(first) => {
+                        // the pod went away: forward to the one that replaced it, if ready
+                        let mut cur = current.lock().await;
+                        match hub_pod(&pods).await {
+                            Ok(new) if new != *cur => {
+                                eprintln!("kshark: hub pod {NAMESPACE}/{pod} is gone; forwarding to {NAMESPACE}/{new}");
+                                *cur = new.clone();
+                                drop(cur);
+                                pods.portforward(&new, &[8899]).await.map_err(|e| format!("{new}: {e}"))
+                            }
+                            _ => Err(format!("{pod}: {first}")),
+                        }
+                    }
+                };
+                match pf {
                     Ok(mut pf) => {
                         if let Some(mut upstream) = pf.take_stream(8899) {
                             let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
                         }
                     }
-                    Err(e) => eprintln!("kshark: port-forward to {pod}: {e}"),
+                    Err(e) => eprintln!("kshark: port-forward to {e}"),
                 }
             });
         }

@@ -425,6 +425,9 @@ fn observe_at(addr: HubAddr, a: &ObserveArgs, filter: &str) -> Result<(), Failur
         use futures_util::StreamExt;
         use tokio_tungstenite::tungstenite::Message;
         let mut sock = addr.websocket(&path).await.map_err(|e| Failure::Runtime(e.to_string()))?;
+        // following, a hub that goes away (restarted, its pod replaced) is waited for, and
+        // the stream resumes from a minute before the last entry shown, without repeats
+        let mut resume = Resume::default();
         use kshark_dissect::export::{har::HarWriter, table};
         let stdout = io::BufWriter::new(io::stdout().lock());
         // HAR is one document, written as entries come; the others are lines
@@ -444,6 +447,9 @@ fn observe_at(addr: HubAddr, a: &ObserveArgs, filter: &str) -> Result<(), Failur
             };
             match msg {
                 Some(Ok(Message::Text(t))) => {
+                    if a.follow && !resume.fresh(&t) {
+                        continue;
+                    }
                     match (lines.as_mut(), har.as_mut()) {
                         (Some(out), _) if format == ObserveFormat::Ndjson => writeln!(out, "{}", t.as_str()),
                         (Some(out), _) => writeln!(out, "{}", table::row_json(&serde_json::from_str(&t).unwrap_or_default())),
@@ -456,12 +462,21 @@ fn observe_at(addr: HubAddr, a: &ObserveArgs, filter: &str) -> Result<(), Failur
                     }
                 }
                 Some(Ok(Message::Close(frame))) => {
+                    let code = frame.as_ref().map(|f| u16::from(f.code));
+                    // 1001: the hub is going away (stopping); followed, it is waited for
+                    if a.follow && code == Some(1001) {
+                        sock = reconnect(&addr, &path, &resume, &mut stop).await?;
+                        continue;
+                    }
                     if let Some(f) = frame.filter(|f| u16::from(f.code) != 1000) {
                         return Err(Failure::Runtime(format!("the hub ended the stream: {}", f.reason)));
                     }
                     break;
                 }
                 Some(Ok(_)) => {}
+                Some(Err(_)) | None if a.follow => {
+                    sock = reconnect(&addr, &path, &resume, &mut stop).await?;
+                }
                 Some(Err(e)) => return Err(Failure::Runtime(format!("{}: {e}", a.hub))),
                 None => break,
             }
@@ -472,6 +487,69 @@ fn observe_at(addr: HubAddr, a: &ObserveArgs, filter: &str) -> Result<(), Failur
             (None, None) => Ok(()),
         }
     })
+}
+
+/// What a followed stream has shown, to resume it after the hub went away: the newest
+/// entry's time, and the ids shown since a while before it.
+#[derive(Default)]
+struct Resume {
+    newest: i64,
+    shown: std::collections::HashMap<String, i64>,
+}
+
+/// How far before the newest entry shown a resumed stream starts (entries a worker resends
+/// after a hub restart are older than the restart).
+const RESUME_BACK: i64 = 120_000_000_000;
+
+impl Resume {
+    /// Whether an entry is new (and notes it as shown).
+    fn fresh(&mut self, text: &str) -> bool {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return true;
+        };
+        let (Some(id), Some(t)) = (v["id"].as_str(), v["timestamp"].as_str()) else {
+            return true;
+        };
+        let ts = kshark_hub::filter::parse_timestamp(t).and_then(|t| i64::try_from(t).ok()).unwrap_or(0);
+        if self.shown.contains_key(id) {
+            return false;
+        }
+        self.newest = self.newest.max(ts);
+        self.shown.insert(id.to_string(), ts);
+        if self.shown.len() > 1 << 18 {
+            let keep = self.newest - RESUME_BACK;
+            self.shown.retain(|_, t| *t >= keep);
+        }
+        true
+    }
+
+    /// The stream's path from where to resume.
+    fn path(&self, path: &str) -> String {
+        if self.newest == 0 {
+            return path.to_string();
+        }
+        let from = kshark_dissect::Timestamp((self.newest - RESUME_BACK).max(0) as u64);
+        // everything stored since then (what is shown already is left out)
+        let base: String = path.split('&').filter(|p| !p.starts_with("last=") && !p.starts_with("since=")).collect::<Vec<_>>().join("&");
+        format!("{base}&last=100000000&since={}", encode(&from.to_string()))
+    }
+}
+
+/// Waits for the hub to come back (or for Ctrl-C) and opens the stream again from where it
+/// was.
+async fn reconnect(addr: &HubAddr, path: &str, resume: &Resume, stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>) -> Result<kshark_hub::client::Socket, Failure> {
+    eprintln!("kshark: the hub's stream ended; reconnecting");
+    let path = resume.path(path);
+    loop {
+        tokio::select! {
+            _ = stop.as_mut() => return Err(Failure::Runtime("stopped while the hub was away".into())),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        if let Ok(s) = addr.websocket(&path).await {
+            eprintln!("kshark: reconnected to the hub");
+            return Ok(s);
+        }
+    }
 }
 
 fn write_err(e: io::Error) -> Failure {

@@ -459,7 +459,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     // the shards name entries from the same cache the watch (or a reload) updates
     let finish = {
         let (id, filter) = (t.id.clone(), filter.clone());
-        move |_shard: usize| Finish { id: id.clone(), ct: kshark_capture::conntrack::Conntrack::node(), filter: filter.clone(), table_rows, redact: redact.clone() }
+        let captured = Arc::new(Selection { namespaces: t.namespaces.clone(), all: t.all, pattern: t.pattern.clone() });
+        move |_shard: usize| Finish { id: id.clone(), ct: kshark_capture::conntrack::Conntrack::node(), filter: filter.clone(), table_rows, redact: redact.clone(), captured: captured.clone() }
     };
     let uncaptured = t.uncaptured.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
@@ -675,6 +676,22 @@ struct Finish {
     redact: Arc<kshark_dissect::redact::Redactor>,
     filter: Option<Arc<kshark_hub::Filter>>,
     table_rows: bool,
+    /// The pods the tap's workers capture (the same on every node).
+    captured: Arc<Selection>,
+}
+
+/// Which pods a tap captures: its namespaces (or all) and its name pattern.
+struct Selection {
+    namespaces: Vec<String>,
+    all: bool,
+    pattern: Option<regex::Regex>,
+}
+
+impl Selection {
+    fn wants(&self, ep: &kshark_dissect::entry::Endpoint) -> bool {
+        let name = ep.pod.as_ref().and_then(|p| p.get("name")).and_then(serde_json::Value::as_str).unwrap_or("");
+        (self.all || ep.namespace.as_ref().is_some_and(|n| self.namespaces.contains(n))) && self.pattern.as_ref().is_none_or(|r| r.is_match(name))
+    }
 }
 
 impl worker::Post for Finish {
@@ -700,6 +717,9 @@ impl worker::Post for Finish {
                 NAT_COPIES.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            // a call between pods on two nodes: the other node's worker sees it too, and
+            // the hub joins the two
+            e.join = kshark_capture::join::mark(&e, |ep| self.captured.wants(ep)).map(Box::new);
             self.redact.apply(&mut e);
             if !crate::read::keep(self.filter.as_deref(), &e) {
                 continue;

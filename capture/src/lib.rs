@@ -4,14 +4,16 @@
 //! [`replay::ReplaySource`] to play one as if live), libpcap on live interfaces
 //! ([`live_pcap::PcapSource`]) and eBPF ([`ebpf::EbpfSource`]). [`worker::run`] spreads
 //! their packets over dissector shards; [`inventory::Inventory`] names the endpoints;
-//! [`netns`] finds the host-side interfaces of pods.
+//! [`netns`] finds the host-side interfaces of pods; [`join`] marks the exchanges that a
+//! second node's worker also sees, for the hub to join.
 
-pub mod ebpf;
 pub mod conntrack;
+pub mod ebpf;
 pub mod error;
 pub mod file;
 pub mod identity;
 pub mod inventory;
+pub mod join;
 pub mod kube_watch;
 pub mod live_pcap;
 pub mod netns;

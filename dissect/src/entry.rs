@@ -426,6 +426,23 @@ pub struct Entry {
     pub capture_source: CaptureSource,
     pub conn_id: String,
     pub anomalies: Vec<Anomaly>,
+    /// Set by a worker when the pod at the other end lives on another node, whose worker
+    /// sees the same exchange: the hub joins the two observations into one entry and
+    /// removes this field (see kshark-hub's `join`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<Box<Join>>,
+}
+
+/// Which of two observations of one exchange an entry is, and how the hub finds the other.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Join {
+    /// `"client"`: taken at the client's pod; `"server"`: at the answering pod's.
+    pub side: &'static str,
+    /// The node whose worker should have the other observation.
+    pub peer: String,
+    /// The same on both sides: transport, the client's address, the answering pod's
+    /// address (after any NAT), and the HTTP/2 stream or DNS id when there is one.
+    pub key: String,
 }
 
 impl Entry {

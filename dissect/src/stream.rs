@@ -122,6 +122,7 @@ impl Cx<'_> {
                 id
             },
             anomalies: Vec::new(),
+            join: None,
         }
     }
 

@@ -5,6 +5,7 @@
 //! up ingest or the others.
 
 use crate::filter::Filter;
+use crate::join::{Joiner, Offer, Peer};
 use crate::metrics::Metrics;
 use crate::record::Block;
 use crate::store::{now_ns, Batch, Committed, Query, Reader, Retention, Store};
@@ -72,6 +73,14 @@ pub struct Counters {
     pub refused_batch_numbers: AtomicU64,
     /// Live streams refused: as many were open as the hub serves.
     pub streams_refused: AtomicU64,
+    /// Exchanges seen by two nodes' workers, stored as one entry (see [`crate::join`]).
+    pub joined: AtomicU64,
+    /// Such observations stored alone: their other side did not come in time.
+    pub join_alone: AtomicU64,
+    /// Of those, the ones stored at once because the join held as many as it may.
+    pub join_overflow: AtomicU64,
+    /// Observations waiting for their other side now.
+    pub join_held: AtomicU64,
 }
 
 struct Subscriber {
@@ -118,7 +127,26 @@ pub struct WorkerInfo {
     pub connected: bool,
     pub last_seen: i64,
     pub stats: Value,
+    /// When it last connected (a reconnected worker resends what it holds).
+    pub since: Instant,
 }
+
+/// A node's time without a worker (its traffic was not captured then).
+#[derive(Clone, Debug, Default)]
+struct NodeGaps {
+    since: Option<Instant>,
+    gaps: u64,
+    total: Duration,
+}
+
+/// The node a worker captures on: its id is `NODE/RUN` (see `kshark worker`).
+pub fn node_of_worker(id: &str) -> &str {
+    id.rsplit_once('/').map_or(id, |(n, _)| n)
+}
+
+/// The worker id under which the hub stores the entries it joined (or stored alone after
+/// their wait), numbered like a worker's batches.
+pub const JOIN_WORKER: &str = "hub/join";
 
 struct Job {
     worker: Arc<str>,
@@ -146,6 +174,8 @@ pub struct Inner {
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Worker ids with a connection now.
     connected: Mutex<std::collections::HashSet<String>>,
+    /// Per node, the times it had no worker connected after it had one.
+    node_gaps: Mutex<HashMap<String, NodeGaps>>,
     stopping: std::sync::atomic::AtomicBool,
 }
 
@@ -221,11 +251,15 @@ impl Hub {
             writer: Mutex::new(None),
             checkpointer: Mutex::new(None),
             connected: Mutex::new(Default::default()),
+            node_gaps: Mutex::new(HashMap::new()),
             stopping: Default::default(),
         });
         let hub = Hub { inner: inner.clone() };
         let h = hub.clone();
-        let t = std::thread::Builder::new().name("hub-writer".into()).spawn(move || h.writer(store, rx)).map_err(|e| Error::Store(e.to_string()))?;
+        // what waited for its other side before a restart waits again, from now
+        let mut joiner = Joiner::default();
+        hub.restore_held(&store, &mut joiner);
+        let t = std::thread::Builder::new().name("hub-writer".into()).spawn(move || h.writer(store, joiner, rx)).map_err(|e| Error::Store(e.to_string()))?;
         *inner.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         let h = hub.clone();
         let reader = hub.reader()?;
@@ -340,7 +374,27 @@ impl Hub {
     /// A worker's latest report (its counters), or that it went away.
     pub fn worker_report(&self, worker: &str, connected: bool, stats: Option<Value>) {
         let mut w = self.inner.workers.lock().unwrap_or_else(|p| p.into_inner());
-        let e = w.entry(worker.to_string()).or_insert(WorkerInfo { connected, last_seen: 0, stats: Value::Null });
+        let was = w.get(worker).is_some_and(|i| i.connected);
+        if was != connected && worker != "tap" {
+            // a node whose last worker left is not captured until one comes back: counted
+            let node = node_of_worker(worker);
+            let others = w.iter().any(|(id, i)| id != worker && i.connected && node_of_worker(id) == node);
+            let mut gaps = self.inner.node_gaps.lock().unwrap_or_else(|p| p.into_inner());
+            let g = gaps.entry(node.to_string()).or_default();
+            match (connected, g.since.take()) {
+                (true, Some(since)) => g.total += since.elapsed(),
+                (false, _) if !others => {
+                    g.since = Some(Instant::now());
+                    g.gaps += 1;
+                    eprintln!("kshark hub: node {node} has no worker now (its worker {worker} left): its traffic is not captured until one comes back");
+                }
+                (_, since) => g.since = since,
+            }
+        }
+        let e = w.entry(worker.to_string()).or_insert(WorkerInfo { connected: false, last_seen: 0, stats: Value::Null, since: Instant::now() });
+        if connected && !e.connected {
+            e.since = Instant::now();
+        }
         e.connected = connected;
         e.last_seen = now_ns();
         if let Some(s) = stats {
@@ -360,6 +414,20 @@ impl Hub {
     }
 
     /// `/api/stats`: the hub's counters, each worker's, and drops summed over workers.
+    /// Where the worker of `node` is, for the join's wait.
+    fn peer(workers: &HashMap<String, WorkerInfo>, node: &str) -> Peer {
+        let mut seen = Peer::Unknown;
+        for (id, w) in workers {
+            if node_of_worker(id) == node {
+                if w.connected {
+                    return Peer::Connected(w.since);
+                }
+                seen = Peer::Away;
+            }
+        }
+        seen
+    }
+
     pub fn stats(&self) -> Value {
         let c = &self.inner.counters;
         let workers = self.inner.workers.lock().map(|w| w.clone()).unwrap_or_default();
@@ -375,6 +443,18 @@ impl Hub {
             }
         }
         drops.insert("subscribers_cut".into(), c.subscribers_cut.load(Relaxed));
+        // what is not captured, and why: pods whose interface a connected worker could not
+        // find, and nodes without a worker
+        let mut not_pods: Vec<Value> = Vec::new();
+        for (id, w) in workers.iter().filter(|(_, w)| w.connected) {
+            for p in w.stats.get("uncaptured_pods").and_then(Value::as_array).into_iter().flatten() {
+                let mut p = p.clone();
+                p["node"] = json!(node_of_worker(id));
+                not_pods.push(p);
+            }
+        }
+        let gaps = self.inner.node_gaps.lock().map(|g| g.clone()).unwrap_or_default();
+        let not_nodes: Vec<&String> = gaps.iter().filter(|(_, g)| g.since.is_some()).map(|(n, _)| n).collect();
         drops.insert("malformed_batches".into(), c.malformed_batches.load(Relaxed));
         json!({
             "packets": packets,
@@ -404,15 +484,24 @@ impl Hub {
                 "decode_waits": c.decode_waits.load(Relaxed),
                 "refused_batch_numbers": c.refused_batch_numbers.load(Relaxed),
                 "streams_refused": c.streams_refused.load(Relaxed),
+                "joined": c.joined.load(Relaxed),
+                "join_alone": c.join_alone.load(Relaxed),
+                "join_overflow": c.join_overflow.load(Relaxed),
+                "join_held": c.join_held.load(Relaxed),
             },
+            "not_captured": {"pods": not_pods, "nodes": not_nodes},
+            "nodes": gaps.iter().map(|(n, g)| {
+                let down = g.total + g.since.map_or(Duration::ZERO, |s| s.elapsed());
+                (n.clone(), json!({"captured": g.since.is_none(), "gaps": g.gaps, "uncaptured_seconds": (down.as_secs_f64() * 10.0).round() / 10.0}))
+            }).collect::<serde_json::Map<_, _>>(),
             "workers": workers.iter().map(|(k, w)| (k.clone(), json!({"connected": w.connected, "last_seen": w.last_seen, "stats": w.stats}))).collect::<serde_json::Map<_, _>>(),
         })
     }
 
-    fn writer(&self, mut store: Store, rx: Receiver<Job>) {
+    fn writer(&self, mut store: Store, mut joiner: Joiner, rx: Receiver<Job>) {
         let mut last_retention = Instant::now();
         loop {
-            let first = match rx.recv_timeout(Duration::from_millis(500)) {
+            let first = match rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(j) => Some(j),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -430,7 +519,10 @@ impl Hub {
                         Err(_) => break,
                     }
                 }
-                self.commit(&mut store, jobs);
+                self.commit(&mut store, &mut joiner, jobs);
+            } else if joiner.held() > 0 {
+                // observations whose wait is over are stored even when nothing comes
+                self.commit(&mut store, &mut joiner, Vec::new());
             }
             if last_retention.elapsed() >= Duration::from_secs(1) {
                 last_retention = Instant::now();
@@ -451,9 +543,120 @@ impl Hub {
         }
     }
 
-    fn commit(&self, store: &mut Store, jobs: Vec<Job>) {
-        let batches: Vec<Batch<'_>> = jobs.iter().map(|j| Batch { worker: &j.worker, block: &j.block }).collect();
-        let result = store.commit(&batches);
+    /// Takes back what the store holds for the join (at start, and after a failed commit,
+    /// whose changes to the joiner were not stored).
+    fn restore_held(&self, store: &Store, joiner: &mut Joiner) {
+        joiner.clear();
+        match store.pending() {
+            Ok(rows) => {
+                for (id, text) in rows {
+                    match serde_json::from_str::<Value>(&text) {
+                        Ok(v) => joiner.restore(id, v),
+                        Err(e) => eprintln!("kshark hub: held entry {id} is not JSON ({e}): left in the store"),
+                    }
+                }
+            }
+            Err(e) => {
+                self.inner.counters.store_errors.fetch_add(1, Relaxed);
+                eprintln!("kshark hub: reading the entries held for joining: {e}");
+            }
+        }
+        self.inner.counters.join_held.store(joiner.held() as u64, Relaxed);
+    }
+
+    /// The join stage (see [`crate::join`]): marked entries are taken out of the batches
+    /// they came in, to be held or joined; what was joined, or waited long enough, goes
+    /// into one more batch of the hub's own.
+    fn join(&self, store: &Store, joiner: &mut Joiner, jobs: &mut [Job]) -> (Option<Block>, Vec<(u64, String)>, Vec<u64>) {
+        const MARK: &[u8] = b"\"join\":{";
+        let now = Instant::now();
+        let marked = jobs.iter().any(|j| memchr::memmem::find(&j.block.text, MARK).is_some());
+        if !marked && joiner.held() == 0 {
+            return (None, Vec::new(), Vec::new());
+        }
+        let workers = self.inner.workers.lock().map(|w| w.clone()).unwrap_or_default();
+        let peer = |n: &str| Hub::peer(&workers, n);
+        let (mut hold, mut release, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last: HashMap<Arc<str>, u64> = HashMap::new();
+        for j in jobs.iter_mut() {
+            if memchr::memmem::find(&j.block.text, MARK).is_none() {
+                continue;
+            }
+            // a batch the store has already (a resend) or will refuse goes on as it is
+            let prev = last.get(&j.worker).copied().or_else(|| store.last_batch(&j.worker));
+            if prev.is_some_and(|l| j.block.batch <= l) || j.block.batch > prev.unwrap_or(0).saturating_add(crate::store::MAX_BATCH_GAP) {
+                continue;
+            }
+            last.insert(j.worker.clone(), j.block.batch);
+            let mut kept: Vec<&str> = Vec::with_capacity(j.block.len());
+            for i in 0..j.block.len() {
+                let line = j.block.full_bytes(i);
+                let text = std::str::from_utf8(line).unwrap_or_default();
+                let v = memchr::memmem::find(line, MARK).and_then(|_| serde_json::from_slice::<Value>(line).ok()).filter(Joiner::is_marked);
+                let Some(v) = v else {
+                    kept.push(text);
+                    continue;
+                };
+                match joiner.offer(v, now, peer) {
+                    Offer::Held { id } => hold.push((id, text.to_string())),
+                    Offer::Joined { entry, released } => {
+                        release.push(released);
+                        out.push(entry);
+                    }
+                    Offer::Alone(entry) => out.push(entry),
+                }
+            }
+            if kept.len() != j.block.len() {
+                match crate::record::decode_batch(crate::record::encode_batch(j.block.batch, &kept).into()) {
+                    Ok(b) => j.block = b,
+                    Err(e) => eprintln!("kshark hub: re-packing batch {} of {}: {e}", j.block.batch, j.worker),
+                }
+            }
+        }
+        for (id, entry) in joiner.due(now, peer) {
+            release.push(id);
+            out.push(entry);
+        }
+        let c = &self.inner.counters;
+        c.joined.store(joiner.counts.joined, Relaxed);
+        c.join_alone.store(joiner.counts.alone, Relaxed);
+        c.join_overflow.store(joiner.counts.overflow, Relaxed);
+        c.join_held.store(joiner.held() as u64, Relaxed);
+        if out.is_empty() {
+            return (None, hold, release);
+        }
+        // ids are unique per worker; two nodes' may meet here
+        let mut ids = std::collections::HashSet::new();
+        let lines: Vec<String> = out
+            .into_iter()
+            .map(|mut e| {
+                let id = e.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                if !ids.insert(id.clone()) {
+                    let again = format!("{id}-{}", ids.len());
+                    ids.insert(again.clone());
+                    e["id"] = json!(again);
+                }
+                e.to_string()
+            })
+            .collect();
+        let n = store.last_batch(JOIN_WORKER).unwrap_or(0) + 1;
+        match crate::record::decode_batch(crate::record::encode_batch(n, &lines).into()) {
+            Ok(b) => (Some(b), hold, release),
+            Err(e) => {
+                // cannot be (the entries were each a valid one): said, and kept held
+                eprintln!("kshark hub: the joined entries' batch: {e}");
+                (None, hold, Vec::new())
+            }
+        }
+    }
+
+    fn commit(&self, store: &mut Store, joiner: &mut Joiner, mut jobs: Vec<Job>) {
+        let (joined, hold, release) = self.join(store, joiner, &mut jobs);
+        let mut batches: Vec<Batch<'_>> = jobs.iter().map(|j| Batch { worker: &j.worker, block: &j.block }).collect();
+        if let Some(b) = &joined {
+            batches.push(Batch { worker: JOIN_WORKER, block: b });
+        }
+        let result = store.commit_holding(&batches, &hold, &release);
         drop(batches);
         let c = &self.inner.counters;
         match result {
@@ -463,10 +666,19 @@ impl Hub {
                 for j in jobs {
                     let _ = j.reply.send(Err(Error::Store(e.to_string())));
                 }
+                self.restore_held(store, joiner);
             }
-            Ok(outcomes) => {
+            Ok(mut outcomes) => {
                 let mut stored: Vec<(i64, Arc<Block>)> = Vec::new();
                 let now = now_ns();
+                let keep = |block: Block, first: i64, stored: &mut Vec<(i64, Arc<Block>)>| {
+                    c.entries.fetch_add(block.len() as u64, Relaxed);
+                    if let Ok(mut m) = self.inner.metrics.lock() {
+                        m.add(&block.tally, now);
+                    }
+                    stored.push((first, Arc::new(block)));
+                };
+                let joined_outcome = joined.is_some().then(|| outcomes.pop()).flatten();
                 for (j, o) in jobs.into_iter().zip(outcomes) {
                     c.batches.fetch_add(1, Relaxed);
                     match o {
@@ -476,15 +688,12 @@ impl Hub {
                         Committed::TooFar { .. } => {
                             c.refused_batch_numbers.fetch_add(1, Relaxed);
                         }
-                        Committed::Stored(first) => {
-                            c.entries.fetch_add(j.block.len() as u64, Relaxed);
-                            if let Ok(mut m) = self.inner.metrics.lock() {
-                                m.add(&j.block.tally, now);
-                            }
-                            stored.push((first, Arc::new(j.block)));
-                        }
+                        Committed::Stored(first) => keep(j.block, first, &mut stored),
                     }
                     let _ = j.reply.send(Ok(o));
+                }
+                if let (Some(b), Some(Committed::Stored(first))) = (joined, joined_outcome) {
+                    keep(b, first, &mut stored);
                 }
                 self.publish(&stored);
             }
@@ -559,6 +768,107 @@ mod tests {
             .map(|i| format!(r#"{{"id":"{i}","timestamp":"2026-01-01T00:00:00Z","protocol":"dns","transport":"udp","src":{{"ip":"10.0.0.1","port":1}},"dst":{{"ip":"10.0.0.2","port":53}},"request":null,"response":null}}"#))
             .collect();
         crate::record::decode_batch(crate::record::encode_batch(batch, &lines).into()).unwrap()
+    }
+
+    fn observation(side: &str, node: &str, peer: &str, id: &str, ts: &str) -> String {
+        json!({
+            "id": id, "timestamp": ts, "protocol": "http", "transport": "tcp", "node": node,
+            "src": {"ip": "10.244.11.6", "port": 41000, "pod": {"name": "front-end", "node": "n1"}},
+            "dst": {"ip": "10.96.0.20", "port": 80, "pod": {"name": "catalogue-1", "node": "n2"}},
+            "request": {"method": "GET", "path": "/x"}, "response": {"status_code": 200},
+            "elapsed_time": if side == "client" { 900 } else { 600 }, "anomalies": [],
+            "join": {"side": side, "peer": peer, "key": "tcp 10.244.11.6:41000 10.244.12.5:80"},
+        })
+        .to_string()
+    }
+
+    fn plain(id: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","timestamp":"2026-01-01T00:00:00Z","protocol":"dns","transport":"udp","src":{{"ip":"10.0.0.1","port":1}},"dst":{{"ip":"10.0.0.2","port":53}},"request":null,"response":null}}"#
+        )
+    }
+
+    fn batch_of(n: u64, lines: &[String]) -> Block {
+        crate::record::decode_batch(crate::record::encode_batch(n, lines).into()).unwrap()
+    }
+
+    async fn all(hub: &Hub) -> Vec<Value> {
+        let f = Filter::compile("").unwrap();
+        hub.query(&Query { filter: &f, since: None, limit: 1000, now: 0, stop: None }).unwrap().into_iter().map(|(_, j)| serde_json::from_str(&j).unwrap()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_nodes_observations_of_one_call_are_stored_and_streamed_as_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::start(&HubConfig::new(dir.path())).unwrap();
+        let mut live = hub.subscribe(Arc::new(Filter::compile("").unwrap()));
+        hub.worker_report("n1/1", true, None);
+        hub.worker_report("n2/1", true, None);
+        // the client's side comes with an unmarked entry; it alone is stored at once
+        let c = observation("client", "n1", "n2", "c1", "2026-01-01T00:00:00.000000000Z");
+        hub.ingest(Arc::from("n1/1"), batch_of(1, &[c, plain("p1")])).await.unwrap();
+        assert_eq!(all(&hub).await.len(), 1);
+        assert_eq!(hub.stats()["hub"]["join_held"], 1);
+        let s = observation("server", "n2", "n1", "s1", "2026-01-01T00:00:00.000100000Z");
+        hub.ingest(Arc::from("n2/1"), batch_of(1, &[s])).await.unwrap();
+        let stored = all(&hub).await;
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        let e = stored.iter().find(|e| e["protocol"] == "http").unwrap();
+        assert_eq!((e["id"].as_str(), &e["nodes"], e["observed"].as_str()), (Some("c1"), &json!(["n1", "n2"]), Some("both")));
+        assert_eq!((e["server_elapsed_time"].as_i64(), e["network_time"].as_i64()), (Some(600), Some(300)));
+        assert!(e.get("join").is_none());
+        let mut streamed = vec![live.rx.recv().await.unwrap(), live.rx.recv().await.unwrap()];
+        streamed.sort_by_key(|l| l.seq);
+        let last: Value = serde_json::from_slice(&streamed[1].full()).unwrap();
+        assert_eq!(last["observed"], "both");
+        let st = hub.stats();
+        assert_eq!((st["hub"]["joined"].as_u64(), st["hub"]["join_held"].as_u64(), st["entries"].as_u64()), (Some(1), Some(0), Some(2)));
+        // a node whose worker leaves is not captured until another comes: said, and timed
+        assert_eq!(st["nodes"]["n2"]["captured"], true);
+        hub.worker_report("n2/1", false, None);
+        assert_eq!((&hub.stats()["nodes"]["n2"]["captured"], &hub.stats()["nodes"]["n2"]["gaps"]), (&json!(false), &json!(1)));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        hub.worker_report("n2/2", true, None);
+        let n2 = &hub.stats()["nodes"]["n2"];
+        assert_eq!((&n2["captured"], &n2["gaps"]), (&json!(true), &json!(1)));
+        assert!(n2["uncaptured_seconds"].as_f64().unwrap() >= 0.1, "{n2}");
+        hub.shutdown();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_side_survives_a_hub_restart_and_a_lonely_one_is_stored_after_its_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::start(&HubConfig::new(dir.path())).unwrap();
+        hub.worker_report("n1/1", true, None);
+        hub.worker_report("n2/1", true, None);
+        let c = observation("client", "n1", "n2", "c1", "2026-01-01T00:00:00Z");
+        assert!(matches!(hub.ingest(Arc::from("n1/1"), batch_of(1, &[c.clone()])).await.unwrap(), Committed::Stored(_)));
+        hub.shutdown();
+        // acknowledged, so held in the store: the restarted hub joins it
+        let hub = Hub::start(&HubConfig::new(dir.path())).unwrap();
+        assert_eq!(hub.stats()["hub"]["join_held"], 1);
+        // the worker's resend of that batch is a duplicate, not a second observation
+        assert!(matches!(hub.ingest(Arc::from("n1/1"), batch_of(1, &[c])).await.unwrap(), Committed::Duplicate));
+        hub.worker_report("n1/1", true, None);
+        hub.worker_report("n2/2", true, None);
+        hub.ingest(Arc::from("n2/2"), batch_of(1, &[observation("server", "n2", "n1", "s1", "2026-01-01T00:00:00.0002Z")])).await.unwrap();
+        let stored = all(&hub).await;
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0]["observed"], "both");
+        // a side whose other never comes is stored alone once its wait is over
+        hub.ingest(Arc::from("n2/2"), batch_of(2, &[observation("server", "n2", "n1", "s2", "2026-01-01T00:00:09Z")])).await.unwrap();
+        assert_eq!(all(&hub).await.len(), 1);
+        let t = Instant::now();
+        while all(&hub).await.len() < 2 && t.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let stored = all(&hub).await;
+        assert_eq!(stored.len(), 2);
+        assert_eq!((stored[1]["observed"].as_str(), &stored[1]["nodes"]), (Some("server"), &json!(["n2"])));
+        assert!(t.elapsed() >= crate::join::WAIT / 2, "it waited for its other side");
+        assert_eq!(hub.stats()["hub"]["join_alone"], 1);
+        hub.shutdown();
+        assert_eq!(Store::open(dir.path(), Retention::default()).unwrap().pending().unwrap().len(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

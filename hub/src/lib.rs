@@ -23,6 +23,7 @@ pub mod client;
 pub mod filter;
 pub mod guard;
 pub mod hub;
+pub mod join;
 pub mod metrics;
 pub mod record;
 pub mod serve;

@@ -132,6 +132,7 @@ CREATE INDEX IF NOT EXISTS blocks_at ON blocks(at);
 CREATE TABLE IF NOT EXISTS fulls(first INTEGER PRIMARY KEY, full BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS workers(worker TEXT PRIMARY KEY, batch INTEGER NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending(id INTEGER PRIMARY KEY, entry TEXT NOT NULL);
 ";
 
 fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
@@ -210,6 +211,15 @@ impl Store {
     /// Commits batches in one transaction; a batch already stored is skipped. Returns what
     /// happened to each.
     pub fn commit(&mut self, batches: &[Batch<'_>]) -> Result<Vec<Committed>, Error> {
+        self.commit_holding(batches, &[], &[])
+    }
+
+    /// [`Store::commit`], and in the same transaction: entries taken out of the batches to
+    /// wait for their other side (`hold`: kept in the `pending` table under their id),
+    /// and held ones that were joined or waited long enough (`release`: removed, as what
+    /// became of them is in `batches`). A batch is thus acknowledged only once all of it
+    /// is stored, one way or the other.
+    pub fn commit_holding(&mut self, batches: &[Batch<'_>], hold: &[(u64, String)], release: &[u64]) -> Result<Vec<Committed>, Error> {
         let path = self.path.clone();
         let err = db_err(&path);
         let at = now_ns();
@@ -244,6 +254,16 @@ impl Store {
                 seq += blk.len() as i64;
             }
         }
+        if !hold.is_empty() || !release.is_empty() {
+            let mut put = tx.prepare_cached("INSERT OR REPLACE INTO pending(id, entry) VALUES (?1, ?2)").map_err(&err)?;
+            for (id, entry) in hold {
+                put.execute(params![*id as i64, entry]).map_err(&err)?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM pending WHERE id = ?1").map_err(&err)?;
+            for id in release {
+                del.execute([*id as i64]).map_err(&err)?;
+            }
+        }
         if seq != self.next_seq {
             tx.execute("INSERT INTO meta(key, value) VALUES ('next_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value", [seq]).map_err(&err)?;
         }
@@ -253,6 +273,14 @@ impl Store {
             self.workers.insert(w.to_string(), n);
         }
         Ok(out)
+    }
+
+    /// The entries held for their other side (see [`Store::commit_holding`]), by id.
+    pub fn pending(&self) -> Result<Vec<(u64, String)>, Error> {
+        let err = db_err(&self.path);
+        let mut st = self.conn.prepare("SELECT id, entry FROM pending ORDER BY id").map_err(&err)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).map_err(&err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
 
     /// The last batch stored from `worker`.

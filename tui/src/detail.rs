@@ -125,9 +125,30 @@ pub fn response(e: &Value) -> Lines {
 /// Timing, both ends, the connection and anomalies.
 pub fn info(e: &Value) -> Lines {
     let mut out = Lines::new();
-    for k in ["id", "timestamp", "protocol", "http_version", "transport", "elapsed_time", "request_size", "response_size", "node", "capture_source", "conn_id"] {
+    for k in [
+        "id",
+        "timestamp",
+        "protocol",
+        "http_version",
+        "transport",
+        "elapsed_time",
+        "server_elapsed_time",
+        "network_time",
+        "request_size",
+        "response_size",
+        "node",
+        "nodes",
+        "observed",
+        "capture_source",
+        "conn_id",
+    ] {
         if let Some(v) = e.get(k) {
-            kv(&mut out, if k == "elapsed_time" { "elapsed_time µs" } else { k }, v);
+            match k {
+                // the client waited, the server took: both sides' observations joined
+                "elapsed_time" | "server_elapsed_time" | "network_time" => kv(&mut out, &format!("{k} µs"), v),
+                "nodes" => out.push(("nodes".into(), v.as_array().map(|a| a.iter().map(t).collect::<Vec<_>>().join(", ")).unwrap_or_default())),
+                _ => kv(&mut out, k, v),
+            }
         }
     }
     let anomalies = e.get("anomalies").and_then(Value::as_array).map(|a| a.iter().map(t).collect::<Vec<_>>().join(", ")).unwrap_or_default();

@@ -11,6 +11,11 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TRow, Table, Widget, Wrap};
 use serde_json::Value;
 
+/// A JSON value as text (a string without its quotes).
+fn t(v: &Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), str::to_string)
+}
+
 impl App {
     fn fg(&self, c: Color) -> Style {
         if self.color {
@@ -116,6 +121,20 @@ impl App {
         for (k, n) in list {
             let style = if n > 0 { self.fg(Color::Red).add_modifier(Modifier::BOLD) } else { Style::new().add_modifier(Modifier::DIM) };
             l3.push(Span::styled(format!(" {} {n}", kshark_dissect::export::terminal_safe(&k)), style));
+        }
+        // what is not captured, and why (a user must know what they are not seeing)
+        let nc = self.stats.get("not_captured");
+        let pods: Vec<String> = nc.and_then(|n| n.get("pods")).and_then(Value::as_array).into_iter().flatten().map(|p| format!("{} ({})", t(&p["pod"]), t(&p["reason"]))).collect();
+        let nodes: Vec<String> = nc.and_then(|n| n.get("nodes")).and_then(Value::as_array).into_iter().flatten().map(t).collect();
+        if !pods.is_empty() || !nodes.is_empty() {
+            let mut what = Vec::new();
+            if !nodes.is_empty() {
+                what.push(format!("node {} (no worker)", nodes.join(", ")));
+            }
+            if !pods.is_empty() {
+                what.push(format!("{} pods: {}", pods.len(), pods.join(", ")));
+            }
+            l3.push(Span::styled(format!("  NOT CAPTURED: {}", kshark_dissect::export::terminal_safe(&what.join("; "))), self.fg(Color::Yellow).add_modifier(Modifier::BOLD)));
         }
         Paragraph::new(vec![Line::from(l1), Line::from(l2), Line::from(l3)]).render(area, buf);
     }

@@ -244,3 +244,22 @@ fn captured_escape_sequences_never_reach_the_terminal() {
     }
     assert!(frames[0].contains("\\x1b[2J") || frames[0].contains("GE\\x1b"), "{}", frames[0]);
 }
+
+#[test]
+fn pods_and_nodes_not_captured_are_said_in_the_header_with_why() {
+    let mut s = Scripted::new(entries());
+    let mut st = stats();
+    st["not_captured"] = json!({"pods": [{"pod": "sock-shop/carts-7d\u{1b}[2J", "reason": "no interface found (unknown CNI?)", "node": "n2"}], "nodes": ["kshark-node-2"]});
+    s.stats = Some(st);
+    let mut a = App::new(Box::new(s), "tap -n sock-shop", "", (200, 14));
+    a.color = false;
+    a.handle_event(AppEvent::Tick(Duration::from_millis(100)));
+    let screen = draw(&a);
+    let header = screen.lines().nth(2).unwrap();
+    assert!(header.contains("NOT CAPTURED: node kshark-node-2 (no worker); 1 pods: sock-shop/carts-7d"), "{screen}");
+    assert!(header.contains("(no interface found (unknown CNI?))"), "{screen}");
+    // the pod's name came from the cluster: no escape sequence reaches the terminal
+    assert!(!screen.contains('\u{1b}'), "{screen}");
+    // without any, nothing is said
+    assert!(!draw(&app(200, 14)).contains("NOT CAPTURED"));
+}

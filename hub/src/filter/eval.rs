@@ -205,6 +205,7 @@ const NAMES: &[&str] = &[
     "http", "grpc", "dns", "tcp", "udp", "method", "path", "url", "status_code", "grpc_service", "grpc_method", "grpc_status", "dns_questions",
     "dns_answers", "dns_rcode", "elapsed_time", "namespaces", "pods", "services", "node", "id", "timestamp", "protocol", "http_version",
     "transport", "src", "dst", "request", "response", "request_size", "response_size", "capture_source", "conn_id", "anomalies",
+    "nodes", "observed", "server_elapsed_time", "network_time",
 ];
 
 fn is_grpc(e: &Value) -> bool {
@@ -252,7 +253,15 @@ fn name(n: &str, pos: usize, scope: &[String]) -> Result<(Node, Ty), FilterError
         "dns_questions" => (node(|c| strings(path(c.entry, &["request", "questions"]).and_then(Value::as_array).into_iter().flatten().map(|q| q.get("name")))), Ty::List),
         "dns_answers" => (node(|c| strings(path(c.entry, &["response", "answers"]).and_then(Value::as_array).into_iter().flatten().map(|q| q.get("data")))), Ty::List),
         "dns_rcode" => field(&["response", "rcode"], Ty::Str),
-        "elapsed_time" | "request_size" | "response_size" => (node(move |c| from_json(c.entry.get(n))), Ty::Int),
+        // the nodes whose workers saw it (two when a call crossed nodes; see the hub's join)
+        "nodes" => (
+            node(|c| match c.entry.get("nodes").and_then(Value::as_array) {
+                Some(a) => strings(a.iter().map(Some)),
+                None => strings(std::iter::once(c.entry.get("node"))),
+            }),
+            Ty::List,
+        ),
+        "elapsed_time" | "request_size" | "response_size" | "server_elapsed_time" | "network_time" => (node(move |c| from_json(c.entry.get(n))), Ty::Int),
         "namespaces" => (node(|c| strings([path(c.entry, &["src", "namespace"]), path(c.entry, &["dst", "namespace"])].into_iter())), Ty::List),
         "pods" => (node(|c| strings([path(c.entry, &["src", "pod", "name"]), path(c.entry, &["dst", "pod", "name"])].into_iter())), Ty::List),
         "services" => (node(|c| strings([path(c.entry, &["src", "service", "name"]), path(c.entry, &["dst", "service", "name"])].into_iter())), Ty::List),

@@ -78,6 +78,10 @@ impl Projection {
             "dns_questions" => self.sub("request", "questions"),
             "dns_answers" => self.sub("response", "answers"),
             "dns_rcode" => self.sub("response", "rcode"),
+            "nodes" => {
+                self.whole("nodes");
+                self.whole("node");
+            }
             "namespaces" | "pods" | "services" => {
                 let k = match n {
                     "namespaces" => "namespace",

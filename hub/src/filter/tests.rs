@@ -95,6 +95,26 @@ fn operators_and_short_names() {
 }
 
 #[test]
+fn the_nodes_that_saw_an_entry() {
+    let one = http();
+    let mut joined = http();
+    joined["nodes"] = json!(["n1", "n2"]);
+    joined["observed"] = json!("both");
+    joined["server_elapsed_time"] = json!(90000);
+    joined["network_time"] = json!(30000);
+    for (expr, on_one, on_joined) in [
+        ("'n1' in nodes", true, true),
+        ("'n2' in nodes", false, true),
+        ("node == 'n2'", false, false),
+        ("observed == 'both'", false, true),
+        ("network_time > 20000", false, true),
+        ("server_elapsed_time >= 90000 && elapsed_time > server_elapsed_time", false, true),
+    ] {
+        assert_eq!((check(expr, &one), check(expr, &joined)), (on_one, on_joined), "{expr}");
+    }
+}
+
+#[test]
 fn errors_follow_cel_and_never_match() {
     let h = http();
     // a division by zero is an error: no match, whichever way it is compared
