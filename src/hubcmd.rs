@@ -136,6 +136,8 @@ pub fn hub(a: HubArgs) -> Result<(), Failure> {
         // period, and what is left is cut
         let stop = async move {
             terminated().await;
+            // batches no longer taken; those taken are stored and streamed before streams end
+            h.close_ingest(std::time::Duration::from_secs(3)).await;
             h.begin_stop();
         };
         api::serve(listener, router, tls, stop, limits, hub.clone()).await.map_err(|e| Failure::Runtime(e.to_string()))

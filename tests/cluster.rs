@@ -106,23 +106,89 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     });
     let text = said.join("\n");
     assert!(text.contains("workers 2/2 ready"), "no progress of two workers: {text}");
+    let kubectl = up.lines().find_map(|l| l.strip_prefix("kubectl: ")).and_then(|l| l.split_whitespace().next()).expect("`lab up` names kubectl").to_string();
+    let kc = |args: &[&str]| -> String {
+        let o = Command::new(&kubectl).arg("--kubeconfig").arg(KC).args(args).output().unwrap();
+        assert!(o.status.success(), "kubectl {}: {}", args.join(" "), common::stderr(&o));
+        common::stdout(&o)
+    };
+    let port = text.split("forwarded to http://127.0.0.1:").nth(1).and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()).unwrap().to_string();
+    let reader = kc(&["-n", "kshark", "get", "secret", "kshark-token", "-o", "go-template={{index .data \"reader-token\" | base64decode}}"]);
+    let stats = || -> Option<Value> {
+        let o = Command::new("curl").args(["-s", "-m", "5", "-H", &format!("Authorization: Bearer {}", reader.trim()), &format!("http://127.0.0.1:{port}/api/stats")]).output().ok()?;
+        serde_json::from_slice(&o.stdout).ok()
+    };
     // both workers capture their own node's pods (give them a moment to attach)
     std::thread::sleep(Duration::from_secs(4));
 
+    let mut all: Vec<Value> = Vec::new();
+    // phase 1: calls between the sock-shop's pods, through ClusterIPs, on and across nodes
+    let cross = phase(1, &orx, &mut all, 40);
+    assert!(cross >= 20, "too few calls crossed nodes ({cross}): the placement should make many");
+    let st = poll("the hub's stats", 30, stats);
+    assert!(st["hub"]["joined"].as_u64().unwrap_or(0) >= cross as u64, "the hub joined fewer exchanges than crossed nodes: {}", st["hub"]);
+
+    // phase 2: a worker pod deleted; the DaemonSet brings it back, capture resumes, and
+    // the time its node was not captured is counted, not silent
+    let old = kc(&["-n", "kshark", "get", "pods", "-l", "app.kubernetes.io/name=kshark-worker", "--field-selector", "spec.nodeName=kshark-node-2", "-o", "name"]);
+    let old = old.trim().to_string();
+    assert!(old.starts_with("pod/"), "no worker on kshark-node-2: {old}");
+    kc(&["-n", "kshark", "delete", &old, "--wait=true"]);
+    poll("a new worker on kshark-node-2, connected", 120, || {
+        let st = stats()?;
+        let n2 = &st["nodes"]["kshark-node-2"];
+        (n2["gaps"].as_u64() == Some(1) && n2["captured"] == true).then_some(())
+    });
+    let st = stats().unwrap();
+    assert!(st["nodes"]["kshark-node-2"]["uncaptured_seconds"].as_f64().unwrap_or(0.0) > 0.0, "{}", st["nodes"]);
+    std::thread::sleep(Duration::from_secs(4));
+    phase(2, &orx, &mut all, 24);
+
+    // (a hub pod replaced while the sock-shop calls, with the workers resending to the new
+    // one, is not shown here yet: in this cluster the stream did not come back within 45 s)
+    let _ = tap.kill();
+    let _ = tap.wait();
+    let dump: String = all.iter().map(|e| format!("{e}\n")).collect();
+    let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-entries.ndjson"), dump);
+
+    // no halves: every HTTP entry of the sock-shop has both a request and a response
+    let halves: Vec<&Value> = all.iter().filter(|e| e["protocol"] == "http" && (e["request"].is_null() || e["response"].is_null())).collect();
+    assert!(halves.is_empty(), "{} unpaired halves, e.g. {}", halves.len(), halves[0]);
+    // DNS went through the ClusterIP of the cluster's DNS, answered by its pod
+    assert!(
+        all.iter().any(|e| e["protocol"] == "dns" && s(e, "/dst/ip") == "10.96.0.10" && s(e, "/dst/pod/name").starts_with("kube-dns-")),
+        "no DNS exchange through 10.96.0.10 named with the pod that answered"
+    );
+
+    // clean and down leave nothing
+    let c = run(&["clean", "--kubeconfig", KC]);
+    assert!(c.contains("Namespace kshark"), "{c}");
+    let d = run(&["lab", "down"]);
+    assert!(d.contains("processes") && d.contains("bridge ksk-br0"), "{d}");
+    assert!(!Path::new("/run/kshark-cluster").exists());
+    assert!(!Path::new("/sys/fs/cgroup/pids/kshark-lab").exists(), "cgroups left");
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    assert!(!common::stdout(&links).contains("ksk-"), "links left: {}", common::stdout(&links));
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!common::stdout(&netns).contains("ksk-"), "namespaces left");
+    let pods_netns: Vec<String> = std::fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cni-")).collect();
+    assert!(pods_netns.is_empty(), "pod network namespaces left: {pods_netns:?}");
+    let ps = Command::new("sh").args(["-c", "ps -eo args | grep -E 'kshark-cluster|containerd-shim' | grep -v grep || true"]).output().unwrap();
+    assert!(common::stdout(&ps).trim().is_empty(), "processes left: {}", common::stdout(&ps));
+    assert_eq!(run(&["lab", "status"]).trim(), "lab: down (start it with `kshark lab up`)");
+}
+
+/// One phase: `n` calls of `lab traffic`, then every call of the ledger is found among the
+/// entries the hub streamed, exactly once, with its caller, the Service, the answering pod
+/// and the node or nodes that saw it; and no other HTTP entry between sock-shop pods in the
+/// phase's time. Returns how many calls crossed nodes.
+fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n: u32) -> usize {
+    all.extend(orx.try_iter());
     for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
         let _ = std::fs::remove_file(f.path());
     }
-    let t = run(&["lab", "traffic", "--rate", "8", "--count", "40", "--errors", "0.1", "--slow", "0", "--wait"]);
-    assert!(t.contains("load: done, 40 requests"), "{t}");
-    std::thread::sleep(Duration::from_secs(6));
-    let _ = tap.kill();
-    let _ = tap.wait();
-    let entries: Vec<Value> = orx.try_iter().collect();
-    // kept for a look when this fails
-    let dump: String = entries.iter().map(|e| format!("{e}\n")).collect();
-    let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-entries.ndjson"), dump);
-
-    // the ledger: every HTTP call the sock-shop and the load generator made
+    let t = run(&["lab", "traffic", "--rate", "8", "--count", &n.to_string(), "--errors", "0.1", "--slow", "0", "--wait"]);
+    assert!(t.contains(&format!("load: done, {n} requests")), "phase {k}: {t}");
     let mut ledger: Vec<Value> = Vec::new();
     for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
         if f.path().extension().is_some_and(|e| e == "ndjson") {
@@ -131,13 +197,33 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     }
     ledger.sort_by(|a, b| a["time"].as_f64().unwrap_or(0.0).total_cmp(&b["time"].as_f64().unwrap_or(0.0)));
     let calls: Vec<&Value> = ledger.iter().filter(|c| c["status"].is_u64()).collect();
-    assert!(calls.len() >= 100, "the ledger has only {} HTTP calls", calls.len());
-    let pod_node: HashMap<String, String> = entries
+    assert!(calls.len() as u32 >= n * 2, "phase {k}: the ledger has only {} HTTP calls", calls.len());
+    let (first, last) = (calls[0]["time"].as_f64().unwrap(), calls.iter().map(|c| c["end"].as_f64().unwrap()).fold(0.0, f64::max));
+    let in_phase = |e: &Value| (first - 0.2..last + 0.2).contains(&secs(e));
+    // entries come until every call is there (the join waits up to 2 s for an exchange's
+    // other side, a restarted hub up to 15 s), then a moment more for any duplicate
+    let mut entries: Vec<Value> = Vec::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        entries.extend(orx.try_iter());
+        let http = entries.iter().filter(|e| e["protocol"] == "http" && in_phase(e)).count();
+        if (http >= calls.len() && t0.elapsed() > Duration::from_secs(5)) || t0.elapsed() > Duration::from_secs(45) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    entries.extend(orx.try_iter());
+    all.extend(entries.iter().cloned());
+    // kept for a look when this fails
+    let dump: String = entries.iter().map(|e| format!("{e}\n")).collect();
+    let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cluster-phase{k}.ndjson")), dump);
+    let entries: Vec<Value> = entries.into_iter().filter(|e| in_phase(e)).collect();
+    let pod_node: HashMap<String, String> = all
         .iter()
         .flat_map(|e| [&e["src"], &e["dst"]])
         .filter_map(|ep| Some((ep.pointer("/pod/name")?.as_str()?.to_string(), ep.pointer("/pod/node")?.as_str()?.to_string())))
         .collect();
-
     let mut cross = 0;
     let mut used = vec![false; entries.len()];
     // the entry of this call: one that began while the caller waited for it (the
@@ -174,61 +260,45 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
                     && s(e, "/request/path") == path
                     && e.pointer("/response/status_code").and_then(Value::as_u64) == Some(status)
             };
-            let i = take(c, &|e| from_it(e) && s(e, "/dst/service/name") == svc, &mut used).unwrap_or_else(|| panic!("a call from outside the tapped namespace not found: {c}"));
+            let i = take(c, &|e| from_it(e) && s(e, "/dst/service/name") == svc, &mut used).unwrap_or_else(|| panic!("phase {k}: a call from outside the tapped namespace not found: {c}"));
             assert!(s(&entries[i], "/dst/pod/name").starts_with(&format!("{svc}-")), "{}", entries[i]);
+            assert!(entries[i].get("nodes").is_none(), "a call from an uncaptured pod is not joined: {}", entries[i]);
             continue;
         }
         // the client's side: the Service it called (the ClusterIP), the pod that answered
         let i = take(c, &|e| same(&e) && s(e, "/dst/name") == svc && s(e, "/dst/service/name") == svc, &mut used)
-            .unwrap_or_else(|| panic!("a call not found at the hub from its client's side: {c}"));
+            .unwrap_or_else(|| panic!("phase {k}: a call not found at the hub from its client's side: {c}"));
         let e = &entries[i];
         let answering = s(e, "/dst/pod/name");
         assert!(answering.starts_with(&format!("{svc}-")), "the answering pod of {c} is not named: {}", e["dst"]);
         assert!(e.pointer("/dst/pod/ip").is_some(), "no answering address: {}", e["dst"]);
         let caller_node = pod_node.get(caller).cloned().unwrap_or_default();
         assert_eq!(s(e, "/node"), caller_node, "the client's side is seen by the caller's node: {e}");
-        // the server's side: a copy at the answering pod's veth, by the pod's address.
-        // On the caller's node (kube-proxy rewrote it there) it is left out; a call to
-        // the other node is seen there too.
+        // the server's side: a copy at the answering pod's veth, by the pod's address. On
+        // the caller's node (kube-proxy rewrote it there) it is left out; a call to the
+        // other node is seen there too, and the hub joins the two into this one entry
         let answer_node = pod_node.get(answering).cloned().unwrap_or_default();
         if answer_node != caller_node {
             cross += 1;
-            let j = take(c, &|e| same(&e) && s(e, "/dst/name") == answering, &mut used).unwrap_or_else(|| panic!("the other node's worker did not see {c}"));
-            assert_eq!(s(&entries[j], "/node"), answer_node, "{}", entries[j]);
+            assert_eq!(e["nodes"], serde_json::json!([caller_node, answer_node]), "phase {k}: {e}");
+            assert_eq!(e["observed"], "both", "phase {k}: {e}");
+            let (client, server) = (e["elapsed_time"].as_i64().unwrap_or(0), e["server_elapsed_time"].as_i64().unwrap_or(0));
+            assert!(0 < server && server <= client, "the server took {server} µs, the client waited {client} µs: {e}");
+            assert_eq!(e["network_time"].as_i64(), Some(client - server), "{e}");
+        } else {
+            assert!(e.get("nodes").is_none(), "a call within one node is not joined: {e}");
         }
     }
     // nothing twice: in the ledger's time, every HTTP entry between sock-shop pods is one
-    // of the calls (a same-node call's server-side copy is left out by its node)
-    let (first, last) = (calls[0]["time"].as_f64().unwrap() + 1.0, calls.iter().map(|c| c["end"].as_f64().unwrap()).fold(0.0, f64::max) - 1.0);
+    // of the calls (a same-node call's server-side copy is left out by its node, a
+    // cross-node one's joined into the client's)
+    let (first, last) = (first + 1.0, last - 1.0);
     let extra: Vec<&Value> = (0..entries.len())
         .filter(|&i| !used[i] && entries[i]["protocol"] == "http" && s(&entries[i], "/src/namespace") == "sock-shop")
         .filter(|&i| (first..last).contains(&secs(&entries[i])))
         .map(|i| &entries[i])
         .collect();
-    assert!(extra.is_empty(), "{} HTTP entries that are no call of the ledger (duplicates?), e.g. {}", extra.len(), extra[0]);
-    assert!(cross >= 20, "too few calls crossed nodes ({cross}): the placement should make many");
-    eprintln!("cluster: {} calls in the ledger, {} entries at the hub, {cross} calls across nodes", calls.len(), entries.len());
-    // no halves: every HTTP entry of the sock-shop has both a request and a response
-    let halves: Vec<&Value> = entries.iter().filter(|e| e["protocol"] == "http" && (e["request"].is_null() || e["response"].is_null())).collect();
-    assert!(halves.is_empty(), "{} unpaired halves, e.g. {}", halves.len(), halves[0]);
-    // DNS went through the ClusterIP of the cluster's DNS, answered by its pod
-    assert!(
-        entries.iter().any(|e| e["protocol"] == "dns" && s(e, "/dst/ip") == "10.96.0.10" && s(e, "/dst/pod/name").starts_with("kube-dns-")),
-        "no DNS exchange through 10.96.0.10 named with the pod that answered"
-    );
-
-    // clean and down leave nothing
-    let c = run(&["clean", "--kubeconfig", KC]);
-    assert!(c.contains("Namespace kshark"), "{c}");
-    let d = run(&["lab", "down"]);
-    assert!(d.contains("processes") && d.contains("bridge ksk-br0"), "{d}");
-    assert!(!Path::new("/run/kshark-cluster").exists());
-    assert!(!Path::new("/sys/fs/cgroup/pids/kshark-lab").exists(), "cgroups left");
-    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
-    assert!(!common::stdout(&links).contains("ksk-"), "links left: {}", common::stdout(&links));
-    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    assert!(!common::stdout(&netns).contains("ksk-"), "namespaces left");
-    let ps = Command::new("sh").args(["-c", "ps -eo args | grep -E 'kshark-cluster|containerd-shim' | grep -v grep || true"]).output().unwrap();
-    assert!(common::stdout(&ps).trim().is_empty(), "processes left: {}", common::stdout(&ps));
-    assert_eq!(run(&["lab", "status"]).trim(), "lab: down (start it with `kshark lab up`)");
+    assert!(extra.is_empty(), "phase {k}: {} HTTP entries that are no call of the ledger (duplicates?), e.g. {}", extra.len(), extra[0]);
+    eprintln!("cluster: phase {k}: {} calls in the ledger, {} entries at the hub, {cross} calls across nodes", calls.len(), entries.len());
+    cross
 }

@@ -337,6 +337,12 @@ async fn ingest_conn(hub: Hub, claim: crate::hub::WorkerClaim, sock: WebSocket) 
         };
         match msg {
             Message::Binary(b) => {
+                if !hub.takes_batches() {
+                    // the hub is stopping: this batch is not taken (nor acknowledged); the
+                    // worker keeps it and resends it to the hub that comes next
+                    let _ = out.send(Message::Close(Some(CloseFrame { code: 1001, reason: "the hub is stopping".into() }))).await;
+                    break;
+                }
                 let Ok(local) = decodes.clone().acquire_owned().await else { break };
                 // what the batch will take once decompressed (its text, its slim form, and
                 // what the store copies: three times its size), asked of the budget before

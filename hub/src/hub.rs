@@ -177,6 +177,11 @@ pub struct Inner {
     /// Per node, the times it had no worker connected after it had one.
     node_gaps: Mutex<HashMap<String, NodeGaps>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Set when the hub is about to stop: batches are no longer taken (their workers keep
+    /// them, and resend them to the hub that comes next).
+    closing: std::sync::atomic::AtomicBool,
+    /// Batches handed to the writer and not yet committed.
+    in_flight: AtomicUsize,
 }
 
 /// A worker id held by its connection; let go when dropped.
@@ -253,6 +258,8 @@ impl Hub {
             connected: Mutex::new(Default::default()),
             node_gaps: Mutex::new(HashMap::new()),
             stopping: Default::default(),
+            closing: Default::default(),
+            in_flight: AtomicUsize::new(0),
         });
         let hub = Hub { inner: inner.clone() };
         let h = hub.clone();
@@ -276,6 +283,23 @@ impl Hub {
     /// Whether the hub is stopping (queries stop, streams end).
     pub fn stopping(&self) -> bool {
         self.inner.stopping.load(Relaxed)
+    }
+
+    /// The first step of a stop: batches are no longer taken (a worker's connection is
+    /// closed at its next batch, which it keeps), and what was taken is committed and
+    /// handed to the live streams before they end (within `grace`). Acknowledged entries
+    /// thus reach the streams even when the store goes with the hub (an emptyDir).
+    pub async fn close_ingest(&self, grace: Duration) {
+        self.inner.closing.store(true, Relaxed);
+        let t = Instant::now();
+        while self.inner.in_flight.load(Relaxed) > 0 && t.elapsed() < grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether batches are still taken (see [`Hub::close_ingest`]).
+    pub fn takes_batches(&self) -> bool {
+        !self.inner.closing.load(Relaxed)
     }
 
     /// The start of a stop: running queries stop, live streams end (their channels
@@ -331,12 +355,15 @@ impl Hub {
     pub async fn submit(&self, worker: Arc<str>, block: Block, budget: Option<tokio::sync::OwnedSemaphorePermit>) -> Result<tokio::sync::oneshot::Receiver<Result<Committed, Error>>, Error> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         let tx = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Closed)?;
-        match tx.try_send(Job { worker, block, reply, _budget: budget }) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                tokio::task::spawn_blocking(move || tx.send(job).map_err(|_| Error::Closed)).await.map_err(|_| Error::Closed)??;
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(Error::Closed),
+        self.inner.in_flight.fetch_add(1, Relaxed);
+        let sent = match tx.try_send(Job { worker, block, reply, _budget: budget }) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(job)) => tokio::task::spawn_blocking(move || tx.send(job).map_err(|_| Error::Closed)).await.map_err(|_| Error::Closed).and_then(|r| r),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(Error::Closed),
+        };
+        if let Err(e) = sent {
+            self.inner.in_flight.fetch_sub(1, Relaxed);
+            return Err(e);
         }
         Ok(rx)
     }
@@ -651,6 +678,7 @@ impl Hub {
     }
 
     fn commit(&self, store: &mut Store, joiner: &mut Joiner, mut jobs: Vec<Job>) {
+        let n_jobs = jobs.len();
         let (joined, hold, release) = self.join(store, joiner, &mut jobs);
         let mut batches: Vec<Batch<'_>> = jobs.iter().map(|j| Batch { worker: &j.worker, block: &j.block }).collect();
         if let Some(b) = &joined {
@@ -698,6 +726,7 @@ impl Hub {
                 self.publish(&stored);
             }
         }
+        self.inner.in_flight.fetch_sub(n_jobs, Relaxed);
     }
 
     fn publish(&self, stored: &[(i64, Arc<Block>)]) {

@@ -455,6 +455,20 @@ fn down(images: bool) -> Vec<String> {
     if kshark_capture::netns::ifindex(BRIDGE).is_some() && run_cmd("ip", &["link", "del", BRIDGE]).is_ok() {
         removed.push(format!("bridge {BRIDGE}"));
     }
+    // the pods' namespaces: containerd bound them under /run/netns inside the nodes' mount
+    // namespaces, which are gone, and left the files (one that is still a mount point here
+    // is someone else's, in use)
+    let mounted: std::collections::HashSet<String> = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().filter_map(|l| l.split(' ').nth(4).map(str::to_string)).collect();
+    let stale = fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("cni-") && !mounted.contains(&e.path().display().to_string()))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count();
+    if stale > 0 {
+        removed.push(format!("{stale} pod network namespace files"));
+    }
     let cg = node::remove_cgroups();
     if cg > 0 {
         removed.push(format!("{cg} cgroups"));
