@@ -242,3 +242,4 @@ fn beyond_loopback_readers_need_the_reader_token_and_the_worker_token_does_not_r
     assert_eq!(same.status.code(), Some(2));
     assert!(stderr(&same).contains("hold the same token"), "{}", stderr(&same));
 }
+

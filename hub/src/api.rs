@@ -648,7 +648,7 @@ async fn stream_conn(hub: Hub, mut sock: WebSocket, filter: Arc<Filter>, stored:
                 }
                 None if sub.was_cut() => return said_cut(&mut sock).await,
                 None => {
-                    let _ = sock.send(Message::Close(Some(CloseFrame { code: 1008, reason: "the hub is shutting down".into() }))).await;
+                    let _ = sock.send(Message::Close(Some(CloseFrame { code: 1001, reason: "the hub is shutting down".into() }))).await;
                     return;
                 }
             },
