@@ -243,3 +243,63 @@ fn beyond_loopback_readers_need_the_reader_token_and_the_worker_token_does_not_r
     assert!(stderr(&same).contains("hold the same token"), "{}", stderr(&same));
 }
 
+#[test]
+fn a_follower_waits_for_a_restarted_hub_and_resumes_without_gaps_or_repeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("many.pcap");
+    std::fs::write(&pcap, many_exchanges(3_000, 20, 6.0)).unwrap();
+    let data = dir.path().join("hub");
+    let hub = Hub::start(&data, "127.0.0.1:0", &[]);
+    let (port, url) = (hub.port, hub.url());
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_kshark")).args(["observe", "--hub", &url, "-f", "--last", "0", "--format", "ndjson"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // read as it comes (a full pipe would hold the follower up)
+    let (mut fout, mut ferr) = (follower.stdout.take().unwrap(), follower.stderr.take().unwrap());
+    let shown = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = fout.read_to_string(&mut s);
+        s
+    });
+    let said = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = ferr.read_to_string(&mut s);
+        s
+    });
+    let token = data.join("worker-token");
+    let worker = Command::new(env!("CARGO_BIN_EXE_kshark"))
+        .args(["worker", "--hub", &url, "--token-file", token.to_str().unwrap(), "--read", pcap.to_str().unwrap(), "--speed", "1", "--shards", "1", "--node", "n"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while serde_json::from_str::<serde_json::Value>(&get(port, "/api/stats", None).1).map(|v| v["entries"].as_u64().unwrap_or(0)).unwrap_or(0) < 500 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "nothing stored after 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // a graceful stop (SIGTERM, as Kubernetes does), then the hub again on its port
+    let mut hub = hub;
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(hub.child.id() as i32, libc::SIGTERM) };
+    let _ = hub.child.wait();
+    let old_log = hub.log.lock().unwrap().clone();
+    drop(hub);
+    std::thread::sleep(Duration::from_millis(1500));
+    let hub = Hub::start(&data, &format!("127.0.0.1:{port}"), &[]);
+    let out = worker.wait_with_output().unwrap();
+    let werr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{werr}");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(follower.id() as i32, libc::SIGTERM) };
+    let status = follower.wait().unwrap();
+    let (fout, ferr) = (shown.join().unwrap(), said.join().unwrap());
+    assert!(ferr.contains("reconnected to the hub"), "the follower did not wait for the hub: {ferr} ({} lines shown, {status:?}); hub: {old_log}; worker: {werr}", fout.lines().count());
+    let id = |l: &String| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string();
+    let followed: Vec<String> = lines(&fout).iter().map(id).collect();
+    let stored: BTreeSet<String> = lines(&stdout(&kshark(&["observe", "--hub", &hub.url(), "--all", "--format", "ndjson"]))).iter().map(id).collect();
+    let unique: BTreeSet<String> = followed.iter().cloned().collect();
+    assert_eq!(followed.len(), unique.len(), "the follower showed entries twice");
+    assert_eq!(stored.len(), 3_000);
+    let missed: Vec<_> = stored.difference(&unique).collect();
+    assert!(missed.is_empty(), "the follower missed {} of {}, e.g. {:?}: {ferr}", missed.len(), stored.len(), missed.first());
+}
