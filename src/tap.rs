@@ -172,6 +172,9 @@ struct Targeting {
     node: Option<String>,
     /// Targeted pods of this node that are not captured, and why ("ns/name", reason).
     uncaptured: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// With `--node`: the node's own addresses (every interface of its namespace, the pod
+    /// bridge's too), read at each plan.
+    own: Arc<std::sync::RwLock<HashSet<std::net::IpAddr>>>,
 }
 
 impl Targeting {
@@ -209,6 +212,14 @@ impl Targeting {
         if let Some(node) = &self.node {
             // a pod the API places on another node is that node's worker's to capture
             selected.retain(|p| p.node.as_ref().is_none_or(|n| n == node));
+            // the addresses kube-proxy's masquerade puts on calls (the pod bridge's, for a
+            // NodePort answered here), known from the node itself rather than guessed
+            if let Ok(links) = netns::links() {
+                let addrs: HashSet<_> = links.into_iter().flat_map(|l| l.addrs).filter(|a| !a.is_loopback()).collect();
+                if let Ok(mut own) = self.own.write() {
+                    *own = addrs;
+                }
+            }
         }
         let targets: Option<Vec<_>> = self.selecting().then(|| {
             let mut t: Vec<_> = selected.iter().flat_map(|p| p.ips.iter().copied()).collect();
@@ -380,6 +391,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         warned: HashSet::new(),
         node: a.node.clone(),
         uncaptured: Arc::new(std::sync::Mutex::new(Vec::new())),
+        own: Default::default(),
     };
     if let Some(k) = kube {
         let w = kube_watch::start(k, t.id.clone(), Duration::from_secs(15)).map_err(|e| Failure::Runtime(e.to_string()))?;
@@ -460,7 +472,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     let finish = {
         let (id, filter) = (t.id.clone(), filter.clone());
         let captured = Arc::new(Selection { namespaces: t.namespaces.clone(), all: t.all, pattern: t.pattern.clone() });
-        move |_shard: usize| Finish { id: id.clone(), ct: kshark_capture::conntrack::Conntrack::node(), filter: filter.clone(), table_rows, redact: redact.clone(), captured: captured.clone() }
+        let own = (t.node.clone(), t.own.clone());
+        move |_shard: usize| Finish { id: id.clone(), ct: kshark_capture::conntrack::Conntrack::node(), filter: filter.clone(), table_rows, redact: redact.clone(), captured: captured.clone(), own: own.clone() }
     };
     let uncaptured = t.uncaptured.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
@@ -678,6 +691,8 @@ struct Finish {
     table_rows: bool,
     /// The pods the tap's workers capture (the same on every node).
     captured: Arc<Selection>,
+    /// This worker's node and its own addresses (see `Targeting::own`).
+    own: (Option<String>, Arc<std::sync::RwLock<HashSet<std::net::IpAddr>>>),
 }
 
 /// Which pods a tap captures: its namespaces (or all) and its name pattern.
@@ -702,8 +717,18 @@ impl worker::Post for Finish {
         }
         let inv = self.id.read().unwrap_or_else(|p| p.into_inner());
         let mut f = Finished { seen: entries.len() as u64, lines: Vec::with_capacity(entries.len()), rows: String::new() };
+        let own = self.own.1.read().unwrap_or_else(|p| p.into_inner());
         for mut e in entries {
             inv.tag(&mut e);
+            if let Some(node) = &self.own.0 {
+                // an address of this node's own (a pod bridge's, after kube-proxy's
+                // masquerade of a NodePort or hostNetwork call): the node
+                for ep in [&mut e.src, &mut e.dst] {
+                    if ep.pod.is_none() && ep.service.is_none() && own.contains(&ep.ip) {
+                        ep.name = format!("node/{node}");
+                    }
+                }
+            }
             let (src, dst) = (std::net::SocketAddr::new(e.src.ip, e.src.port), std::net::SocketAddr::new(e.dst.ip, e.dst.port));
             let since = e.timestamp.0;
             // a Service's address (named as the Service, not a pod): who answered it

@@ -123,7 +123,7 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
 
     let mut all: Vec<Value> = Vec::new();
     // phase 1: calls between the sock-shop's pods, through ClusterIPs, on and across nodes
-    let cross = phase(1, &orx, &mut all, 40);
+    let cross = phase(1, &orx, &mut all, 40, &[]);
     assert!(cross >= 20, "too few calls crossed nodes ({cross}): the placement should make many");
     let st = poll("the hub's stats", 30, stats);
     assert!(st["hub"]["joined"].as_u64().unwrap_or(0) >= cross as u64, "the hub joined fewer exchanges than crossed nodes: {}", st["hub"]);
@@ -142,10 +142,26 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     let st = stats().unwrap();
     assert!(st["nodes"]["kshark-node-2"]["uncaptured_seconds"].as_f64().unwrap_or(0.0) > 0.0, "{}", st["nodes"]);
     std::thread::sleep(Duration::from_secs(4));
-    phase(2, &orx, &mut all, 24);
+    phase(2, &orx, &mut all, 24, &[]);
 
-    // (a hub pod replaced while the sock-shop calls, with the workers resending to the new
-    // one, is not shown here yet: in this cluster the stream did not come back within 45 s)
+    // phase 3: front-end called at node-1's NodePort from node-2's own network (a
+    // hostNetwork pod): kube-proxy rewrites both ends, and the caller is named as the node
+    // whose address the call came from, not guessed
+    phase(3, &orx, &mut all, 16, &["--node-port", "kshark-node-1"]);
+
+    // phase 4: the hub's pod deleted while the sock-shop calls; the stopping hub takes no
+    // more batches, the workers keep them, reconnect to the new hub and resend; tap's
+    // port-forward and stream follow it; every call is there once
+    std::thread::sleep(Duration::from_secs(4));
+    let hub_pod = kc(&["-n", "kshark", "get", "pods", "-l", "app.kubernetes.io/name=kshark-hub", "-o", "name"]).trim().to_string();
+    kc(&["-n", "kshark", "delete", &hub_pod, "--wait=false"]);
+    phase(4, &orx, &mut all, 24, &[]);
+    said.extend(erx.try_iter());
+    let text = said.join("\n");
+    assert!(text.contains("reconnected to the hub"), "tap's stream did not reconnect: {text}");
+    let st = poll("the new hub's stats", 60, stats);
+    let resent: u64 = st["workers"].as_object().map(|w| w.values().filter_map(|w| w.pointer("/stats/ship/batches_resent").and_then(Value::as_u64)).sum()).unwrap_or(0);
+    eprintln!("cluster: after the hub's pod was replaced, the workers resent {resent} batches; the new hub: {}", st["hub"]);
     let _ = tap.kill();
     let _ = tap.wait();
     let dump: String = all.iter().map(|e| format!("{e}\n")).collect();
@@ -182,12 +198,15 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
 /// entries the hub streamed, exactly once, with its caller, the Service, the answering pod
 /// and the node or nodes that saw it; and no other HTTP entry between sock-shop pods in the
 /// phase's time. Returns how many calls crossed nodes.
-fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n: u32) -> usize {
+fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n: u32, traffic: &[&str]) -> usize {
     all.extend(orx.try_iter());
     for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
         let _ = std::fs::remove_file(f.path());
     }
-    let t = run(&["lab", "traffic", "--rate", "8", "--count", &n.to_string(), "--errors", "0.1", "--slow", "0", "--wait"]);
+    let count = n.to_string();
+    let mut args = vec!["lab", "traffic", "--rate", "8", "--count", &count, "--errors", "0.1", "--slow", "0", "--wait"];
+    args.extend_from_slice(traffic);
+    let t = run(&args);
     assert!(t.contains(&format!("load: done, {n} requests")), "phase {k}: {t}");
     let mut ledger: Vec<Value> = Vec::new();
     for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
@@ -263,6 +282,11 @@ fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n
             let i = take(c, &|e| from_it(e) && s(e, "/dst/service/name") == svc, &mut used).unwrap_or_else(|| panic!("phase {k}: a call from outside the tapped namespace not found: {c}"));
             assert!(s(&entries[i], "/dst/pod/name").starts_with(&format!("{svc}-")), "{}", entries[i]);
             assert!(entries[i].get("nodes").is_none(), "a call from an uncaptured pod is not joined: {}", entries[i]);
+            if caller.starts_with("load-test-host-") {
+                // through node-1's NodePort: masqueraded there, so it comes from node-1's
+                // address (its pod bridge's, or its own on the other node)
+                assert_eq!(s(&entries[i], "/src/name"), "node/kshark-node-1", "a NodePort call not named as the node: {}", entries[i]);
+            }
             continue;
         }
         // the client's side: the Service it called (the ClusterIP), the pod that answered

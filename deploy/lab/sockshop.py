@@ -43,6 +43,9 @@ def record(start, url, method, path, status, error=None):
         return
     host = url.split("//", 1)[-1].split("/", 1)[0].split(":", 1)[0]
     labels = host.split(".")
+    if host.replace(".", "").isdigit() and os.environ.get("LOAD_SERVICE"):
+        # called by a node's address (a NodePort): the Service behind it
+        labels = [os.environ["LOAD_SERVICE"], "sock-shop"]
     line = {
         "time": start,
         "end": time.time(),
@@ -440,8 +443,9 @@ def serve(role, port):
 
 # --- load generator --------------------------------------------------------------------------
 
-def load(rate, seconds, errors, slow, count=0):
-    fe = "http://front-end.sock-shop:8079"  # another namespace: the name says which
+def load(rate, seconds, errors, slow, count=0, base=None):
+    # another namespace: the name says which; or a node's address and the NodePort
+    fe = base or "http://front-end.sock-shop:8079"
     normal = [
         (30, "GET", "/catalogue", None),
         (20, "GET", "/catalogue/" + SOCKS[1]["id"], None),
@@ -511,7 +515,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "load":
-        load(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]) if len(sys.argv) > 6 else 0)
+        load(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]) if len(sys.argv) > 6 else 0, sys.argv[7] if len(sys.argv) > 7 else None)
     elif sys.argv[1] == "dns":
         dns()
     elif sys.argv[1] == "dns-ready":

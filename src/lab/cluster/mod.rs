@@ -109,6 +109,10 @@ struct TrafficArgs {
     /// Wait for the load generator to finish (with --duration or --count)
     #[arg(long)]
     wait: bool,
+    /// Call front-end from the node's own network at NODE's address and front-end's
+    /// NodePort (30001), as a client outside the cluster would: kube-proxy masquerades it
+    #[arg(long, value_name = "NODE")]
+    node_port: Option<String>,
 }
 
 pub fn main(a: ClusterArgs) -> Result<(), Failure> {
@@ -589,7 +593,14 @@ fn traffic(t: TrafficArgs) -> Result<(), Failure> {
             return Ok(());
         }
         let secs = t.duration.map_or(0.0, |d| d.as_secs_f64());
-        let pod = objects::start_load(&client, t.rate, secs, t.count.unwrap_or(0), t.errors, t.slow).await.map_err(Failure::Runtime)?;
+        let via = match &t.node_port {
+            Some(n) => Some(NODES.iter().find(|d| d.name == n).map(|d| d.ip).ok_or_else(|| Failure::Input(format!("--node-port {n}: no such node (the lab's are {})", NODES.iter().map(|d| d.name).collect::<Vec<_>>().join(", "))))?),
+            None => None,
+        };
+        let pod = objects::start_load(&client, t.rate, secs, t.count.unwrap_or(0), t.errors, t.slow, via).await.map_err(Failure::Runtime)?;
+        if let Some(ip) = via {
+            say!("lab: the load generator calls front-end at {ip}:{} (NodePort), from {}'s own network", objects::FRONT_END_NODE_PORT, objects::LOAD_NODE);
+        }
         say!(
             "lab: load generator {pod} (loadtest, on {}): {} requests/s to front-end, {:.0}% errors, {:.0}% slow, {}; ledger {LEDGER}/",
             objects::LOAD_NODE,

@@ -44,6 +44,9 @@ pub const APPS: &[App] = &[
 /// The load generator's node: front-end is on the other, so its calls cross.
 pub const LOAD_NODE: &str = "kshark-node-2";
 
+/// front-end's NodePort (the real sock-shop's).
+pub const FRONT_END_NODE_PORT: u16 = 30001;
+
 pub struct Tokens {
     admin: String,
     reader: String,
@@ -197,6 +200,11 @@ fn service(a: &App) -> Value {
         json!([{"name": "main", "port": a.port, "targetPort": a.port, "protocol": "TCP"}])
     };
     let mut spec = json!({"selector": {"name": a.app}, "ports": ports});
+    if a.app == "front-end" {
+        // as the real sock-shop: front-end is also reached on every node's port 30001
+        spec["type"] = json!("NodePort");
+        spec["ports"][0]["nodePort"] = json!(FRONT_END_NODE_PORT);
+    }
     if a.role == "dns" {
         spec["clusterIP"] = json!(DNS_IP);
     }
@@ -254,16 +262,26 @@ pub async fn stop_load(client: &Client) -> Result<bool, String> {
     Ok(any)
 }
 
-/// Starts the load generator's pod on LOAD_NODE; its name.
-pub async fn start_load(client: &Client, rate: f64, secs: f64, count: u64, errors: f64, slow: f64) -> Result<String, String> {
-    let name = format!("load-test-{}", &random_token()?[..8]);
-    let args: Vec<String> = vec!["load".into(), rate.to_string(), secs.to_string(), errors.to_string(), slow.to_string(), count.to_string()];
-    let pod = json!({
+/// Starts the load generator's pod on LOAD_NODE; its name. With `node_port`, the pod is
+/// on the node's network (hostNetwork) and calls front-end at that node address's NodePort:
+/// kube-proxy rewrites both ends of such a call (DNAT to a pod, and masquerade).
+pub async fn start_load(client: &Client, rate: f64, secs: f64, count: u64, errors: f64, slow: f64, node_port: Option<&str>) -> Result<String, String> {
+    let name = format!("load-test-{}{}", if node_port.is_some() { "host-" } else { "" }, &random_token()?[..8]);
+    let mut args: Vec<String> = vec!["load".into(), rate.to_string(), secs.to_string(), errors.to_string(), slow.to_string(), count.to_string()];
+    if let Some(ip) = node_port {
+        args.push(format!("http://{ip}:{FRONT_END_NODE_PORT}"));
+    }
+    let mut pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": "loadtest", "labels": {"name": "load-test", "app.kubernetes.io/part-of": "kshark-lab-load"}},
         "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": LOAD_NODE}, "containers": [container("load-test", &args, 0, "TCP")],
                  "volumes": volumes(), "terminationGracePeriodSeconds": 1, "enableServiceLinks": false},
     });
+    if node_port.is_some() {
+        pod["spec"]["hostNetwork"] = json!(true);
+        pod["spec"]["dnsPolicy"] = json!("ClusterFirstWithHostNet");
+        pod["spec"]["containers"][0]["env"].as_array_mut().map(|e| e.push(json!({"name": "LOAD_SERVICE", "value": "front-end"})));
+    }
     let p: Pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
     Api::<Pod>::namespaced(client.clone(), "loadtest").create(&PostParams::default(), &p).await.map_err(|e| format!("create the load pod: {e}"))?;
     Ok(name)
