@@ -473,7 +473,20 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         let (id, filter) = (t.id.clone(), filter.clone());
         let captured = Arc::new(Selection { namespaces: t.namespaces.clone(), all: t.all, pattern: t.pattern.clone() });
         let own = (t.node.clone(), t.own.clone());
-        move |_shard: usize| Finish { id: id.clone(), ct: kshark_capture::conntrack::Conntrack::node(), filter: filter.clone(), table_rows, redact: redact.clone(), captured: captured.clone(), own: own.clone() }
+        // identity from the API server: an address no object holds yet may be a pod the
+        // watch has not told of (seconds old), worth a short wait
+        let wait_names = t.watch.is_some() && a.replay.is_none();
+        move |_shard: usize| Finish {
+            id: id.clone(),
+            ct: kshark_capture::conntrack::Conntrack::node(),
+            filter: filter.clone(),
+            table_rows,
+            redact: redact.clone(),
+            captured: captured.clone(),
+            own: own.clone(),
+            wait_names,
+            late: Default::default(),
+        }
     };
     let uncaptured = t.uncaptured.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
@@ -596,6 +609,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             let missed = uncaptured.lock().map(|u| u.clone()).unwrap_or_default();
             report["pods_not_captured"] = missed.len().into();
             report["nat_copies"] = NAT_COPIES.load(Ordering::Relaxed).into();
+            report["named_late"] = NAMED_LATE.load(Ordering::Relaxed).into();
+            report["unnamed_after_wait"] = UNNAMED_AFTER_WAIT.load(Ordering::Relaxed).into();
             report["uncaptured_pods"] = missed.iter().map(|(pod, why)| serde_json::json!({"pod": pod, "reason": why})).collect::<Vec<_>>().into();
             sink_report(&sink, local.as_ref(), report);
         }
@@ -693,6 +708,33 @@ struct Finish {
     captured: Arc<Selection>,
     /// This worker's node and its own addresses (see `Targeting::own`).
     own: (Option<String>, Arc<std::sync::RwLock<HashSet<std::net::IpAddr>>>),
+    /// Whether an entry with an end the identity does not know waits for it (see
+    /// [`NAME_WAIT`]).
+    wait_names: bool,
+    /// Those entries, each with when its wait ends.
+    late: std::collections::VecDeque<(Instant, Entry)>,
+}
+
+/// How long an entry whose end is an address in a private range that no pod, Service or
+/// node holds waits for the API's news (a pod seconds old calls before its address is
+/// known: the kubelet reports it after the CNI gave it, and the watch follows).
+const NAME_WAIT: Duration = Duration::from_secs(2);
+
+/// Entries waiting for a name, at most, per shard; beyond it they go out unnamed.
+const MAX_LATE: usize = 10_000;
+
+/// Entries named only after waiting for the API, and entries still unnamed after the wait.
+static NAMED_LATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static UNNAMED_AFTER_WAIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An end no object names: an address in a private range (a pod's, most likely) that is
+/// neither a pod, a Service nor a node.
+fn unnamed(ep: &kshark_dissect::entry::Endpoint) -> bool {
+    let private = match ep.ip {
+        std::net::IpAddr::V4(a) => a.is_private() || (a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64),
+        std::net::IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00,
+    };
+    private && ep.pod.is_none() && ep.service.is_none() && !ep.name.starts_with("node/")
 }
 
 /// Which pods a tap captures: its namespaces (or all) and its name pattern.
@@ -712,13 +754,43 @@ impl Selection {
 impl worker::Post for Finish {
     type Out = Finished;
     fn post(&mut self, entries: std::vec::Drain<'_, Entry>) -> Option<Finished> {
-        if entries.len() == 0 {
+        self.finish(entries, false)
+    }
+
+    fn flush(&mut self) -> Option<Finished> {
+        self.finish(Vec::new().drain(..), true)
+    }
+}
+
+impl Finish {
+    /// Names, filters and encodes new entries, and those whose wait for a name is over
+    /// (all of them at the end: `last`).
+    fn finish(&mut self, entries: std::vec::Drain<'_, Entry>, last: bool) -> Option<Finished> {
+        if entries.len() == 0 && self.late.is_empty() {
             return None;
         }
         let inv = self.id.read().unwrap_or_else(|p| p.into_inner());
-        let mut f = Finished { seen: entries.len() as u64, lines: Vec::with_capacity(entries.len()), rows: String::new() };
+        // `seen` counts the entries decided here (a waiting one is counted once it goes)
+        let mut f = Finished { seen: 0, lines: Vec::with_capacity(entries.len()), rows: String::new() };
         let own = self.own.1.read().unwrap_or_else(|p| p.into_inner());
-        for mut e in entries {
+        let now = Instant::now();
+        // those that waited: named now if the API has told of their ends meanwhile
+        let mut ready: Vec<(Entry, bool)> = Vec::new();
+        let mut waiting = std::collections::VecDeque::new();
+        for (until, mut e) in self.late.drain(..) {
+            inv.tag(&mut e);
+            if !unnamed(&e.src) && !unnamed(&e.dst) {
+                NAMED_LATE.fetch_add(1, Ordering::Relaxed);
+                ready.push((e, false));
+            } else if last || now >= until {
+                UNNAMED_AFTER_WAIT.fetch_add(1, Ordering::Relaxed);
+                ready.push((e, false));
+            } else {
+                waiting.push_back((until, e));
+            }
+        }
+        self.late = waiting;
+        for (mut e, fresh) in ready.into_iter().chain(entries.map(|e| (e, true))) {
             inv.tag(&mut e);
             if let Some(node) = &self.own.0 {
                 // an address of this node's own (a pod bridge's, after kube-proxy's
@@ -729,6 +801,11 @@ impl worker::Post for Finish {
                     }
                 }
             }
+            if fresh && self.wait_names && !last && (unnamed(&e.src) || unnamed(&e.dst)) && self.late.len() < MAX_LATE {
+                self.late.push_back((now + NAME_WAIT, e));
+                continue;
+            }
+            f.seen += 1;
             let (src, dst) = (std::net::SocketAddr::new(e.src.ip, e.src.port), std::net::SocketAddr::new(e.dst.ip, e.dst.port));
             let since = e.timestamp.0;
             // a Service's address (named as the Service, not a pod): who answered it

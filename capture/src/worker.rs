@@ -111,6 +111,10 @@ struct Shard {
 pub trait Post: Send + 'static {
     type Out: Send + 'static;
     fn post(&mut self, entries: std::vec::Drain<'_, Entry>) -> Option<Self::Out>;
+    /// At the end of the run: what the stage still holds.
+    fn flush(&mut self) -> Option<Self::Out> {
+        None
+    }
 }
 
 fn shard_loop<P: Post>(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<Batch>, mut post: P, out: SyncSender<P::Out>, live: bool) -> Stats {
@@ -142,6 +146,9 @@ fn shard_loop<P: Post>(mut d: Dissector, rx: Receiver<Batch>, free: SyncSender<B
     }
     d.finish();
     emit(&mut d);
+    if let Some(v) = post.flush() {
+        let _ = out.send(v);
+    }
     d.stats().clone()
 }
 

@@ -846,7 +846,7 @@ mod tests {
         assert_eq!((e["id"].as_str(), &e["nodes"], e["observed"].as_str()), (Some("c1"), &json!(["n1", "n2"]), Some("both")));
         assert_eq!((e["server_elapsed_time"].as_i64(), e["network_time"].as_i64()), (Some(600), Some(300)));
         assert!(e.get("join").is_none());
-        let mut streamed = vec![live.rx.recv().await.unwrap(), live.rx.recv().await.unwrap()];
+        let mut streamed = [live.rx.recv().await.unwrap(), live.rx.recv().await.unwrap()];
         streamed.sort_by_key(|l| l.seq);
         let last: Value = serde_json::from_slice(&streamed[1].full()).unwrap();
         assert_eq!(last["observed"], "both");
@@ -871,7 +871,7 @@ mod tests {
         hub.worker_report("n1/1", true, None);
         hub.worker_report("n2/1", true, None);
         let c = observation("client", "n1", "n2", "c1", "2026-01-01T00:00:00Z");
-        assert!(matches!(hub.ingest(Arc::from("n1/1"), batch_of(1, &[c.clone()])).await.unwrap(), Committed::Stored(_)));
+        assert!(matches!(hub.ingest(Arc::from("n1/1"), batch_of(1, std::slice::from_ref(&c))).await.unwrap(), Committed::Stored(_)));
         hub.shutdown();
         // acknowledged, so held in the store: the restarted hub joins it
         let hub = Hub::start(&HubConfig::new(dir.path())).unwrap();

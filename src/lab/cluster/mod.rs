@@ -113,6 +113,10 @@ struct TrafficArgs {
     /// NodePort (30001), as a client outside the cluster would: kube-proxy masquerades it
     #[arg(long, value_name = "NODE")]
     node_port: Option<String>,
+    /// Call front-end by its Service name from the node's own network (a hostNetwork pod):
+    /// kube-proxy masquerades it
+    #[arg(long)]
+    host_network: bool,
 }
 
 pub fn main(a: ClusterArgs) -> Result<(), Failure> {
@@ -208,7 +212,7 @@ fn check_alive() -> Result<(), String> {
 fn check_alive_prefix(names: &[&str]) -> Result<(), String> {
     for &p in names {
         if !alive(p) {
-            return Err(format!("{p} exited ({DIR}/log/{p}.log): {}", last_log_line(&p)));
+            return Err(format!("{p} exited ({DIR}/log/{p}.log): {}", last_log_line(p)));
         }
     }
     Ok(())
@@ -597,9 +601,11 @@ fn traffic(t: TrafficArgs) -> Result<(), Failure> {
             Some(n) => Some(NODES.iter().find(|d| d.name == n).map(|d| d.ip).ok_or_else(|| Failure::Input(format!("--node-port {n}: no such node (the lab's are {})", NODES.iter().map(|d| d.name).collect::<Vec<_>>().join(", "))))?),
             None => None,
         };
-        let pod = objects::start_load(&client, t.rate, secs, t.count.unwrap_or(0), t.errors, t.slow, via).await.map_err(Failure::Runtime)?;
+        let pod = objects::start_load(&client, t.rate, secs, t.count.unwrap_or(0), t.errors, t.slow, t.host_network, via).await.map_err(Failure::Runtime)?;
         if let Some(ip) = via {
             say!("lab: the load generator calls front-end at {ip}:{} (NodePort), from {}'s own network", objects::FRONT_END_NODE_PORT, objects::LOAD_NODE);
+        } else if t.host_network {
+            say!("lab: the load generator calls front-end's ClusterIP from {}'s own network", objects::LOAD_NODE);
         }
         say!(
             "lab: load generator {pod} (loadtest, on {}): {} requests/s to front-end, {:.0}% errors, {:.0}% slow, {}; ledger {LEDGER}/",

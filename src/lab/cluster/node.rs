@@ -305,7 +305,7 @@ pub fn start_node(n: &NodeDef, holder: i32, bin: &Path, images: &[PathBuf]) -> R
     start_in(n, holder, "containerd", &["containerd", "--config", &cfg])?;
     let sock = n.socket();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !ctr(&sock, &["version"]).is_ok() {
+    while ctr(&sock, &["version"]).is_err() {
         if Instant::now() > deadline {
             return Err(format!("{}: containerd did not answer within 20 s: {}", n.name, super::last_log_line(&format!("{}-containerd", n.short()))));
         }
@@ -330,7 +330,7 @@ pub fn start_node(n: &NodeDef, holder: i32, bin: &Path, images: &[PathBuf]) -> R
             "--container-runtime=remote",
             &format!("--container-runtime-endpoint=unix://{sock}"),
             "--runtime-request-timeout=2m",
-            &format!("--node-labels=kshark.dev/lab=true"),
+            "--node-labels=kshark.dev/lab=true",
             "--v=1",
         ],
     )?;

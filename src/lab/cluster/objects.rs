@@ -262,11 +262,14 @@ pub async fn stop_load(client: &Client) -> Result<bool, String> {
     Ok(any)
 }
 
-/// Starts the load generator's pod on LOAD_NODE; its name. With `node_port`, the pod is
-/// on the node's network (hostNetwork) and calls front-end at that node address's NodePort:
-/// kube-proxy rewrites both ends of such a call (DNAT to a pod, and masquerade).
-pub async fn start_load(client: &Client, rate: f64, secs: f64, count: u64, errors: f64, slow: f64, node_port: Option<&str>) -> Result<String, String> {
-    let name = format!("load-test-{}{}", if node_port.is_some() { "host-" } else { "" }, &random_token()?[..8]);
+/// Starts the load generator's pod on LOAD_NODE; its name. With `host`, the pod is on the
+/// node's own network (hostNetwork), and with `node_port` it calls front-end at that node
+/// address's NodePort: kube-proxy rewrites both ends of such calls (DNAT to a pod, and
+/// masquerade).
+#[allow(clippy::too_many_arguments)]
+pub async fn start_load(client: &Client, rate: f64, secs: f64, count: u64, errors: f64, slow: f64, host: bool, node_port: Option<&str>) -> Result<String, String> {
+    let host = host || node_port.is_some();
+    let name = format!("load-test-{}{}", if host { "host-" } else { "" }, &random_token()?[..8]);
     let mut args: Vec<String> = vec!["load".into(), rate.to_string(), secs.to_string(), errors.to_string(), slow.to_string(), count.to_string()];
     if let Some(ip) = node_port {
         args.push(format!("http://{ip}:{FRONT_END_NODE_PORT}"));
@@ -277,10 +280,12 @@ pub async fn start_load(client: &Client, rate: f64, secs: f64, count: u64, error
         "spec": {"restartPolicy": "Never", "nodeSelector": {"kubernetes.io/hostname": LOAD_NODE}, "containers": [container("load-test", &args, 0, "TCP")],
                  "volumes": volumes(), "terminationGracePeriodSeconds": 1, "enableServiceLinks": false},
     });
-    if node_port.is_some() {
+    if host {
         pod["spec"]["hostNetwork"] = json!(true);
         pod["spec"]["dnsPolicy"] = json!("ClusterFirstWithHostNet");
-        pod["spec"]["containers"][0]["env"].as_array_mut().map(|e| e.push(json!({"name": "LOAD_SERVICE", "value": "front-end"})));
+        if let Some(env) = pod["spec"]["containers"][0]["env"].as_array_mut() {
+            env.push(json!({"name": "LOAD_SERVICE", "value": "front-end"}));
+        }
     }
     let p: Pod = serde_json::from_value(pod).map_err(|e| e.to_string())?;
     Api::<Pod>::namespaced(client.clone(), "loadtest").create(&PostParams::default(), &p).await.map_err(|e| format!("create the load pod: {e}"))?;
