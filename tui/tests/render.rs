@@ -263,3 +263,18 @@ fn pods_and_nodes_not_captured_are_said_in_the_header_with_why() {
     // without any, nothing is said
     assert!(!draw(&app(200, 14)).contains("NOT CAPTURED"));
 }
+
+#[test]
+fn a_joined_entry_shows_both_nodes_and_the_server_time_beside_the_client_wait() {
+    let mut e: Value = serde_json::from_str(&entries()[0]).unwrap();
+    e["nodes"] = json!(["kshark-node-1", "kshark-node-2"]);
+    e["observed"] = json!("both");
+    e["elapsed_time"] = json!(1800);
+    e["server_elapsed_time"] = json!(1200);
+    e["network_time"] = json!(600);
+    let info = kshark_tui::detail::info(&e);
+    let get = |k: &str| info.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("nodes"), "kshark-node-1, kshark-node-2");
+    assert_eq!(get("observed"), "both");
+    assert_eq!((get("elapsed_time µs"), get("server_elapsed_time µs"), get("network_time µs")), ("1800".into(), "1200".into(), "600".into()));
+}

@@ -186,6 +186,14 @@ try {
   await shot("8-stats");
   ok("the stats panel");
 
+  // the workers have left: their nodes are not captured now, and the page says so
+  const badge = page.getByTestId("not-captured");
+  await until("the badge of what is not captured", async () => (await badge.count()) === 1 && (await badge.textContent()) === "not captured 2");
+  const list = await page.getByTestId("not-captured-list").textContent();
+  check(list.includes("node node-1: no worker connected") && list.includes("node node-2: no worker connected"), `the not-captured list: ${list}`);
+  await shot("9-not-captured");
+  ok("nodes whose workers left are said: a header badge and the list on the Stats tab");
+
   check(problems.length === 0, problems.join("\n"));
   ok("no page errors, no console errors, no request elsewhere");
 } catch (e) {

@@ -313,11 +313,18 @@ function Info({ e, ctx }: { e: J; ctx: Ctx }) {
       <table class="kv">
         <tbody>
           <KV k="time" v={str(e.timestamp)} ctx={ctx} />
-          <KV k="elapsed" v={latency(num(e.elapsed_time))} ctx={ctx} />
+          <KV k={num(e.server_elapsed_time) === undefined ? "elapsed" : "client waited"} v={latency(num(e.elapsed_time))} ctx={ctx} />
+          {num(e.server_elapsed_time) !== undefined && <KV k="server took" v={latency(num(e.server_elapsed_time))} ctx={ctx} />}
+          {num(e.network_time) !== undefined && <KV k="network" v={latency(num(e.network_time))} ctx={ctx} />}
           <KV k="request size" v={size(num(e.request_size) ?? 0)} ctx={ctx} />
           <KV k="response size" v={size(num(e.response_size) ?? 0)} ctx={ctx} />
           <KV k="protocol" v={`${str(e.protocol)} over ${str(e.transport)}`} ctx={ctx} clause={/^[a-z][a-z0-9_]*$/.test(str(e.protocol)) ? str(e.protocol) : eq("protocol", str(e.protocol))} />
-          <KV k="node" v={str(e.node)} ctx={ctx} clause={str(e.node) ? eq("node", str(e.node)) : undefined} />
+          {arr(e.nodes).length > 1 ? (
+            <KV k="seen by" v={arr(e.nodes).map(str).join(" and ")} ctx={ctx} />
+          ) : (
+            <KV k="node" v={str(e.node)} ctx={ctx} clause={str(e.node) ? eq("node", str(e.node)) : undefined} />
+          )}
+          {str(e.observed) && str(e.observed) !== "both" && <KV k="seen at" v={`the ${str(e.observed)}'s side only`} ctx={ctx} />}
           <KV k="captured by" v={str(e.capture_source)} ctx={ctx} />
           <KV k="connection" v={str(e.conn_id)} ctx={ctx} clause={eq("conn_id", str(e.conn_id))} />
           <KV k="id" v={str(e.id)} ctx={ctx} />

@@ -10,7 +10,7 @@ import { Detail } from "./detail";
 import { selectionFilter, ServiceMapView, type Selection } from "./map";
 import type { Row } from "./row";
 import { SignalsView } from "./signals";
-import { StatsView, totalDrops, useStats, type PageCounters } from "./stats";
+import { notCaptured, StatsView, totalDrops, useStats, type PageCounters } from "./stats";
 import type { FromWorker, ToWorker } from "./stream.worker";
 import { Table } from "./table";
 
@@ -278,6 +278,7 @@ function App() {
   }, [version, sortLatency]);
 
   const drops = totalDrops(stats);
+  const missing = notCaptured(stats);
   const exportUrl = (format: string) => url("/api/entries", { filter: applied, limit: 1_000_000, format, download: 1 });
 
   if (needToken) return <TokenPrompt onDone={() => setNeedToken(false)} />;
@@ -295,6 +296,11 @@ function App() {
           <span class={drops > 0 ? "drops bad" : "drops"} title="drops at every stage (Stats tab)" data-testid="drops">
             drops {drops}
           </span>
+          {missing.length > 0 && (
+            <span class="drops bad" title={missing.join("\n")} data-testid="not-captured">
+              not captured {missing.length}
+            </span>
+          )}
         </div>
       </header>
       <nav class="tabs main">

@@ -59,11 +59,40 @@ export function totalDrops(s: J | null): number {
   return Object.values(d as J).reduce<number>((a, v) => a + (typeof v === "number" ? v : 0), 0);
 }
 
+/** What the hub says is not captured, and why: pods a worker could not attach to, nodes
+ * without a worker. One line each. */
+export function notCaptured(s: J | null): string[] {
+  const nc = (s?.not_captured ?? {}) as J;
+  const text = (v: unknown) => (typeof v === "string" ? v : JSON.stringify(v ?? ""));
+  const pods = Array.isArray(nc.pods) ? nc.pods : [];
+  const nodes = Array.isArray(nc.nodes) ? nc.nodes : [];
+  return [
+    ...nodes.map((n) => `node ${text(n)}: no worker connected`),
+    ...pods.map((p) => {
+      const o = (p ?? {}) as J;
+      return `pod ${text(o.pod)} on ${text(o.node)}: ${text(o.reason)}`;
+    }),
+  ];
+}
+
 export function StatsView({ stats, err, page }: { stats: J | null; err: string | null; page: PageCounters }) {
   const workers = (stats?.workers ?? {}) as J;
+  const missing = notCaptured(stats);
   return (
     <div class="stats">
       {err && <p class="error">{err}</p>}
+      {missing.length > 0 && (
+        <section data-testid="not-captured-list">
+          <h4>not captured</h4>
+          <ul>
+            {missing.map((m) => (
+              <li key={m} class="bad">
+                {m}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
       {stats && <Counters title="totals" o={{ packets: stats.packets, bytes: stats.bytes, entries: stats.entries }} />}
       {stats && <Counters title="drops" o={(stats.drops ?? {}) as J} testid="stats-drops" />}
       {stats && <Counters title="hub" o={(stats.hub ?? {}) as J} />}
