@@ -578,7 +578,7 @@ impl Hub {
             Ok(rows) => {
                 for (id, text) in rows {
                     match serde_json::from_str::<Value>(&text) {
-                        Ok(v) => joiner.restore(id, v),
+                        Ok(v) => joiner.restore(id, v, text.len()),
                         Err(e) => eprintln!("kshark hub: held entry {id} is not JSON ({e}): left in the store"),
                     }
                 }
@@ -624,7 +624,7 @@ impl Hub {
                     kept.push(text);
                     continue;
                 };
-                match joiner.offer(v, now, peer) {
+                match joiner.offer_sized(v, line.len(), now, peer) {
                     Offer::Held { id } => hold.push((id, text.to_string())),
                     Offer::Joined { entry, released } => {
                         release.push(released);

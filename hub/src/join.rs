@@ -31,6 +31,9 @@ pub const ABSENT_WAIT: Duration = Duration::from_secs(15);
 /// Observations held at once; beyond it an observation is stored alone, and counted.
 pub const MAX_HELD: usize = 200_000;
 
+/// The bytes (of entry JSON) held at once, at most; beyond it as beyond [`MAX_HELD`].
+pub const MAX_HELD_BYTES: usize = 256 << 20;
+
 /// How far apart the two sides' timestamps may be beyond the client's elapsed time (the
 /// nodes' clocks may differ that much).
 const SKEW_NS: i64 = 1_000_000_000;
@@ -56,6 +59,8 @@ struct Held {
     ts: i64,
     elapsed_us: Option<i64>,
     came: Instant,
+    /// Its JSON's length, against [`MAX_HELD_BYTES`].
+    bytes: usize,
     entry: Value,
 }
 
@@ -86,6 +91,7 @@ pub struct JoinCounts {
 pub struct Joiner {
     held: HashMap<String, Vec<Held>>,
     count: usize,
+    bytes: usize,
     next_id: u64,
     started: Instant,
     pub counts: JoinCounts,
@@ -114,7 +120,7 @@ fn timestamp_ns(e: &Value) -> i64 {
 
 impl Default for Joiner {
     fn default() -> Self {
-        Joiner { held: HashMap::new(), count: 0, next_id: 1, started: Instant::now(), counts: JoinCounts::default() }
+        Joiner { held: HashMap::new(), count: 0, bytes: 0, next_id: 1, started: Instant::now(), counts: JoinCounts::default() }
     }
 }
 
@@ -131,10 +137,10 @@ impl Joiner {
 
     /// Takes back what a store held (after a restart, or after a failed commit): the wait
     /// starts again from now.
-    pub fn restore(&mut self, id: u64, entry: Value) {
+    pub fn restore(&mut self, id: u64, entry: Value, bytes: usize) {
         self.next_id = self.next_id.max(id + 1);
         if let Some(m) = mark_of(&entry) {
-            self.insert(id, m, entry, Instant::now());
+            self.insert(id, m, entry, bytes, Instant::now());
         }
     }
 
@@ -142,18 +148,27 @@ impl Joiner {
     pub fn clear(&mut self) {
         self.held.clear();
         self.count = 0;
+        self.bytes = 0;
     }
 
-    fn insert(&mut self, id: u64, m: Mark, entry: Value, came: Instant) {
+    fn insert(&mut self, id: u64, m: Mark, entry: Value, bytes: usize, came: Instant) {
         let ts = timestamp_ns(&entry);
         let elapsed_us = entry.get("elapsed_time").and_then(Value::as_i64);
-        self.held.entry(m.key).or_default().push(Held { id, client: m.client, peer: m.peer, ts, elapsed_us, came, entry });
+        self.held.entry(m.key).or_default().push(Held { id, client: m.client, peer: m.peer, ts, elapsed_us, came, bytes, entry });
         self.count += 1;
+        self.bytes += bytes;
     }
 
-    /// Offers a marked entry: it is joined with its other side if that is held, else held
-    /// itself (or, when waiting is pointless, handed back to be stored alone).
+    /// [`Joiner::offer_sized`], the entry's size taken from its JSON.
     pub fn offer(&mut self, entry: Value, now: Instant, peer: impl Fn(&str) -> Peer) -> Offer {
+        let bytes = entry.to_string().len();
+        self.offer_sized(entry, bytes, now, peer)
+    }
+
+    /// Offers a marked entry (`bytes`: its JSON's length): it is joined with its other
+    /// side if that is held, else held itself (or, when waiting is pointless or too much
+    /// is held, handed back to be stored alone).
+    pub fn offer_sized(&mut self, entry: Value, bytes: usize, now: Instant, peer: impl Fn(&str) -> Peer) -> Offer {
         let Some(m) = mark_of(&entry) else {
             return Offer::Alone(finish_alone(entry));
         };
@@ -177,6 +192,7 @@ impl Joiner {
                     self.held.remove(&m.key);
                 }
                 self.count -= 1;
+                self.bytes -= other.bytes;
                 self.counts.joined += 1;
                 let (c, s) = if m.client { (entry, other.entry) } else { (other.entry, entry) };
                 return Offer::Joined { entry: merge(c, s), released: other.id };
@@ -186,7 +202,7 @@ impl Joiner {
             Peer::Connected(_) | Peer::Away => true,
             Peer::Unknown => now.duration_since(self.started) < ABSENT_WAIT,
         };
-        if !waits || self.count >= MAX_HELD {
+        if !waits || self.count >= MAX_HELD || self.bytes + bytes > MAX_HELD_BYTES {
             self.counts.alone += 1;
             if waits {
                 self.counts.overflow += 1;
@@ -195,7 +211,7 @@ impl Joiner {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.insert(id, m, entry, now);
+        self.insert(id, m, entry, bytes, now);
         Offer::Held { id }
     }
 
@@ -203,6 +219,7 @@ impl Joiner {
     /// the ids they were held as.
     pub fn due(&mut self, now: Instant, peer: impl Fn(&str) -> Peer) -> Vec<(u64, Value)> {
         let mut out = Vec::new();
+        let mut freed = 0;
         let started = self.started;
         self.held.retain(|_, list| {
             let mut i = 0;
@@ -215,6 +232,7 @@ impl Joiner {
                 };
                 if over {
                     let h = list.swap_remove(i);
+                    freed += h.bytes;
                     out.push((h.id, finish_alone(h.entry)));
                 } else {
                     i += 1;
@@ -223,6 +241,7 @@ impl Joiner {
             !list.is_empty()
         });
         self.count -= out.len();
+        self.bytes -= freed;
         self.counts.alone += out.len() as u64;
         out
     }
@@ -380,10 +399,24 @@ mod tests {
     }
 
     #[test]
+    fn what_is_held_is_bounded_in_bytes_and_the_rest_is_stored_alone_and_counted() {
+        let mut j = Joiner::default();
+        let now = Instant::now();
+        let p = |_: &str| Peer::Connected(now);
+        assert!(matches!(j.offer_sized(obs("client", "n1", "n2", "a", T0, 1), MAX_HELD_BYTES - 10, now, p), Offer::Held { .. }));
+        let Offer::Alone(e) = j.offer_sized(obs("client", "n1", "n2", "b", T0, 1), 20, now, p) else { panic!("over the bytes held") };
+        assert_eq!(e["observed"], "client");
+        assert_eq!((j.counts.overflow, j.held()), (1, 1));
+        // what is let go frees its bytes
+        assert_eq!(j.due(now + WAIT, p).len(), 1);
+        assert!(matches!(j.offer_sized(obs("client", "n1", "n2", "b", T0, 1), 20, now + WAIT, p), Offer::Held { .. }));
+    }
+
+    #[test]
     fn what_a_store_held_is_taken_back_and_still_joins() {
         let mut j = Joiner::default();
         let now = Instant::now();
-        j.restore(41, obs("client", "n1", "n2", "k", T0, 10));
+        j.restore(41, obs("client", "n1", "n2", "k", T0, 10), 100);
         let Offer::Joined { released, .. } = j.offer(obs("server", "n2", "n1", "k", T0, 5), now, |_| Peer::Connected(now)) else { panic!() };
         assert_eq!(released, 41);
         let Offer::Held { id } = j.offer(obs("server", "n2", "n1", "k", T0, 5), now, |_| Peer::Connected(now)) else { panic!() };
