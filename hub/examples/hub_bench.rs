@@ -6,7 +6,10 @@
 //!    names none (every entry is parsed), and one that needs the full entries;
 //! 3. worker-to-subscriber latency: 10 WebSocket subscribers while entries arrive at
 //!    10,000 per second for 10 s; p50/p99 from each entry's send time;
-//! 4. memory: the process's peak resident size.
+//! 4. memory: the process's peak resident size;
+//! 5. joining: two workers (nodes n1 and n2) each send both sides' observations of the
+//!    same 100,000 calls between their nodes, interleaved; the time until the hub has
+//!    stored them as 100,000 joined entries.
 //!
 //! Entries are the shared corpus's under 4 KB of JSON (its typical API calls), cycled.
 //!
@@ -160,6 +163,69 @@ fn main() {
         hub.stats()["hub"]["subscribers_cut"]
     );
     println!("memory: peak RSS {:.0} MB", peak_rss_mb());
+
+    // 5. joining two nodes' observations of the same calls
+    const CALLS: usize = 100_000;
+    let side = |client: bool, b: usize| -> Vec<u8> {
+        let part: Vec<String> = (b * BATCH..((b + 1) * BATCH).min(CALLS))
+            .map(|i| {
+                let mut v: serde_json::Value = serde_json::from_str(&lines[i % lines.len()]).unwrap();
+                let (node, peer, kind) = if client { ("n1", "n2", "client") } else { ("n2", "n1", "server") };
+                v["id"] = format!("{kind}-{i}").into();
+                v["node"] = node.into();
+                v["join"] = serde_json::json!({"side": kind, "peer": peer, "key": format!("tcp 10.244.1.{}:{} 10.244.2.9:80", i % 250, 1024 + i % 60000)});
+                v.to_string()
+            })
+            .collect();
+        encode_batch(b as u64 + 1, &part)
+    };
+    let (clients, servers): (Vec<_>, Vec<_>) = (0..CALLS.div_ceil(BATCH)).map(|b| (side(true, b), side(false, b))).unzip();
+    let before = hub.stats()["hub"]["entries_stored"].as_u64().unwrap_or(0);
+    let t = Instant::now();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for (worker, batches) in [("n1/bench", clients), ("n2/bench", servers)] {
+            let ws = addr.websocket(&format!("/api/ingest?worker={worker}")).await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let (mut tx, mut rx) = ws.split();
+                let n = batches.len();
+                let send = tokio::spawn(async move {
+                    for b in batches {
+                        tx.send(Message::Binary(b.into())).await.unwrap();
+                    }
+                    tx
+                });
+                let mut acked = 0;
+                while acked < n {
+                    match rx.next().await {
+                        Some(Ok(Message::Text(t))) if t.contains("ack") => acked += 1,
+                        Some(Ok(_)) => {}
+                        other => panic!("ingest ended: {other:?}"),
+                    }
+                }
+                send.await.unwrap()
+            }));
+        }
+        let mut keep = Vec::new();
+        for t in tasks {
+            keep.push(t.await.unwrap());
+        }
+        // every call stored once, joined
+        while hub.stats()["hub"]["joined"].as_u64().unwrap_or(0) < CALLS as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drop(keep);
+    });
+    let el = t.elapsed().as_secs_f64();
+    let st = hub.stats();
+    println!(
+        "join: {} observations from two workers in {el:.2} s = {:.0} observations/s, {} joined entries stored ({} alone, {} held)",
+        2 * CALLS,
+        2.0 * CALLS as f64 / el,
+        st["hub"]["entries_stored"].as_u64().unwrap_or(0) - before,
+        st["hub"]["join_alone"],
+        st["hub"]["join_held"]
+    );
     rt.shutdown_timeout(Duration::from_secs(1));
     hub.shutdown();
 }
