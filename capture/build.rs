@@ -1,20 +1,28 @@
-//! Compiles the eBPF program (ebpf/capture.bpf.c) with Debian's `clang -target bpf`
-//! (packages clang and libbpf-dev). Without clang the crate still builds: the eBPF engine
-//! then reports why it is missing, and `--engine auto` uses libpcap.
+//! Compiles the eBPF programs (ebpf/capture.bpf.c, the packet capture, and ebpf/tls.bpf.c,
+//! the TLS plaintext uprobes) with Debian's `clang -target bpf` (packages clang and
+//! libbpf-dev). Without clang the crate still builds: the eBPF engine and the TLS tracer
+//! then report why they are missing, and `--engine auto` uses libpcap.
 use std::{env, fs, path::PathBuf, process::Command};
 
 fn main() {
-    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("capture.bpf.o");
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
-    let src = "ebpf/capture.bpf.c";
-    println!("cargo:rerun-if-changed={src}");
     println!("cargo:rerun-if-env-changed=CLANG");
-    let arch = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
-        Ok("aarch64") => "aarch64-linux-gnu",
-        _ => "x86_64-linux-gnu",
+    compile("ebpf/capture.bpf.c", "capture.bpf.o", "KSHARK_BPF_ERROR");
+    compile("ebpf/tls.bpf.c", "tls.bpf.o", "KSHARK_TLS_BPF_ERROR");
+}
+
+/// Compiles `src` to OUT_DIR/`obj`; what went wrong (or nothing) goes to the env var `error_var`.
+fn compile(src: &str, obj: &str, error_var: &str) {
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join(obj);
+    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    println!("cargo:rerun-if-changed={src}");
+    let (arch, target) = match env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("aarch64") => ("aarch64-linux-gnu", "arm64"),
+        _ => ("x86_64-linux-gnu", "x86"),
     };
     let result = Command::new(&clang)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+        // the uprobes read the traced function's arguments from its registers
+        .arg(format!("-D__TARGET_ARCH_{target}"))
         // <asm/types.h> is in the multiarch include folder on Debian
         .arg(format!("-I/usr/include/{arch}"))
         .args(["-c", src, "-o"])
@@ -29,8 +37,8 @@ fn main() {
         Err(e) => format!("{clang} was not found when kshark was built ({e}); apt-get install clang libbpf-dev and rebuild"),
     };
     if !error.is_empty() {
-        println!("cargo:warning=eBPF engine disabled: {error}");
+        println!("cargo:warning=eBPF program {src} disabled: {error}");
         fs::write(&out, b"").unwrap();
     }
-    println!("cargo:rustc-env=KSHARK_BPF_ERROR={error}");
+    println!("cargo:rustc-env={error_var}={error}");
 }

@@ -22,6 +22,15 @@ use std::sync::mpsc::{sync_channel, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+/// Whether TLS plaintext is read through uprobes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    /// Where the uprobes load (root, a kernel that allows them), and says so either way
+    Auto,
+    /// Not read
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
     /// eBPF when it loads, else libpcap (and says why)
@@ -92,6 +101,10 @@ pub struct CaptureArgs {
     /// Capture engine
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) engine: Engine,
+    /// TLS: read what processes send and receive through OpenSSL, before encryption, as
+    /// entries (capture_source "ebpf_tls"), through uprobes on libssl
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) tls: TlsMode,
     /// Capture on these interfaces instead of the pods' veths (repeatable)
     #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub(crate) ifaces: Vec<String>,
@@ -477,6 +490,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         // watch has not told of (seconds old), worth a short wait
         let wait_names = t.watch.is_some() && a.replay.is_none();
         move |_shard: usize| Finish {
+            tls_libs: None,
             id: id.clone(),
             ct: kshark_capture::conntrack::Conntrack::node(),
             filter: filter.clone(),
@@ -488,6 +502,43 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             late: Default::default(),
         }
     };
+    // TLS plaintext: a second worker whose source is the uprobes, into the same output; it
+    // keeps to what the tap captures (the plan's pods, or its interfaces), plan by plan
+    let shared_plan = Arc::new(std::sync::Mutex::new(t.last.clone()));
+    let mut tls_stats = None;
+    let tls_worker = if replay || a.tls == TlsMode::Off {
+        None
+    } else {
+        match kshark_capture::tls::TlsSource::open() {
+            Ok(mut s) => {
+                // what the tap captures from the start
+                if let Some(p) = shared_plan.lock().ok().and_then(|p| p.clone()) {
+                    Source::apply(&mut s, &p).map_err(|e| Failure::Runtime(e.to_string()))?;
+                }
+                let hooked = s.attached();
+                eprintln!("kshark: TLS: reading plaintext through uprobes on {}", if hooked.is_empty() { "OpenSSL, once a process loads it".into() } else { hooked.join(", ") });
+                let libs = s.libs.clone();
+                tls_stats = Some(s.shared_stats.clone());
+                let mut tcfg = WorkerConfig::new(Config { capture_source: CaptureSource::EbpfTls, ..cfg.dissect.clone() });
+                tcfg.shards = 1;
+                tcfg.id_offset = 1 << 31;
+                let finish = finish.clone();
+                let tx = tx.clone();
+                let plan = shared_plan.clone();
+                Some(std::thread::spawn(move || {
+                    let with_libs = move |shard: usize| Finish { tls_libs: Some(libs.clone()), ..finish(shard) };
+                    // every second: the plan again, and libraries of processes started since
+                    let replan = move || plan.lock().ok().and_then(|p| p.clone());
+                    worker::run(Box::new(s), &tcfg, &STOP, replan, with_libs, tx)
+                }))
+            }
+            Err(e) => {
+                eprintln!("kshark: TLS: not read ({e}); --tls off to not try");
+                None
+            }
+        }
+    };
+    let plan_for_tls = shared_plan.clone();
     let uncaptured = t.uncaptured.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
     let pods_for_worker = pods.clone();
@@ -528,6 +579,9 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                         pods_for_worker.store(targets.len() as u64, Ordering::Relaxed);
                     }
                     t.last = Some(p.clone());
+                    if let Ok(mut s) = plan_for_tls.lock() {
+                        *s = Some(p.clone());
+                    }
                     Some(p)
                 }
                 Ok(_) => None,
@@ -564,7 +618,14 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         // within the wait below, without a syscall per entry under load
         let first = match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(e) => e,
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                // the capture ended by itself (an error, a file's end): the TLS tracer
+                // feeding the same output stops with it
+                if worker.is_finished() {
+                    STOP.store(true, Ordering::Relaxed);
+                }
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let ready = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(16));
@@ -622,6 +683,21 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         buf.clear();
     }
     let mut stats = worker.join().map_err(|_| Failure::Runtime("the capture thread panicked".into()))?.map_err(|e| Failure::Runtime(e.to_string()))?;
+    if let Some(w) = tls_worker {
+        // the capture ended (Ctrl-C, --duration, or an error): so does the tracer
+        STOP.store(true, Ordering::Relaxed);
+        match w.join() {
+            Ok(Ok(ts)) => {
+                let t = tls_stats.as_ref().and_then(|s| s.lock().ok().map(|s| *s)).unwrap_or_default();
+                eprintln!(
+                    "kshark: TLS: {} plaintext segments, {} entries; {} calls read in {} processes ({} libraries); left out: {} outside what is tapped, {} the other end's copy; lost: {} with no socket found, {} with no fd, {} entries missed, {} to a full ring, {} cut at 1 MiB",
+                    ts.source.packets, ts.dissect.entries, t.calls, t.processes, t.libraries, t.out_of_scope, t.other_end_copies, t.no_socket, t.no_fd, t.missed_entries, t.ring_full, t.truncated_calls
+                );
+            }
+            Ok(Err(e)) => eprintln!("kshark: TLS: {e}"),
+            Err(_) => eprintln!("kshark: TLS: the tracer's thread panicked"),
+        }
+    }
     stats.entries = entries;
     let drops = stats.drops();
     let drop_text = if drops.is_empty() {
@@ -713,6 +789,8 @@ struct Finish {
     wait_names: bool,
     /// Those entries, each with when its wait ends.
     late: std::collections::VecDeque<(Instant, Entry)>,
+    /// For TLS plaintext: the library of each connection.
+    tls_libs: Option<kshark_capture::tls::ConnLibs>,
 }
 
 /// How long an entry whose end is an address in a private range that no pod, Service or
@@ -799,6 +877,12 @@ impl Finish {
                     if ep.pod.is_none() && ep.service.is_none() && own.contains(&ep.ip) {
                         ep.name = format!("node/{node}");
                     }
+                }
+            }
+            if let Some(libs) = &self.tls_libs {
+                let ends = (std::net::SocketAddr::new(e.src.ip, e.src.port), std::net::SocketAddr::new(e.dst.ip, e.dst.port));
+                if let Some(l) = libs.read().ok().and_then(|m| m.get(&ends).cloned()) {
+                    e.tls = Some(Box::new(kshark_dissect::entry::TlsInfo { library: l.library, version: l.version }));
                 }
             }
             if fresh && self.wait_names && !last && (unnamed(&e.src) || unnamed(&e.dst)) && self.late.len() < MAX_LATE {

@@ -82,6 +82,7 @@ mod tests {
             conn_id: String::new(),
             anomalies: vec![],
             join: None,
+            tls: None,
         }
     }
 

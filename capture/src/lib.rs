@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod ship;
 pub mod source;
+pub mod tls;
 pub mod worker;
 
 pub use error::Error;

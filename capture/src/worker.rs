@@ -30,12 +30,15 @@ pub struct WorkerConfig {
     /// Where the source's counters and the queue drops are put as the run goes (at each
     /// replan tick), for a hub's `/api/stats`.
     pub live_stats: Option<std::sync::Arc<std::sync::Mutex<WorkerStats>>>,
+    /// Added to every shard's block of entry ids, so that two workers feeding one output
+    /// (packets, and TLS plaintext) never make the same id.
+    pub id_offset: u64,
 }
 
 impl WorkerConfig {
     pub fn new(dissect: Config) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 64, replan_every: Duration::from_secs(1), live_stats: None }
+        WorkerConfig { dissect, shards: cores.clamp(1, 8), queue_batches: 64, replan_every: Duration::from_secs(1), live_stats: None, id_offset: 0 }
     }
 }
 
@@ -184,7 +187,7 @@ pub fn run<P: Post>(
             let (free_tx, free_rx) = sync_channel::<Batch>(8);
             let mut d = Dissector::new(cfg.dissect.clone());
             // entry ids stay unique across shards: each shard numbers its own block
-            d.set_id_base((i as u64) << 28);
+            d.set_id_base(((i as u64) << 28) + cfg.id_offset);
             let out = out.clone();
             let post = post(i);
             let handle = std::thread::Builder::new()

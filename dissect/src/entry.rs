@@ -68,6 +68,9 @@ pub enum CaptureSource {
     File,
     Libpcap,
     Ebpf,
+    /// TLS plaintext read through uprobes on the TLS library (`"ebpf_tls"`).
+    #[serde(rename = "ebpf_tls")]
+    EbpfTls,
 }
 
 /// Why an exchange was not seen whole. Serialized as snake_case strings.
@@ -431,6 +434,18 @@ pub struct Entry {
     /// removes this field (see kshark-hub's `join`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<Box<Join>>,
+    /// Read as plaintext from the TLS library (`capture_source: "ebpf_tls"`): which one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Box<TlsInfo>>,
+}
+
+/// The TLS library an entry's plaintext was read from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TlsInfo {
+    /// `"openssl"`
+    pub library: String,
+    /// As its file names it (`"3"` for libssl.so.3).
+    pub version: String,
 }
 
 /// Which of two observations of one exchange an entry is, and how the hub finds the other.

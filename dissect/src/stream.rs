@@ -123,6 +123,7 @@ impl Cx<'_> {
             },
             anomalies: Vec::new(),
             join: None,
+            tls: None,
         }
     }
 

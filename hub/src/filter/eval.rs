@@ -205,7 +205,7 @@ const NAMES: &[&str] = &[
     "http", "grpc", "dns", "tcp", "udp", "method", "path", "url", "status_code", "grpc_service", "grpc_method", "grpc_status", "dns_questions",
     "dns_answers", "dns_rcode", "elapsed_time", "namespaces", "pods", "services", "node", "id", "timestamp", "protocol", "http_version",
     "transport", "src", "dst", "request", "response", "request_size", "response_size", "capture_source", "conn_id", "anomalies",
-    "nodes", "observed", "server_elapsed_time", "network_time",
+    "nodes", "observed", "server_elapsed_time", "network_time", "tls",
 ];
 
 fn is_grpc(e: &Value) -> bool {
@@ -238,6 +238,8 @@ fn name(n: &str, pos: usize, scope: &[String]) -> Result<(Node, Ty), FilterError
     let word = |key: &'static str, want: &'static str| -> (Node, Ty) { (node(move |c| Val::Bool(c.entry.get(key).and_then(Value::as_str) == Some(want))), Ty::Bool) };
     Ok(match n {
         "http" | "grpc" | "dns" => word("protocol", n),
+        // read as plaintext from a TLS library
+        "tls" => word("capture_source", "ebpf_tls"),
         "tcp" => word("transport", "tcp"),
         "udp" => word("transport", "udp"),
         // gRPC calls are HTTP/2 POSTs: `method` is the HTTP method for both

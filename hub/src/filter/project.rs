@@ -60,6 +60,7 @@ impl Projection {
         match n {
             "http" | "grpc" | "dns" => self.whole("protocol"),
             "tcp" | "udp" => self.whole("transport"),
+            "tls" => self.whole("capture_source"),
             "method" | "grpc_method" => {
                 self.whole("protocol");
                 self.sub("request", "method");

@@ -115,6 +115,16 @@ fn the_nodes_that_saw_an_entry() {
 }
 
 #[test]
+fn tls_is_the_plaintext_read_from_a_tls_library() {
+    let mut tls = http();
+    tls["capture_source"] = json!("ebpf_tls");
+    tls["tls"] = json!({"library": "openssl", "version": "3"});
+    assert!(check("tls", &tls));
+    assert!(check("tls && path == '/catalogue'", &tls));
+    assert!(!check("tls", &http()));
+}
+
+#[test]
 fn errors_follow_cel_and_never_match() {
     let h = http();
     // a division by zero is an error: no match, whichever way it is compared

@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kshark's TLS plaintext: uprobes on OpenSSL's SSL_write, SSL_write_ex, SSL_read and
+ * SSL_read_ex (entry and return), and a raw tracepoint on sys_enter.
+ *
+ * - At a call's entry its arguments are kept per thread (ACTIVE): the SSL*, the buffer,
+ *   and for the _ex forms where the byte count will be written.
+ * - The socket: OpenSSL's structs differ between versions, so the fd is not read from
+ *   them. A read or write system call made by the thread while it is inside the call is
+ *   the socket's (sys_enter's first argument); it is kept per SSL* (SSL_FD) for calls
+ *   that need no system call (a record already buffered).
+ * - At the return, the bytes the call moved (its return value, or *written / *readbytes
+ *   for the _ex forms) are copied from the buffer into the ring buffer, in chunks of
+ *   CHUNK bytes: a call larger than one event is chunked, not dropped (up to MAX_CHUNKS;
+ *   beyond it, counted as truncated).
+ * - Every outcome is counted in STATS (per CPU): events, ring full, truncated, calls
+ *   whose entry was not seen (missed), calls with no fd known.
+ *
+ * Only UAPI headers and libbpf's bpf_helpers.h / bpf_tracing.h.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#define CHUNK 16384                 /* power of two */
+#define MAX_CHUNKS 64               /* 1 MiB in one call */
+#define RINGBUF_BYTES (16 << 20)
+
+enum { ST_EVENTS, ST_RING_FULL, ST_TRUNCATED, ST_MISSED, ST_NO_FD, ST_MAX };
+enum { DIR_WRITE = 0, DIR_READ = 1 };
+enum { F_LAST = 1 };
+
+struct tls_hdr {                    /* mirrored by #[repr(C)] TlsHdr in tls.rs */
+    __u64 ts_ns;                    /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+    __u64 ssl;                      /* the SSL* (tells connections of one process apart) */
+    __u32 pid;                      /* the process (tgid) */
+    __u32 tid;
+    __s32 fd;                       /* -1: not known */
+    __u32 len;                      /* bytes the call moved */
+    __u32 offset;                   /* where this chunk starts */
+    __u32 cap_len;                  /* bytes in this chunk */
+    __u8  dir;                      /* DIR_WRITE: the process sent; DIR_READ: it received */
+    __u8  flags;                    /* F_LAST on the call's last chunk */
+    __u8  pad[6];
+};
+
+struct scratch {
+    struct tls_hdr h;
+    __u8 data[CHUNK];
+};
+
+struct call {
+    __u64 ssl;
+    __u64 buf;
+    __u64 count_ptr;                /* the _ex forms: size_t *written / *readbytes */
+    __s32 fd;
+    __u8  dir;
+    __u8  ex;
+    __u8  pad[2];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, RINGBUF_BYTES);
+} EVENTS SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct scratch);
+} SCRATCH SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);             /* pid_tgid */
+    __type(value, struct call);
+} ACTIVE SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);             /* (tgid << 32) ^ SSL* */
+    __type(value, __s32);
+} SSL_FD SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, ST_MAX);
+    __type(key, __u32);
+    __type(value, __u64);
+} STATS SEC(".maps");
+
+static __always_inline void count(__u32 which, __u64 n)
+{
+    __u64 *v = bpf_map_lookup_elem(&STATS, &which);
+    if (v)
+        *v += n;
+}
+
+static __always_inline __u64 ssl_key(__u64 pid_tgid, __u64 ssl)
+{
+    return ((pid_tgid >> 32) << 32) ^ ssl;
+}
+
+static __always_inline int enter(struct pt_regs *ctx, __u8 dir, __u8 ex)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct call c = {};
+    c.ssl = (__u64)PT_REGS_PARM1(ctx);
+    c.buf = (__u64)PT_REGS_PARM2(ctx);
+    c.count_ptr = ex ? (__u64)PT_REGS_PARM4(ctx) : 0;
+    c.fd = -1;
+    c.dir = dir;
+    c.ex = ex;
+    bpf_map_update_elem(&ACTIVE, &id, &c, BPF_ANY);
+    return 0;
+}
+
+static __always_inline int leave(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct call *c = bpf_map_lookup_elem(&ACTIVE, &id);
+    if (!c) {
+        count(ST_MISSED, 1);
+        return 0;
+    }
+    long ret = (long)PT_REGS_RC(ctx);
+    __u64 n = 0;
+    if (c->ex) {
+        if (ret == 1 && c->count_ptr)
+            bpf_probe_read_user(&n, sizeof(n), (void *)c->count_ptr);
+    } else if (ret > 0) {
+        n = (__u64)ret;
+    }
+    if (n == 0)
+        goto done;
+    __s32 fd = c->fd;
+    __u64 key = ssl_key(id, c->ssl);
+    if (fd < 0) {
+        __s32 *known = bpf_map_lookup_elem(&SSL_FD, &key);
+        if (known)
+            fd = *known;
+    } else {
+        bpf_map_update_elem(&SSL_FD, &key, &fd, BPF_ANY);
+    }
+    if (fd < 0)
+        count(ST_NO_FD, 1);
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&SCRATCH, &zero);
+    if (!s)
+        goto done;
+    s->h.ts_ns = bpf_ktime_get_ns();
+    s->h.ssl = c->ssl;
+    s->h.pid = id >> 32;
+    s->h.tid = (__u32)id;
+    s->h.fd = fd;
+    s->h.len = n > 0xffffffff ? 0xffffffff : (__u32)n;
+    s->h.dir = c->dir;
+    __u64 buf = c->buf;
+    for (int i = 0; i < MAX_CHUNKS; i++) {
+        __u64 off = (__u64)i * CHUNK;
+        if (off >= n)
+            break;
+        __u64 cap = n - off;
+        if (cap > CHUNK)
+            cap = CHUNK;
+        s->h.offset = (__u32)off;
+        s->h.cap_len = (__u32)cap;
+        s->h.flags = (off + cap >= n) ? F_LAST : 0;
+        if (bpf_probe_read_user(s->data, cap, (void *)(buf + off)) < 0)
+            break;
+        /* woken at once: the socket is looked up in /proc while it is still open */
+        if (bpf_ringbuf_output(&EVENTS, s, sizeof(s->h) + cap, BPF_RB_FORCE_WAKEUP) < 0) {
+            count(ST_RING_FULL, 1);
+            break;
+        }
+        count(ST_EVENTS, 1);
+        if (i == MAX_CHUNKS - 1 && off + cap < n)
+            count(ST_TRUNCATED, 1);
+    }
+done:
+    bpf_map_delete_elem(&ACTIVE, &id);
+    return 0;
+}
+
+SEC("uprobe")
+int ssl_write(struct pt_regs *ctx) { return enter(ctx, DIR_WRITE, 0); }
+
+SEC("uprobe")
+int ssl_write_ex(struct pt_regs *ctx) { return enter(ctx, DIR_WRITE, 1); }
+
+SEC("uprobe")
+int ssl_read(struct pt_regs *ctx) { return enter(ctx, DIR_READ, 0); }
+
+SEC("uprobe")
+int ssl_read_ex(struct pt_regs *ctx) { return enter(ctx, DIR_READ, 1); }
+
+SEC("uretprobe")
+int ssl_ret(struct pt_regs *ctx) { return leave(ctx); }
+
+/* read, write, readv, writev, sendto, recvfrom, sendmsg, recvmsg (x86_64 numbers) */
+static __always_inline int io_syscall(long nr)
+{
+    return nr == 0 || nr == 1 || nr == 19 || nr == 20 || nr == 44 || nr == 45 || nr == 46 || nr == 47;
+}
+
+SEC("raw_tracepoint/sys_enter")
+int sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+    long nr = (long)ctx->args[1];
+    if (!io_syscall(nr))
+        return 0;
+    __u64 id = bpf_get_current_pid_tgid();
+    struct call *c = bpf_map_lookup_elem(&ACTIVE, &id);
+    if (!c || c->fd >= 0)
+        return 0;
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    unsigned long di = 0;
+    bpf_probe_read_kernel(&di, sizeof(di), &regs->rdi);
+    c->fd = (__s32)di;
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,476 @@
+//! TLS plaintext through uprobes on OpenSSL (`ebpf/tls.bpf.c`): what a process hands to
+//! `SSL_write` and gets from `SSL_read` (and their `_ex` forms), before encryption and
+//! after decryption, tied to its TCP connection and handed on as that connection's bytes,
+//! so the dissectors read it as they read any stream.
+//!
+//! - **Which libraries**: every `libssl.so.*` mapped by a running process, found in
+//!   `/proc/PID/maps` and reached through `/proc/PID/root` (a process in a container
+//!   has its own copy). Uprobes go on the file (its inode), so every process that maps it
+//!   is traced, those started later too; the scan runs again at each plan (every second).
+//! - **Which connection**: the fd the call's system calls used (the kernel side notes
+//!   it), mapped to its socket (`/proc/PID/fd/FD` names the inode) and the socket to its
+//!   addresses in the process's own network namespace (`/proc/PID/net/tcp{,6}`). Cached
+//!   per (process, fd, inode).
+//! - **As packets**: each call's bytes become TCP segments of that connection (raw IP
+//!   frames, `LINKTYPE_RAW`) with their own sequence numbers, the process's writes from
+//!   its address, its reads to it. When both ends of a connection are traced (a client
+//!   and a server on one node), the first process seen owns it and the other's copy is
+//!   left out, so each exchange is made once.
+//! - **Counted**: calls the ring had no room for, calls whose entry was not seen, calls
+//!   whose fd or socket could not be found, and the other end's copies left out.
+
+use crate::error::Error;
+use crate::source::{Plan, Poll, RawPacket, Source, SourceStats};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::{RawTracePoint, UProbe};
+use aya::{include_bytes_aligned, Ebpf};
+use kshark_dissect::Timestamp;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tls.bpf.o"));
+
+/// Mirrors `struct tls_hdr` in tls.bpf.c.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct TlsHdr {
+    ts_ns: u64,
+    ssl: u64,
+    pid: u32,
+    tid: u32,
+    fd: i32,
+    len: u32,
+    offset: u32,
+    cap_len: u32,
+    dir: u8,
+    flags: u8,
+    pad: [u8; 6],
+}
+const HDR: usize = std::mem::size_of::<TlsHdr>();
+const DIR_READ: u8 = 1;
+
+// indices of the STATS map
+const ST_RING_FULL: u32 = 1;
+const ST_TRUNCATED: u32 = 2;
+const ST_MISSED: u32 = 3;
+const ST_NO_FD: u32 = 4;
+
+/// The functions hooked: (symbol, entry program). Every one also gets `ssl_ret` on return.
+const HOOKS: [(&str, &str); 4] = [("SSL_write", "ssl_write"), ("SSL_write_ex", "ssl_write_ex"), ("SSL_read", "ssl_read"), ("SSL_read_ex", "ssl_read_ex")];
+
+/// A TLS library and its version, as entries name it (`tls: {library, version}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsLib {
+    pub library: String,
+    pub version: String,
+}
+
+/// Which library each traced connection's plaintext came from, by (client or server
+/// address, the other address) as entries have them: filled here, read where entries are
+/// finished.
+pub type ConnLibs = Arc<RwLock<HashMap<(SocketAddr, SocketAddr), TlsLib>>>;
+
+/// What the tracer counts, beyond the packets it hands on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TlsStats {
+    pub calls: u64,
+    pub ring_full: u64,
+    pub truncated_calls: u64,
+    pub missed_entries: u64,
+    pub no_fd: u64,
+    pub no_socket: u64,
+    pub other_end_copies: u64,
+    /// Calls on connections outside what the tap captures (other pods, other interfaces).
+    pub out_of_scope: u64,
+    pub libraries: usize,
+    pub processes: usize,
+}
+
+struct Conn {
+    local: SocketAddr,
+    remote: SocketAddr,
+    ino: u64,
+    /// Next sequence number of what the process sent, and of what it received.
+    seq: [u32; 2],
+    lib: TlsLib,
+}
+
+pub struct TlsSource {
+    _ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    stats_map: PerCpuArray<MapData, u64>,
+    /// Hooked library files by (device, inode): their path as hooked and what they are.
+    hooked: HashMap<(u64, u64), (String, TlsLib)>,
+    /// Processes using a hooked library now, and which.
+    procs: HashMap<u32, (u64, u64)>,
+    conns: HashMap<(u32, i32), Conn>,
+    /// The process that owns each connection (the first seen), by its two addresses.
+    owner: HashMap<(SocketAddr, SocketAddr), u32>,
+    mono_to_real: i64,
+    packets: u64,
+    no_socket: u64,
+    other_end: u64,
+    calls: u64,
+    buf: Vec<u8>,
+    pub libs: ConnLibs,
+    /// What the plan captures: connections with an end among these addresses (the pods
+    /// targeted, or the addresses of the interfaces named), and with `loopback` any on
+    /// loopback. `None` before the first plan: nothing.
+    scope: Option<(std::collections::HashSet<IpAddr>, bool)>,
+    out_of_scope: u64,
+    /// [`TlsSource::tls_stats`] as of the last poll, for whoever reports them.
+    pub shared_stats: Arc<std::sync::Mutex<TlsStats>>,
+}
+
+fn err(what: impl std::fmt::Display) -> Error {
+    Error::Capture { engine: "ebpf_tls", iface: "uprobes".into(), detail: what.to_string() }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn clock(id: libc::clockid_t) -> i64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(id, &mut t) };
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
+/// `libssl.so.3` → `3`, `libssl.so.1.1` → `1.1`.
+fn version_of(path: &str) -> String {
+    path.rsplit_once("libssl.so.").map_or_else(String::new, |(_, v)| v.to_string())
+}
+
+impl TlsSource {
+    /// Loads the programs, attaches the system-call tracepoint and hooks every OpenSSL
+    /// library in use now. Errors say what refused (no clang at build time, not root, the
+    /// verifier, the attach).
+    pub fn open() -> Result<Self, Error> {
+        let built = env!("KSHARK_TLS_BPF_ERROR");
+        if !built.is_empty() {
+            return Err(err(built));
+        }
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| err(format!("cannot load the eBPF program: {}", chain(&e))))?;
+        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret")].iter()) {
+            let p: &mut UProbe = ebpf.program_mut(prog).ok_or_else(|| err(format!("program {prog} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
+            p.load().map_err(|e| err(format!("the kernel refused {prog}: {}", chain(&e))))?;
+        }
+        let tp: &mut RawTracePoint = ebpf.program_mut("sys_enter").ok_or_else(|| err("program sys_enter missing"))?.try_into().map_err(|e| err(chain(&e)))?;
+        tp.load().map_err(|e| err(format!("the kernel refused sys_enter: {}", chain(&e))))?;
+        tp.attach("sys_enter").map_err(|e| err(format!("cannot attach to the sys_enter tracepoint: {}", chain(&e))))?;
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or_else(|| err("map EVENTS missing"))?).map_err(|e| err(chain(&e)))?;
+        let stats_map = PerCpuArray::try_from(ebpf.take_map("STATS").ok_or_else(|| err("map STATS missing"))?).map_err(|e| err(chain(&e)))?;
+        let mut s = TlsSource {
+            _ebpf: ebpf,
+            ring,
+            stats_map,
+            hooked: HashMap::new(),
+            procs: HashMap::new(),
+            conns: HashMap::new(),
+            owner: HashMap::new(),
+            mono_to_real: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC),
+            packets: 0,
+            no_socket: 0,
+            other_end: 0,
+            calls: 0,
+            buf: Vec::with_capacity(65_600),
+            libs: Default::default(),
+            scope: None,
+            out_of_scope: 0,
+            shared_stats: Default::default(),
+        };
+        s.scan()?;
+        Ok(s)
+    }
+
+    /// Finds the OpenSSL libraries processes map now and hooks those not hooked yet; forgets
+    /// processes that exited (and their connections).
+    pub fn scan(&mut self) -> Result<(), Error> {
+        let mut procs = HashMap::new();
+        for p in std::fs::read_dir("/proc").map_err(|e| err(format!("/proc: {e}")))?.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(path) = libssl_of(pid) else { continue };
+            let path = path.as_str();
+            // the process's own view of its file system (a container's)
+            let target = format!("/proc/{pid}/root{path}");
+            let Ok(meta) = std::fs::metadata(&target) else { continue };
+            let key = (meta.dev(), meta.ino());
+            if !self.hooked.contains_key(&key) {
+                let lib = TlsLib { library: "openssl".into(), version: version_of(path) };
+                self.hook(&target)?;
+                self.hooked.insert(key, (target, lib));
+            }
+            procs.insert(pid, key);
+        }
+        self.conns.retain(|(pid, _), _| procs.contains_key(pid));
+        self.procs = procs;
+        Ok(())
+    }
+
+    fn hook(&mut self, target: &str) -> Result<(), Error> {
+        for (sym, prog) in HOOKS {
+            for name in [prog, "ssl_ret"] {
+                let p: &mut UProbe = self._ebpf.program_mut(name).ok_or_else(|| err(format!("program {name} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
+                p.attach(sym, target, aya::programs::uprobe::UProbeScope::AllProcesses).map_err(|e| err(format!("cannot hook {sym} in {target}: {}", chain(&e))))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tracer's own counters.
+    pub fn tls_stats(&self) -> TlsStats {
+        let sum = |i: u32| self.stats_map.get(&i, 0).map_or(0, |v| v.iter().sum::<u64>());
+        TlsStats {
+            calls: self.calls,
+            ring_full: sum(ST_RING_FULL),
+            truncated_calls: sum(ST_TRUNCATED),
+            missed_entries: sum(ST_MISSED),
+            no_fd: sum(ST_NO_FD),
+            no_socket: self.no_socket,
+            other_end_copies: self.other_end,
+            out_of_scope: self.out_of_scope,
+            libraries: self.hooked.len(),
+            processes: self.procs.len(),
+        }
+    }
+
+    /// The connection of (pid, fd), found through /proc when new (or when the fd now
+    /// names another socket).
+    fn conn(&mut self, pid: u32, fd: i32) -> Option<&mut Conn> {
+        let ino = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().and_then(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+        let Some(ino) = ino else {
+            // closed since (the call's event is read after the fact): the connection it
+            // was, if it was seen while open
+            return self.conns.get_mut(&(pid, fd));
+        };
+        if self.conns.get(&(pid, fd)).is_none_or(|c| c.ino != ino) {
+            let (local, remote) = socket_ends(pid, ino)?;
+            // a process started since the last scan: its library now
+            let lib = match self.procs.get(&pid).and_then(|k| self.hooked.get(k)) {
+                Some((_, l)) => l.clone(),
+                None => TlsLib { library: "openssl".into(), version: libssl_of(pid).map(|p| version_of(&p)).unwrap_or_default() },
+            };
+            self.conns.insert((pid, fd), Conn { local, remote, ino, seq: [1, 1], lib });
+        }
+        self.conns.get_mut(&(pid, fd))
+    }
+
+    fn event(&mut self, h: &TlsHdr, data: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) {
+        if h.offset == 0 {
+            self.calls += 1;
+        }
+        if h.fd < 0 {
+            return;
+        }
+        let (pid, fd) = (h.pid, h.fd);
+        let Some(c) = self.conn(pid, fd) else {
+            if h.offset == 0 {
+                self.no_socket += 1;
+            }
+            return;
+        };
+        let (local, remote, lib) = (c.local, c.remote, c.lib.clone());
+        let within = self.scope.as_ref().is_some_and(|(addrs, lo)| [local.ip(), remote.ip()].iter().any(|a| addrs.contains(a) || (*lo && a.is_loopback())));
+        if !within {
+            if h.offset == 0 {
+                self.out_of_scope += 1;
+            }
+            return;
+        }
+        let pair = if local <= remote { (local, remote) } else { (remote, local) };
+        let owner = *self.owner.entry(pair).or_insert(pid);
+        if owner != pid {
+            if h.offset == 0 {
+                self.other_end += 1;
+            }
+            return;
+        }
+        let Some(c) = self.conns.get_mut(&(pid, fd)) else { return };
+        let received = h.dir == DIR_READ;
+        let (src, dst) = if received { (remote, local) } else { (local, remote) };
+        let (seq, ack) = if received { (c.seq[1], c.seq[0]) } else { (c.seq[0], c.seq[1]) };
+        c.seq[received as usize] = seq.wrapping_add(data.len() as u32);
+        if let Ok(mut libs) = self.libs.write() {
+            if libs.len() > 100_000 {
+                libs.clear();
+            }
+            libs.entry((src, dst)).or_insert_with(|| lib.clone());
+            libs.entry((dst, src)).or_insert(lib);
+        }
+        segment(&mut self.buf, src, dst, seq, ack, data);
+        self.packets += 1;
+        f(RawPacket { ts: Timestamp((h.ts_ns as i64 + self.mono_to_real).max(0) as u64), linktype: 101, data: &self.buf });
+    }
+}
+
+/// The OpenSSL library a process maps, as its path in the process's file system.
+fn libssl_of(pid: u32) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.contains("/libssl.so.")).map(str::to_string)
+}
+
+/// A socket's (local, remote) addresses, from the process's network namespace's tables.
+fn socket_ends(pid: u32, ino: u64) -> Option<(SocketAddr, SocketAddr)> {
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok()?;
+        for l in text.lines().skip(1) {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.get(9).and_then(|i| i.parse::<u64>().ok()) == Some(ino) {
+                return Some((parse_addr(f.get(1)?)?, parse_addr(f.get(2)?)?));
+            }
+        }
+    }
+    None
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits then the port (IPv6), as /proc/net/tcp writes
+/// them (each 32-bit word in host order).
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    let (a, p) = s.split_once(':')?;
+    let port = u16::from_str_radix(p, 16).ok()?;
+    let ip = match a.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(a, 16).ok()?.to_le_bytes())),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                let w = u32::from_str_radix(&a[i * 8..i * 8 + 8], 16).ok()?;
+                b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+            }
+            let v6 = Ipv6Addr::from(b);
+            // a v4-mapped address is the IPv4 connection it is
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// A TCP segment in a raw IP frame (checksums left 0: nothing checks them).
+fn segment(out: &mut Vec<u8>, src: SocketAddr, dst: SocketAddr, seq: u32, ack: u32, data: &[u8]) {
+    out.clear();
+    let tcp_len = 20 + data.len();
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = (20 + tcp_len).min(65535) as u16;
+            out.extend_from_slice(&[0x45, 0]);
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0]);
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (s, d) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V6(a) => a,
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+            };
+            out.extend_from_slice(&[0x60, 0, 0, 0]);
+            out.extend_from_slice(&(tcp_len.min(65535) as u16).to_be_bytes());
+            out.extend_from_slice(&[6, 64]);
+            out.extend_from_slice(&v6(s).octets());
+            out.extend_from_slice(&v6(d).octets());
+        }
+    }
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&ack.to_be_bytes());
+    // data offset 5 words; ACK and PSH
+    out.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    out.extend_from_slice(data);
+}
+
+impl Source for TlsSource {
+    fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(RawPacket<'_>)) -> Result<Poll, Error> {
+        let mut pfd = libc::pollfd { fd: self.ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(err(format!("poll: {}", std::io::Error::last_os_error())));
+        }
+        loop {
+            let Some(item) = self.ring.next() else { break };
+            if item.len() < HDR {
+                continue;
+            }
+            // SAFETY: the kernel wrote a tls_hdr at the start of every event; read unaligned.
+            let h: TlsHdr = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const TlsHdr) };
+            let end = (HDR + h.cap_len as usize).min(item.len());
+            let data = item[HDR..end].to_vec();
+            drop(item);
+            self.event(&h, &data, f);
+        }
+        let st = self.tls_stats();
+        if let Ok(mut s) = self.shared_stats.lock() {
+            *s = st;
+        }
+        Ok(Poll::More)
+    }
+
+    fn apply(&mut self, plan: &Plan) -> Result<(), Error> {
+        // the plan's pods, or its interfaces' addresses
+        self.scope = Some(match &plan.targets {
+            Some(t) => (t.iter().copied().collect(), false),
+            None => {
+                let names: std::collections::HashSet<&str> = plan.ifaces.iter().map(|i| i.name.as_str()).collect();
+                let links = crate::netns::links().unwrap_or_default();
+                let addrs = links.iter().filter(|l| names.contains(l.name.as_str())).flat_map(|l| l.addrs.iter().copied()).collect();
+                (addrs, plan.ifaces.iter().any(|i| i.kind == crate::source::IfaceKind::Loopback))
+            }
+        });
+        // processes come and go: new libraries are hooked, exited processes forgotten
+        self.scan()
+    }
+
+    fn stats(&mut self) -> SourceStats {
+        let t = self.tls_stats();
+        SourceStats { packets: self.packets, ring_drops: t.ring_full, truncated: t.truncated_calls, ..Default::default() }
+    }
+
+    fn engine(&self) -> &'static str {
+        "ebpf_tls"
+    }
+
+    fn attached(&self) -> Vec<String> {
+        self.hooked.values().map(|(p, l)| format!("{p} (OpenSSL {})", l.version)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses_read_as_the_kernel_writes_them() {
+        assert_eq!(parse_addr("0100007F:1F90"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(parse_addr("00000000000000000000000001000000:01BB"), Some("[::1]:443".parse().unwrap()));
+        assert_eq!(parse_addr("0000000000000000FFFF00000100007F:0050"), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(parse_addr("zz:1"), None);
+        assert_eq!(version_of("/usr/lib/x86_64-linux-gnu/libssl.so.3"), "3");
+        assert_eq!(version_of("/lib/libssl.so.1.1"), "1.1");
+    }
+
+    #[test]
+    fn a_segment_is_a_tcp_packet_the_dissector_reads() {
+        let mut b = Vec::new();
+        segment(&mut b, "10.0.0.1:40000".parse().unwrap(), "10.0.0.2:443".parse().unwrap(), 7, 9, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(b.len(), 40 + 18);
+        assert_eq!(&b[12..16], &[10, 0, 0, 1]);
+        assert_eq!(u16::from_be_bytes([b[22], b[23]]), 443);
+        let mut b6 = Vec::new();
+        segment(&mut b6, "[::1]:1".parse().unwrap(), "[::1]:2".parse().unwrap(), 0, 0, b"x");
+        assert_eq!((b6[0] >> 4, b6.len()), (6, 40 + 20 + 1));
+    }
+}
