@@ -518,7 +518,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                 let hooked = s.attached();
                 eprintln!("kshark: TLS: reading plaintext through uprobes on {}", if hooked.is_empty() { "OpenSSL, once a process loads it".into() } else { hooked.join(", ") });
                 let libs = s.libs.clone();
-                tls_stats = Some(s.shared_stats.clone());
+                tls_stats = Some((s.shared_stats.clone(), s.shared_processes.clone()));
                 let mut tcfg = WorkerConfig::new(Config { capture_source: CaptureSource::EbpfTls, ..cfg.dissect.clone() });
                 tcfg.shards = 1;
                 tcfg.id_offset = 1 << 31;
@@ -540,6 +540,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
     };
     let plan_for_tls = shared_plan.clone();
     let uncaptured = t.uncaptured.clone();
+    let tls_id = t.id.clone();
     let inv_for_worker = std::sync::Mutex::new(t);
     let pods_for_worker = pods.clone();
     let worker = std::thread::spawn(move || {
@@ -673,6 +674,9 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             report["named_late"] = NAMED_LATE.load(Ordering::Relaxed).into();
             report["unnamed_after_wait"] = UNNAMED_AFTER_WAIT.load(Ordering::Relaxed).into();
             report["uncaptured_pods"] = missed.iter().map(|(pod, why)| serde_json::json!({"pod": pod, "reason": why})).collect::<Vec<_>>().into();
+            if let Some((st, procs)) = &tls_stats {
+                report["tls"] = tls_report(st, procs, &tls_id);
+            }
             sink_report(&sink, local.as_ref(), report);
         }
         if !write_failed && !buf.is_empty() && out.as_mut().is_some_and(|out| out.write_all(&buf).and_then(|_| out.flush()).is_err()) {
@@ -688,7 +692,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         STOP.store(true, Ordering::Relaxed);
         match w.join() {
             Ok(Ok(ts)) => {
-                let t = tls_stats.as_ref().and_then(|s| s.lock().ok().map(|s| *s)).unwrap_or_default();
+                let t = tls_stats.as_ref().and_then(|(s, _)| s.lock().ok().map(|s| *s)).unwrap_or_default();
                 eprintln!(
                     "kshark: TLS: {} plaintext segments, {} entries; {} calls read in {} processes ({} libraries); left out: {} outside what is tapped, {} the other end's copy; lost: {} with no socket found, {} with no fd, {} entries missed, {} to a full ring, {} cut at 1 MiB",
                     ts.source.packets, ts.dissect.entries, t.calls, t.processes, t.libraries, t.out_of_scope, t.other_end_copies, t.no_socket, t.no_fd, t.missed_entries, t.ring_full, t.truncated_calls
@@ -918,6 +922,30 @@ impl Finish {
         }
         Some(f)
     }
+}
+
+/// The TLS tracer's state for `/api/stats` and the UIs: which processes are hooked (with
+/// their library and version, and their pod once one of their connections named it), and
+/// what was read, left out and lost.
+fn tls_report(st: &std::sync::Mutex<kshark_capture::tls::TlsStats>, procs: &std::sync::Mutex<Vec<kshark_capture::tls::TlsProcess>>, id: &Shared) -> serde_json::Value {
+    let t = st.lock().map(|s| *s).unwrap_or_default();
+    let inv = id.read().unwrap_or_else(|p| p.into_inner());
+    let hooked: Vec<serde_json::Value> = procs
+        .lock()
+        .map(|p| p.clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let pod = p.addr.and_then(|a| inv.pod_now(&a)).map(|pod| format!("{}/{}", pod.namespace, pod.name));
+            serde_json::json!({"pid": p.pid, "process": p.command, "library": p.lib.library, "version": p.lib.version, "pod": pod})
+        })
+        .collect();
+    serde_json::json!({
+        "hooked": hooked,
+        "calls": t.calls, "libraries": t.libraries,
+        "out_of_scope": t.out_of_scope, "other_end_copies": t.other_end_copies,
+        "no_socket": t.no_socket, "no_fd": t.no_fd, "missed_entries": t.missed_entries, "ring_full": t.ring_full, "truncated_calls": t.truncated_calls,
+    })
 }
 
 fn sink_report(sink: &Sink, local: Option<&crate::hubcmd::LocalHub>, mut stats: serde_json::Value) {

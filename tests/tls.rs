@@ -44,19 +44,39 @@ fn https_server(dir: &std::path::Path) -> (Kill, u16) {
     (Kill(child), line.trim().parse().unwrap_or_else(|_| panic!("the server said {line:?}")))
 }
 
-/// `kshark tap -i lo` for a few seconds while curl fetches `/hello.txt` over HTTPS.
-fn tap_during_curl(port: u16, extra: &[&str]) -> (Vec<Value>, String) {
-    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "5s"];
+/// `kshark tap -i lo` for a few seconds while curl fetches `/hello.txt` over HTTPS: the
+/// entries, what the tap said, and its hub's `/api/stats` after the fetch.
+fn tap_during_curl(port: u16, extra: &[&str]) -> (Vec<Value>, String, Value) {
+    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "6s"];
     args.extend_from_slice(extra);
-    let tap = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(2000));
+    let mut tap = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // its hub's port, from what it says
+    let mut err = BufReader::new(tap.stderr.take().unwrap());
+    let mut said = String::new();
+    let hub = loop {
+        let mut l = String::new();
+        assert!(err.read_line(&mut l).unwrap() > 0, "tap ended: {said}");
+        said.push_str(&l);
+        if let Some(rest) = l.split("hub API on http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    std::thread::sleep(Duration::from_millis(1500));
     let o = Command::new("curl").args(["-sk", "--http1.1", "-H", "x-kshark-test: tls"]).arg(format!("https://127.0.0.1:{port}/hello.txt")).output().expect("this test needs curl");
     assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = Command::new("curl").args(["-s", &format!("http://{hub}/api/stats")]).output().unwrap();
+    let stats: Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
     let out = tap.wait_with_output().unwrap();
-    let err = stderr(&out);
-    assert!(out.status.success(), "tap: {err}");
+    said.push_str(&rest.join().unwrap());
+    assert!(out.status.success(), "tap: {said}");
     let entries = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    (entries, err)
+    (entries, said, stats)
 }
 
 #[test]
@@ -67,7 +87,7 @@ fn tap_reads_https_through_openssl_as_plaintext_entries() {
     std::fs::write(dir.path().join("hello.txt"), "hello, decrypted\n").unwrap();
     let (_server, port) = https_server(dir.path());
 
-    let (entries, err) = tap_during_curl(port, &[]);
+    let (entries, err, stats) = tap_during_curl(port, &[]);
     assert!(err.contains("kshark: TLS: reading plaintext through uprobes"), "{err}");
     let tls: Vec<&Value> = entries.iter().filter(|e| e["dst"]["port"] == port).collect();
     assert_eq!(tls.len(), 1, "one HTTPS exchange: {tls:#?}\n{err}");
@@ -80,13 +100,18 @@ fn tap_reads_https_through_openssl_as_plaintext_entries() {
     assert_eq!(e["response"]["body"]["text"], "hello, decrypted\n");
     assert_eq!(e["src"]["ip"], "127.0.0.1");
     assert_eq!(e["anomalies"], serde_json::json!([]));
+    // what is hooked, in the stats the UIs read: the server at least (curl came and went)
+    let tls = &stats["workers"]["tap"]["stats"]["tls"];
+    let hooked = tls["hooked"].as_array().unwrap_or_else(|| panic!("no TLS status in /api/stats: {stats}"));
+    assert!(hooked.iter().any(|p| p["process"].as_str().is_some_and(|c| c.starts_with("python")) && p["library"] == "openssl" && p["version"] == "3"), "{tls}");
+    assert!(tls["calls"].as_u64().unwrap_or(0) >= 2, "{tls}");
 
     // the filter's word
-    let (entries, err) = tap_during_curl(port, &["--filter", "tls && path == '/hello.txt'"]);
+    let (entries, err, _) = tap_during_curl(port, &["--filter", "tls && path == '/hello.txt'"]);
     assert_eq!(entries.len(), 1, "{entries:#?}: {err}");
 
     // off: the ciphertext alone makes no entry
-    let (entries, err) = tap_during_curl(port, &["--tls", "off"]);
+    let (entries, err, _) = tap_during_curl(port, &["--tls", "off"]);
     assert!(!err.contains("TLS: reading"), "{err}");
     assert!(entries.iter().all(|e| e["dst"]["port"] != port), "{entries:#?}");
 }

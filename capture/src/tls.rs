@@ -74,6 +74,17 @@ pub struct TlsLib {
 /// finished.
 pub type ConnLibs = Arc<RwLock<HashMap<(SocketAddr, SocketAddr), TlsLib>>>;
 
+/// A process whose TLS library is hooked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsProcess {
+    pub pid: u32,
+    /// Its name (`/proc/PID/comm`).
+    pub command: String,
+    pub lib: TlsLib,
+    /// The local address of a connection it was read on (to name its pod), once one was.
+    pub addr: Option<IpAddr>,
+}
+
 /// What the tracer counts, beyond the packets it hands on.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TlsStats {
@@ -122,8 +133,12 @@ pub struct TlsSource {
     /// loopback. `None` before the first plan: nothing.
     scope: Option<(std::collections::HashSet<IpAddr>, bool)>,
     out_of_scope: u64,
-    /// [`TlsSource::tls_stats`] as of the last poll, for whoever reports them.
+    /// [`TlsSource::tls_stats`] and the hooked processes as of the last poll, for
+    /// whoever reports them.
     pub shared_stats: Arc<std::sync::Mutex<TlsStats>>,
+    pub shared_processes: Arc<std::sync::Mutex<Vec<TlsProcess>>>,
+    /// Per process: its name, and an address it was read on.
+    proc_info: HashMap<u32, (String, Option<IpAddr>)>,
 }
 
 fn err(what: impl std::fmt::Display) -> Error {
@@ -190,6 +205,8 @@ impl TlsSource {
             scope: None,
             out_of_scope: 0,
             shared_stats: Default::default(),
+            shared_processes: Default::default(),
+            proc_info: HashMap::new(),
         };
         s.scan()?;
         Ok(s)
@@ -215,7 +232,15 @@ impl TlsSource {
             procs.insert(pid, key);
         }
         self.conns.retain(|(pid, _), _| procs.contains_key(pid));
+        self.proc_info.retain(|pid, _| procs.contains_key(pid));
+        for pid in procs.keys() {
+            self.proc_info.entry(*pid).or_insert_with(|| (std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string(), None));
+        }
         self.procs = procs;
+        let list = self.processes();
+        if let Ok(mut p) = self.shared_processes.lock() {
+            *p = list;
+        }
         Ok(())
     }
 
@@ -227,6 +252,21 @@ impl TlsSource {
             }
         }
         Ok(())
+    }
+
+    /// The processes hooked now, with their library.
+    pub fn processes(&self) -> Vec<TlsProcess> {
+        let mut v: Vec<TlsProcess> = self
+            .procs
+            .iter()
+            .map(|(pid, k)| {
+                let (command, addr) = self.proc_info.get(pid).cloned().unwrap_or_default();
+                let lib = self.hooked.get(k).map(|(_, l)| l.clone()).unwrap_or(TlsLib { library: "openssl".into(), version: String::new() });
+                TlsProcess { pid: *pid, command, lib, addr }
+            })
+            .collect();
+        v.sort_by_key(|p| p.pid);
+        v
     }
 
     /// The tracer's own counters.
@@ -282,6 +322,9 @@ impl TlsSource {
             return;
         };
         let (local, remote, lib) = (c.local, c.remote, c.lib.clone());
+        if let Some(info) = self.proc_info.get_mut(&pid) {
+            info.1.get_or_insert(local.ip());
+        }
         let within = self.scope.as_ref().is_some_and(|(addrs, lo)| [local.ip(), remote.ip()].iter().any(|a| addrs.contains(a) || (*lo && a.is_loopback())));
         if !within {
             if h.offset == 0 {

@@ -95,6 +95,12 @@ impl App {
         if !engines.is_empty() {
             l1.push(Span::raw(format!("engine {}  ", kshark_dissect::export::terminal_safe(&engines.join(",")))));
         }
+        // TLS read as plaintext: the processes whose library is hooked
+        let tls: Vec<&Value> = workers.into_iter().flatten().filter_map(|(_, w)| w.pointer("/stats/tls/hooked")).collect();
+        if !tls.is_empty() {
+            let n: usize = tls.iter().filter_map(|h| h.as_array()).map(Vec::len).sum();
+            l1.push(Span::styled(format!("TLS {n} processes  "), self.fg(Color::Green)));
+        }
         l1.push(Span::styled(format!("filter: {}", if self.filter.is_empty() { "none".into() } else { kshark_dissect::export::terminal_safe(&self.filter) }), self.fg(Color::Magenta)));
         let mut l2 = vec![
             Span::styled(format!(" {:.0} entries/s", self.entries_per_s), bold),

@@ -278,3 +278,16 @@ fn a_joined_entry_shows_both_nodes_and_the_server_time_beside_the_client_wait() 
     assert_eq!(get("observed"), "both");
     assert_eq!((get("elapsed_time µs"), get("server_elapsed_time µs"), get("network_time µs")), ("1800".into(), "1200".into(), "600".into()));
 }
+
+#[test]
+fn the_header_says_how_many_processes_tls_is_read_from() {
+    let mut s = Scripted::new(entries());
+    let mut st = stats();
+    st["workers"]["lab"]["stats"]["tls"] = json!({"hooked": [{"pid": 10, "process": "nginx", "library": "openssl", "version": "3", "pod": "shop/front-end-1"}, {"pid": 11, "process": "curl", "library": "openssl", "version": "3", "pod": null}], "calls": 40});
+    s.stats = Some(st);
+    let mut a = App::new(Box::new(s), "tap -n sock-shop", "", (200, 14));
+    a.color = false;
+    a.handle_event(AppEvent::Tick(Duration::from_millis(100)));
+    assert!(draw(&a).lines().next().unwrap().contains("TLS 2 processes"), "{}", draw(&a));
+    assert!(!draw(&app(200, 14)).contains("TLS "));
+}
