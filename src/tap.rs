@@ -526,6 +526,11 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                 let tx = tx.clone();
                 let plan = shared_plan.clone();
                 Some(std::thread::spawn(move || {
+                    // a connection's socket is looked up in /proc when its first call is
+                    // read, which must happen before a short-lived client closes it: this
+                    // thread goes before the dissectors when the machine is busy
+                    // SAFETY: setpriority on this thread (its tid) has no other effect.
+                    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10) };
                     let with_libs = move |shard: usize| Finish { tls_libs: Some(libs.clone()), ..finish(shard) };
                     // every second: the plan again, and libraries of processes started since
                     let replan = move || plan.lock().ok().and_then(|p| p.clone());
@@ -694,8 +699,8 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
             Ok(Ok(ts)) => {
                 let t = tls_stats.as_ref().and_then(|(s, _)| s.lock().ok().map(|s| *s)).unwrap_or_default();
                 eprintln!(
-                    "kshark: TLS: {} plaintext segments, {} entries; {} calls read in {} processes ({} libraries); left out: {} outside what is tapped, {} the other end's copy; lost: {} with no socket found, {} with no fd, {} entries missed, {} to a full ring, {} cut at 1 MiB",
-                    ts.source.packets, ts.dissect.entries, t.calls, t.processes, t.libraries, t.out_of_scope, t.other_end_copies, t.no_socket, t.no_fd, t.missed_entries, t.ring_full, t.truncated_calls
+                    "kshark: TLS: {} plaintext segments, {} entries; {} calls read in {} processes ({} libraries); left out: {} outside what is tapped, {} the other end's copy; lost: {} with no socket found, {} with no fd, {} entries missed, {} to a full ring ({} bytes, gaps in their streams), {} cut at 1 MiB; read at most {} µs after the call",
+                    ts.source.packets, ts.dissect.entries, t.calls, t.processes, t.libraries, t.out_of_scope, t.other_end_copies, t.no_socket, t.no_fd, t.missed_entries, t.ring_full, t.gap_bytes, t.truncated_calls, t.max_late_us
                 );
             }
             Ok(Err(e)) => eprintln!("kshark: TLS: {e}"),
@@ -944,7 +949,7 @@ fn tls_report(st: &std::sync::Mutex<kshark_capture::tls::TlsStats>, procs: &std:
         "hooked": hooked,
         "calls": t.calls, "libraries": t.libraries,
         "out_of_scope": t.out_of_scope, "other_end_copies": t.other_end_copies,
-        "no_socket": t.no_socket, "no_fd": t.no_fd, "missed_entries": t.missed_entries, "ring_full": t.ring_full, "truncated_calls": t.truncated_calls,
+        "no_socket": t.no_socket, "no_fd": t.no_fd, "gap_bytes": t.gap_bytes, "missed_entries": t.missed_entries, "ring_full": t.ring_full, "truncated_calls": t.truncated_calls,
     })
 }
 

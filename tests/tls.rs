@@ -1,15 +1,25 @@
 //! `kshark tap` reading HTTPS as plaintext (uprobes on OpenSSL): curl to Python's HTTPS
-//! server on loopback, the server started before the tap and curl during it (a process
-//! started after the tap began is read too). With `--tls off` nothing of it is read.
+//! server and to nginx on loopback, the servers started before the tap and curl during it
+//! (a process started after the tap began is read too). With `--tls off` nothing of it is
+//! read.
+//!
+//! Each curl keeps its connection half a second after the exchange the test looks at
+//! (`--rate 2/s` and a second URL): a connection's socket is found in /proc when its first
+//! call is read, a few milliseconds later, and one closed before that is counted
+//! (`no_socket`), not read. Looking sockets up in the kernel would lift that.
 //!
 //! Needs root, curl, openssl and python3; when one is missing the test fails and says which.
 
 mod common;
-use common::{bin, stderr};
+use common::bin;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// The tests here run one at a time: each taps loopback, and a second tap (with its own
+/// tracer) would see the other's traffic and load the machine it measures.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 struct Kill(std::process::Child);
 impl Drop for Kill {
@@ -32,6 +42,7 @@ fn https_server(dir: &std::path::Path) -> (Kill, u16) {
     assert!(o.status.success(), "openssl req: {}", String::from_utf8_lossy(&o.stderr));
     let code = format!(
         "import http.server, functools, ssl; h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={:?}); \
+         http.server.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; \
          s = http.server.HTTPServer(('127.0.0.1', 0), h); ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain({:?}, {:?}); \
          s.socket = ctx.wrap_socket(s.socket, server_side=True); print(s.server_address[1], flush=True); s.serve_forever()",
         dir.to_str().unwrap(),
@@ -48,14 +59,19 @@ fn https_server(dir: &std::path::Path) -> (Kill, u16) {
 /// entries, what the tap said, and its hub's `/api/stats` after the fetch.
 fn tap_during_curl(port: u16, extra: &[&str]) -> (Vec<Value>, String, Value) {
     tap_during(extra, move || {
-        let o = Command::new("curl").args(["-sk", "--http1.1", "-H", "x-kshark-test: tls"]).arg(format!("https://127.0.0.1:{port}/hello.txt")).output().expect("this test needs curl");
+        let o = Command::new("curl")
+            .args(["-sk", "--http1.1", "--rate", "2/s", "-H", "x-kshark-test: tls", "-o", "/dev/null", "-o", "/dev/null"])
+            .arg(format!("https://127.0.0.1:{port}/hello.txt"))
+            .arg(format!("https://127.0.0.1:{port}/later.txt"))
+            .output()
+            .expect("this test needs curl");
         assert!(o.status.success(), "curl: {}", String::from_utf8_lossy(&o.stderr));
     })
 }
 
 /// `kshark tap -i lo` for a few seconds while `traffic` runs.
 fn tap_during(extra: &[&str], traffic: impl FnOnce()) -> (Vec<Value>, String, Value) {
-    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "6s"];
+    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "7s"];
     args.extend_from_slice(extra);
     let mut tap = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // its hub's port, from what it says
@@ -76,7 +92,8 @@ fn tap_during(extra: &[&str], traffic: impl FnOnce()) -> (Vec<Value>, String, Va
     });
     std::thread::sleep(Duration::from_millis(1500));
     traffic();
-    std::thread::sleep(Duration::from_millis(1500));
+    // the tap reports its counters every second
+    std::thread::sleep(Duration::from_millis(2500));
     let stats = Command::new("curl").args(["-s", &format!("http://{hub}/api/stats")]).output().unwrap();
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
     let out = tap.wait_with_output().unwrap();
@@ -88,16 +105,19 @@ fn tap_during(extra: &[&str], traffic: impl FnOnce()) -> (Vec<Value>, String, Va
 
 #[test]
 fn tap_reads_https_through_openssl_as_plaintext_entries() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: uprobes and other processes' /proc entries");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "hello, decrypted\n").unwrap();
+    std::fs::write(dir.path().join("later.txt"), "and later\n").unwrap();
     let (_server, port) = https_server(dir.path());
 
     let (entries, err, stats) = tap_during_curl(port, &[]);
     assert!(err.contains("kshark: TLS: reading plaintext through uprobes"), "{err}");
     let tls: Vec<&Value> = entries.iter().filter(|e| e["dst"]["port"] == port).collect();
-    assert_eq!(tls.len(), 1, "one HTTPS exchange: {tls:#?}\n{err}");
+    assert_eq!(tls.len(), 2, "two HTTPS exchanges: {tls:#?}\n{err}");
+    assert_eq!(tls[1]["request"]["path"], "/later.txt");
     let e = tls[0];
     assert_eq!(e["capture_source"], "ebpf_tls");
     assert_eq!(e["tls"], serde_json::json!({"library": "openssl", "version": "3"}));
@@ -116,6 +136,7 @@ fn tap_reads_https_through_openssl_as_plaintext_entries() {
     // the filter's word
     let (entries, err, _) = tap_during_curl(port, &["--filter", "tls && path == '/hello.txt'"]);
     assert_eq!(entries.len(), 1, "{entries:#?}: {err}");
+    assert_eq!(entries[0]["request"]["path"], "/hello.txt");
 
     // off: the ciphertext alone makes no entry
     let (entries, err, _) = tap_during_curl(port, &["--tls", "off"]);
@@ -129,12 +150,14 @@ fn free_port() -> u16 {
 
 #[test]
 fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: uprobes and other processes' /proc entries");
     let dir = tempfile::tempdir().unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir(&www).unwrap();
     std::fs::write(www.join("hello.txt"), "hello over h2\n").unwrap();
+    std::fs::write(www.join("later.txt"), "later\n").unwrap();
     let big: String = (0..4000).map(|i| format!("row {i:05} of a larger answer\n")).collect();
     std::fs::write(www.join("big.txt"), &big).unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -172,13 +195,19 @@ fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
             // one connection each (curl 7.88 and nginx 1.22 fail a second request on one
             // prior-knowledge h2c connection: "Error in the HTTP2 framing layer")
             for file in ["hello.txt", "big.txt"] {
-                let o = Command::new("curl").args(["-sSk", mode, "-o", "/dev/null"]).arg(format!("{url}/{file}")).output().unwrap();
+                let mut c = Command::new("curl");
+                c.args(["-sSk", mode, "-o", "/dev/null"]).arg(format!("{url}/{file}"));
+                if mode == "--http2" {
+                    // over TLS the connection stays half a second more (see the top)
+                    c.args(["--rate", "2/s", "-o", "/dev/null"]).arg(format!("{url}/later.txt"));
+                }
+                let o = c.output().unwrap();
                 assert!(o.status.success(), "curl {mode} {url}/{file}: {:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
             }
         }
     });
     let of = |port: u16| -> Vec<&Value> {
-        let mut v: Vec<&Value> = entries.iter().filter(|e| e["dst"]["port"] == port && e["protocol"] == "http").collect();
+        let mut v: Vec<&Value> = entries.iter().filter(|e| e["dst"]["port"] == port && e["protocol"] == "http" && e["request"]["path"] != "/later.txt").collect();
         v.sort_by_key(|e| e["request"]["path"].as_str().unwrap_or("").to_string());
         v
     };

@@ -46,6 +46,7 @@ struct TlsHdr {
     len: u32,
     offset: u32,
     cap_len: u32,
+    stream_off: u64,
     dir: u8,
     flags: u8,
     pad: [u8; 6],
@@ -97,17 +98,25 @@ pub struct TlsStats {
     pub other_end_copies: u64,
     /// Calls on connections outside what the tap captures (other pods, other interfaces).
     pub out_of_scope: u64,
+    /// Bytes lost to a full ring, passed on as gaps in their streams.
+    pub gap_bytes: u64,
+    /// The longest a call waited to be read, µs (a socket closed meanwhile is not found).
+    pub max_late_us: u64,
     pub libraries: usize,
     pub processes: usize,
 }
 
 struct Conn {
+    /// The SSL* it was found for: another on the same fd is another connection.
+    ssl: u64,
     local: SocketAddr,
     remote: SocketAddr,
     ino: u64,
     /// Next sequence number of what the process sent, and of what it received.
     seq: [u32; 2],
-    lib: TlsLib,
+    /// Where the next bytes should start in each direction's count (the kernel's): more
+    /// means bytes were lost (a full ring), which becomes a gap in the sequence numbers.
+    next_off: [Option<u64>; 2],
 }
 
 pub struct TlsSource {
@@ -133,6 +142,10 @@ pub struct TlsSource {
     /// loopback. `None` before the first plan: nothing.
     scope: Option<(std::collections::HashSet<IpAddr>, bool)>,
     out_of_scope: u64,
+    gap_bytes: u64,
+    /// The longest a call's event waited to be read, µs.
+    max_late_us: u64,
+    reported: std::time::Instant,
     /// [`TlsSource::tls_stats`] and the hooked processes as of the last poll, for
     /// whoever reports them.
     pub shared_stats: Arc<std::sync::Mutex<TlsStats>>,
@@ -204,6 +217,9 @@ impl TlsSource {
             libs: Default::default(),
             scope: None,
             out_of_scope: 0,
+            gap_bytes: 0,
+            max_late_us: 0,
+            reported: std::time::Instant::now(),
             shared_stats: Default::default(),
             shared_processes: Default::default(),
             proc_info: HashMap::new(),
@@ -281,6 +297,8 @@ impl TlsSource {
             no_socket: self.no_socket,
             other_end_copies: self.other_end,
             out_of_scope: self.out_of_scope,
+            gap_bytes: self.gap_bytes,
+            max_late_us: self.max_late_us,
             libraries: self.hooked.len(),
             processes: self.procs.len(),
         }
@@ -288,7 +306,11 @@ impl TlsSource {
 
     /// The connection of (pid, fd), found through /proc when new (or when the fd now
     /// names another socket).
-    fn conn(&mut self, pid: u32, fd: i32) -> Option<&mut Conn> {
+    fn conn(&mut self, pid: u32, fd: i32, ssl: u64) -> Option<&mut Conn> {
+        // the same SSL* on the same fd: the connection found before (no /proc read per call)
+        if self.conns.get(&(pid, fd)).is_some_and(|c| c.ssl == ssl) {
+            return self.conns.get_mut(&(pid, fd));
+        }
         let ino = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().and_then(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
         let Some(ino) = ino else {
             // closed since (the call's event is read after the fact): the connection it
@@ -302,12 +324,21 @@ impl TlsSource {
                 Some((_, l)) => l.clone(),
                 None => TlsLib { library: "openssl".into(), version: libssl_of(pid).map(|p| version_of(&p)).unwrap_or_default() },
             };
-            self.conns.insert((pid, fd), Conn { local, remote, ino, seq: [1, 1], lib });
+            if let Ok(mut libs) = self.libs.write() {
+                if libs.len() > 100_000 {
+                    libs.clear();
+                }
+                libs.insert((local, remote), lib.clone());
+                libs.insert((remote, local), lib.clone());
+            }
+            self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None] });
         }
         self.conns.get_mut(&(pid, fd))
     }
 
     fn event(&mut self, h: &TlsHdr, data: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) {
+        let late = (clock(libc::CLOCK_MONOTONIC) - h.ts_ns as i64).max(0) as u64 / 1000;
+        self.max_late_us = self.max_late_us.max(late);
         if h.offset == 0 {
             self.calls += 1;
         }
@@ -315,13 +346,13 @@ impl TlsSource {
             return;
         }
         let (pid, fd) = (h.pid, h.fd);
-        let Some(c) = self.conn(pid, fd) else {
+        let Some(c) = self.conn(pid, fd, h.ssl) else {
             if h.offset == 0 {
                 self.no_socket += 1;
             }
             return;
         };
-        let (local, remote, lib) = (c.local, c.remote, c.lib.clone());
+        let (local, remote) = (c.local, c.remote);
         if let Some(info) = self.proc_info.get_mut(&pid) {
             info.1.get_or_insert(local.ip());
         }
@@ -342,16 +373,19 @@ impl TlsSource {
         }
         let Some(c) = self.conns.get_mut(&(pid, fd)) else { return };
         let received = h.dir == DIR_READ;
+        let d = received as usize;
+        // bytes the ring had no room for: skipped in the sequence, so the stream has a gap
+        let at = h.stream_off + h.offset as u64;
+        if let Some(want) = c.next_off[d] {
+            if at > want {
+                c.seq[d] = c.seq[d].wrapping_add((at - want) as u32);
+                self.gap_bytes += at - want;
+            }
+        }
+        c.next_off[d] = Some(at + data.len() as u64);
         let (src, dst) = if received { (remote, local) } else { (local, remote) };
         let (seq, ack) = if received { (c.seq[1], c.seq[0]) } else { (c.seq[0], c.seq[1]) };
-        c.seq[received as usize] = seq.wrapping_add(data.len() as u32);
-        if let Ok(mut libs) = self.libs.write() {
-            if libs.len() > 100_000 {
-                libs.clear();
-            }
-            libs.entry((src, dst)).or_insert_with(|| lib.clone());
-            libs.entry((dst, src)).or_insert(lib);
-        }
+        c.seq[d] = seq.wrapping_add(data.len() as u32);
         segment(&mut self.buf, src, dst, seq, ack, data);
         self.packets += 1;
         f(RawPacket { ts: Timestamp((h.ts_ns as i64 + self.mono_to_real).max(0) as u64), linktype: 101, data: &self.buf });
@@ -437,14 +471,17 @@ fn segment(out: &mut Vec<u8>, src: SocketAddr, dst: SocketAddr, seq: u32, ack: u
 impl Source for TlsSource {
     fn poll(&mut self, timeout: Duration, f: &mut dyn FnMut(RawPacket<'_>)) -> Result<Poll, Error> {
         let mut pfd = libc::pollfd { fd: self.ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // the kernel wakes us only for a connection's first call: the rest is drained by time
+        let ms = timeout.min(Duration::from_millis(5)).as_millis() as i32;
         // SAFETY: one valid pollfd.
         let n = unsafe { libc::poll(&mut pfd, 1, ms) };
         if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             return Err(err(format!("poll: {}", std::io::Error::last_os_error())));
         }
+        let mut any = false;
         loop {
             let Some(item) = self.ring.next() else { break };
+            any = true;
             if item.len() < HDR {
                 continue;
             }
@@ -455,9 +492,14 @@ impl Source for TlsSource {
             drop(item);
             self.event(&h, &data, f);
         }
-        let st = self.tls_stats();
-        if let Ok(mut s) = self.shared_stats.lock() {
-            *s = st;
+        // the counters for reports: when calls came (their entries are reported with the
+        // counters as they are then), else five times a second
+        if any || self.reported.elapsed() >= Duration::from_millis(200) {
+            self.reported = std::time::Instant::now();
+            let st = self.tls_stats();
+            if let Ok(mut s) = self.shared_stats.lock() {
+                *s = st;
+            }
         }
         Ok(Poll::More)
     }
@@ -479,6 +521,9 @@ impl Source for TlsSource {
 
     fn stats(&mut self) -> SourceStats {
         let t = self.tls_stats();
+        if let Ok(mut s) = self.shared_stats.lock() {
+            *s = t;
+        }
         SourceStats { packets: self.packets, ring_drops: t.ring_full, truncated: t.truncated_calls, ..Default::default() }
     }
 
