@@ -29,8 +29,8 @@ impl Drop for Kill {
     }
 }
 
-/// Python's HTTPS server on 127.0.0.1 serving `dir`; and its port.
-fn https_server(dir: &std::path::Path) -> (Kill, u16) {
+/// A certificate for localhost and its key, made by openssl in `dir`.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let o = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout"])
@@ -40,6 +40,12 @@ fn https_server(dir: &std::path::Path) -> (Kill, u16) {
         .output()
         .expect("this test needs openssl");
     assert!(o.status.success(), "openssl req: {}", String::from_utf8_lossy(&o.stderr));
+    (cert, key)
+}
+
+/// Python's HTTPS server on 127.0.0.1 serving `dir`; and its port.
+fn https_server(dir: &std::path::Path) -> (Kill, u16) {
+    let (cert, key) = self_signed(dir);
     let code = format!(
         "import http.server, functools, ssl; h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={:?}); \
          http.server.SimpleHTTPRequestHandler.protocol_version = 'HTTP/1.1'; \
@@ -160,15 +166,7 @@ fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
     std::fs::write(www.join("later.txt"), "later\n").unwrap();
     let big: String = (0..4000).map(|i| format!("row {i:05} of a larger answer\n")).collect();
     std::fs::write(www.join("big.txt"), &big).unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let o = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("this test needs openssl");
-    assert!(o.status.success());
+    let (cert, key) = self_signed(dir.path());
     let (tls, plain) = (free_port(), free_port());
     let d = dir.path().display();
     let conf = format!(

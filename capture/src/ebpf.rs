@@ -96,7 +96,7 @@ pub fn build_problem() -> Option<&'static str> {
     (!e.is_empty()).then_some(e)
 }
 
-fn clock(id: libc::clockid_t) -> i128 {
+pub(crate) fn clock(id: libc::clockid_t) -> i128 {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: t is a valid timespec to write to.
     unsafe { libc::clock_gettime(id, &mut t) };
@@ -116,7 +116,7 @@ fn ebpf_err(iface: &str, detail: impl std::fmt::Display) -> Error {
 
 /// The full chain of an error's causes on one line (aya's errors nest the errno). A
 /// verifier log is cut to its verdict: the line before its closing statistics.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

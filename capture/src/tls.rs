@@ -19,6 +19,7 @@
 //! - **Counted**: calls the ring had no room for, calls whose entry was not seen, calls
 //!   whose fd or socket could not be found, and the other end's copies left out.
 
+use crate::ebpf::{chain, clock};
 use crate::error::Error;
 use crate::source::{Plan, Poll, RawPacket, Source, SourceStats};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -158,24 +159,6 @@ fn err(what: impl std::fmt::Display) -> Error {
     Error::Capture { engine: "ebpf_tls", iface: "uprobes".into(), detail: what.to_string() }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-fn clock(id: libc::clockid_t) -> i64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill.
-    unsafe { libc::clock_gettime(id, &mut t) };
-    t.tv_sec * 1_000_000_000 + t.tv_nsec
-}
-
 /// `libssl.so.3` → `3`, `libssl.so.1.1` → `1.1`.
 fn version_of(path: &str) -> String {
     path.rsplit_once("libssl.so.").map_or_else(String::new, |(_, v)| v.to_string())
@@ -208,7 +191,7 @@ impl TlsSource {
             procs: HashMap::new(),
             conns: HashMap::new(),
             owner: HashMap::new(),
-            mono_to_real: clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC),
+            mono_to_real: (clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC)) as i64,
             packets: 0,
             no_socket: 0,
             other_end: 0,
@@ -337,7 +320,7 @@ impl TlsSource {
     }
 
     fn event(&mut self, h: &TlsHdr, data: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) {
-        let late = (clock(libc::CLOCK_MONOTONIC) - h.ts_ns as i64).max(0) as u64 / 1000;
+        let late = (clock(libc::CLOCK_MONOTONIC) - h.ts_ns as i128).max(0) as u64 / 1000;
         self.max_late_us = self.max_late_us.max(late);
         if h.offset == 0 {
             self.calls += 1;
