@@ -107,8 +107,9 @@ pub struct CaptureArgs {
     /// Capture engine
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) engine: Engine,
-    /// TLS: read what processes send and receive through OpenSSL, before encryption, as
-    /// entries (capture_source "ebpf_tls"), through uprobes on libssl
+    /// TLS: read what processes send and receive through OpenSSL (libssl, or linked in
+    /// with symbols) and Go's crypto/tls, before encryption, as entries (capture_source
+    /// "ebpf_tls"), through uprobes; what cannot be read is said, with the reason
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) tls: TlsMode,
     /// Capture on these interfaces instead of the pods' veths (repeatable)
@@ -522,7 +523,7 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                     Source::apply(&mut s, &p).map_err(|e| Failure::Runtime(e.to_string()))?;
                 }
                 let hooked = s.attached();
-                eprintln!("kshark: TLS: reading plaintext through uprobes on {}", if hooked.is_empty() { "OpenSSL, once a process loads it".into() } else { hooked.join(", ") });
+                eprintln!("kshark: TLS: reading plaintext through uprobes on {}", if hooked.is_empty() { "OpenSSL and Go's crypto/tls, once a process uses them".into() } else { hooked.join(", ") });
                 let libs = s.libs.clone();
                 tls_stats = Some((s.shared_stats.clone(), s.shared_processes.clone()));
                 let mut tcfg = WorkerConfig::new(Config { capture_source: CaptureSource::EbpfTls, ..cfg.dissect.clone() });
@@ -708,6 +709,11 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
                     "kshark: TLS: {} plaintext segments, {} entries; {} calls read in {} processes ({} libraries); left out: {} outside what is tapped, {} the other end's copy; lost: {} with no socket found, {} with no fd, {} entries missed, {} to a full ring ({} bytes, gaps in their streams), {} cut at 1 MiB; read at most {} µs after the call",
                     ts.source.packets, ts.dissect.entries, t.calls, t.processes, t.libraries, t.out_of_scope, t.other_end_copies, t.no_socket, t.no_fd, t.missed_entries, t.ring_full, t.gap_bytes, t.truncated_calls, t.max_late_us
                 );
+                if let Some((st, procs)) = &tls_stats {
+                    for l in finish::tls_lines(&tls_report(st, procs, &tls_id)) {
+                        eprintln!("kshark: TLS: {l}");
+                    }
+                }
             }
             Ok(Err(e)) => eprintln!("kshark: TLS: {e}"),
             Err(_) => eprintln!("kshark: TLS: the tracer's thread panicked"),

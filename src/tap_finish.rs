@@ -175,26 +175,46 @@ impl Finish {
 }
 
 /// The TLS tracer's state for `/api/stats` and the UIs: which processes are hooked (with
-/// their library and version, and their pod once one of their connections named it), and
-/// what was read, left out and lost.
+/// their library and version, their pod, and what was lost of their calls), which have
+/// TLS that cannot be read and why, and what was read, left out and lost in all.
 pub(super) fn tls_report(st: &std::sync::Mutex<kshark_capture::tls::TlsStats>, procs: &std::sync::Mutex<Vec<kshark_capture::tls::TlsProcess>>, id: &Shared) -> serde_json::Value {
     let t = st.lock().map(|s| *s).unwrap_or_default();
     let inv = id.read().unwrap_or_else(|p| p.into_inner());
-    let hooked: Vec<serde_json::Value> = procs
-        .lock()
-        .map(|p| p.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            let pod = p.addr.and_then(|a| inv.pod_now(&a)).map(|pod| format!("{}/{}", pod.namespace, pod.name));
-            serde_json::json!({"pid": p.pid, "process": p.command, "library": p.lib.library, "version": p.lib.version, "pod": pod})
-        })
-        .collect();
+    let (mut hooked, mut blind) = (Vec::new(), Vec::new());
+    for p in procs.lock().map(|p| p.clone()).unwrap_or_default() {
+        let pod = p.addr.and_then(|a| inv.pod_now(&a)).map(|pod| format!("{}/{}", pod.namespace, pod.name));
+        match &p.why {
+            None => hooked.push(serde_json::json!({
+                "pid": p.pid, "process": p.command, "library": p.lib.library, "version": p.lib.version, "pod": pod,
+                "ring_full": p.lost[0], "missed_entries": p.lost[1], "no_fd": p.lost[2], "no_socket": p.lost[3],
+            })),
+            Some(why) => blind.push(serde_json::json!({"pid": p.pid, "process": p.command, "tls": p.lib.library, "why": why, "pod": pod})),
+        }
+    }
     serde_json::json!({
         "hooked": hooked,
+        "not_readable": blind,
         "calls": t.calls, "libraries": t.libraries,
         "out_of_scope": t.out_of_scope, "other_end_copies": t.other_end_copies,
         "no_socket": t.no_socket, "no_fd": t.no_fd, "gap_bytes": t.gap_bytes, "missed_entries": t.missed_entries, "ring_full": t.ring_full, "truncated_calls": t.truncated_calls,
     })
 }
 
+
+/// The summary's lines per process: what was read and lost, and what could not be read,
+/// and why.
+pub(super) fn tls_lines(r: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    for h in r["hooked"].as_array().into_iter().flatten() {
+        let lost: u64 = ["ring_full", "missed_entries", "no_fd", "no_socket"].iter().filter_map(|k| h[*k].as_u64()).sum();
+        let lost = if lost > 0 { format!("; {lost} calls lost (ring full {}, entries missed {}, no fd {}, no socket {})", h["ring_full"], h["missed_entries"], h["no_fd"], h["no_socket"]) } else { String::new() };
+        let pod = h["pod"].as_str().unwrap_or("the host");
+        out.push(format!("hooked pid {} {} in {pod}: {} {}{lost}", h["pid"], s(h, "process"), s(h, "library"), s(h, "version")));
+    }
+    for b in r["not_readable"].as_array().into_iter().flatten() {
+        let pod = b["pod"].as_str().unwrap_or("the host");
+        out.push(format!("NOT READABLE pid {} {} in {pod}: {}: {}", b["pid"], s(b, "process"), s(b, "tls"), s(b, "why")));
+    }
+    out
+}

@@ -53,6 +53,11 @@ fn secs(e: &Value) -> f64 {
     (days * 86400 + n(11, 13) * 3600 + n(14, 16) * 60 + n(17, 19)) as f64 + frac
 }
 
+/// Now, as seconds since the epoch.
+fn now_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
@@ -133,12 +138,19 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     let old = kc(&["-n", "kshark", "get", "pods", "-l", "app.kubernetes.io/name=kshark-worker", "--field-selector", "spec.nodeName=kshark-node-2", "-o", "name"]);
     let old = old.trim().to_string();
     assert!(old.starts_with("pod/"), "no worker on kshark-node-2: {old}");
+    let gap_from = now_secs();
     kc(&["-n", "kshark", "delete", &old, "--wait=true"]);
     poll("a new worker on kshark-node-2, connected", 120, || {
         let st = stats()?;
         let n2 = &st["nodes"]["kshark-node-2"];
         (n2["gaps"].as_u64() == Some(1) && n2["captured"] == true).then_some(())
     });
+    // node-2 was not captured, or only in part, from the deletion until its new worker
+    // had attached to every pod: an exchange in flight at either edge is seen by one
+    // worker only in part (the old one stopped after the request, the new one began
+    // after it), and is a half by nature
+    let gap = gap_from..now_secs() + 4.0;
+    eprintln!("cluster: node-2 without its whole capture from {:.1} to {:.1}", gap.start, gap.end);
     let st = stats().unwrap();
     assert!(st["nodes"]["kshark-node-2"]["uncaptured_seconds"].as_f64().unwrap_or(0.0) > 0.0, "{}", st["nodes"]);
     std::thread::sleep(Duration::from_secs(4));
@@ -170,7 +182,13 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-entries.ndjson"), dump);
 
     // no halves: every HTTP entry of the sock-shop has both a request and a response
-    let halves: Vec<&Value> = all.iter().filter(|e| e["protocol"] == "http" && (e["request"].is_null() || e["response"].is_null())).collect();
+    let (edge, halves): (Vec<&Value>, Vec<&Value>) = all
+        .iter()
+        .filter(|e| e["protocol"] == "http" && (e["request"].is_null() || e["response"].is_null()))
+        .partition(|e| s(e, "/node") == "kshark-node-2" && gap.contains(&secs(e)));
+    if !edge.is_empty() {
+        eprintln!("cluster: {} halves at the edges of node-2's worker restart (not captured in part), e.g. {}", edge.len(), edge[0]);
+    }
     assert!(halves.is_empty(), "{} unpaired halves, e.g. {}", halves.len(), halves[0]);
     // DNS went through the ClusterIP of the cluster's DNS, answered by its pod
     assert!(
@@ -329,6 +347,6 @@ fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n
         .map(|i| &entries[i])
         .collect();
     assert!(extra.is_empty(), "phase {k}: {} HTTP entries that are no call of the ledger (duplicates?), e.g. {}", extra.len(), extra[0]);
-    eprintln!("cluster: phase {k}: {} calls in the ledger, {} entries at the hub, {cross} calls across nodes", calls.len(), entries.len());
+    eprintln!("cluster: phase {k} ({first:.1} to {last:.1}): {} calls in the ledger, {} entries at the hub, {cross} calls across nodes", calls.len(), entries.len());
     cross
 }

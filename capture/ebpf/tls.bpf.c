@@ -21,6 +21,8 @@
  * - Every outcome is counted in STATS (per CPU): events, ring full, truncated, calls
  *   whose entry was not seen (missed), calls with no fd known.
  *
+ * Go's crypto/tls is hooked too (below: go_write, go_read, go_read_ret).
+ *
  * Only UAPI headers and libbpf's bpf_helpers.h / bpf_tracing.h.
  */
 #include <linux/types.h>
@@ -107,11 +109,35 @@ struct {
     __type(value, __u64);
 } STATS SEC(".maps");
 
+/* per process: what was lost (ST_RING_FULL .. ST_NO_FD), for the status per pod */
+struct proc_counts {
+    __u64 n[8];                     /* indexed by ST_*, masked to 8 for the verifier */
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);             /* tgid */
+    __type(value, struct proc_counts);
+} PROC_STATS SEC(".maps");
+
 static __always_inline void count(__u32 which, __u64 n)
 {
     __u64 *v = bpf_map_lookup_elem(&STATS, &which);
     if (v)
         *v += n;
+    if (which == ST_EVENTS || which >= ST_MAX)
+        return;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct proc_counts *p = bpf_map_lookup_elem(&PROC_STATS, &tgid);
+    if (!p) {
+        struct proc_counts zero = {};
+        bpf_map_update_elem(&PROC_STATS, &tgid, &zero, BPF_NOEXIST);
+        p = bpf_map_lookup_elem(&PROC_STATS, &tgid);
+        if (!p)
+            return;
+    }
+    __sync_fetch_and_add(&p->n[which & 7], n);
 }
 
 static __always_inline __u64 ssl_key(__u64 pid_tgid, __u64 ssl)
@@ -133,28 +159,11 @@ static __always_inline int enter(struct pt_regs *ctx, __u8 dir, __u8 ex)
     return 0;
 }
 
-static __always_inline int leave(struct pt_regs *ctx)
+/* Copies n bytes at buf, moved by connection `conn` of the calling process in direction
+ * dir over fd (-1: not known), into the ring in chunks. */
+static __always_inline void emit(__u64 id, __u64 conn, __u64 buf, __u64 n, __s32 fd, __u8 dir)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = bpf_map_lookup_elem(&ACTIVE, &id);
-    if (!c) {
-        count(ST_MISSED, 1);
-        return 0;
-    }
-    /* the functions return an int: the register's upper half is not part of it (a -1
-     * read as a long would be 4 GiB of "data") */
-    int ret = (int)PT_REGS_RC(ctx);
-    __u64 n = 0;
-    if (c->ex) {
-        if (ret == 1 && c->count_ptr)
-            bpf_probe_read_user(&n, sizeof(n), (void *)c->count_ptr);
-    } else if (ret > 0) {
-        n = (__u64)ret;
-    }
-    if (n == 0)
-        goto done;
-    __s32 fd = c->fd;
-    __u64 key = ssl_key(id, c->ssl);
+    __u64 key = ssl_key(id, conn);
     __s32 *known = bpf_map_lookup_elem(&SSL_FD, &key);
     /* user space drains the ring every few ms; it is woken only for a connection's first
      * call (a wake-up per call cost more than the rest of the work at 100,000 calls/s) */
@@ -165,7 +174,7 @@ static __always_inline int leave(struct pt_regs *ctx)
     } else if (!known || *known != fd) {
         bpf_map_update_elem(&SSL_FD, &key, &fd, BPF_ANY);
     }
-    __u64 okey = key ^ ((__u64)c->dir << 63);
+    __u64 okey = key ^ ((__u64)dir << 63);
     __u64 start = 0;
     __u64 *moved = bpf_map_lookup_elem(&OFFSETS, &okey);
     if (moved)
@@ -177,16 +186,15 @@ static __always_inline int leave(struct pt_regs *ctx)
     __u32 zero = 0;
     struct scratch *s = bpf_map_lookup_elem(&SCRATCH, &zero);
     if (!s)
-        goto done;
+        return;
     s->h.ts_ns = bpf_ktime_get_ns();
-    s->h.ssl = c->ssl;
+    s->h.ssl = conn;
     s->h.pid = id >> 32;
     s->h.tid = (__u32)id;
     s->h.fd = fd;
     s->h.len = n > 0xffffffff ? 0xffffffff : (__u32)n;
-    s->h.dir = c->dir;
+    s->h.dir = dir;
     s->h.stream_off = start;
-    __u64 buf = c->buf;
     for (int i = 0; i < MAX_CHUNKS; i++) {
         __u64 off = (__u64)i * CHUNK;
         if (off >= n)
@@ -207,7 +215,28 @@ static __always_inline int leave(struct pt_regs *ctx)
         if (i == MAX_CHUNKS - 1 && off + cap < n)
             count(ST_TRUNCATED, 1);
     }
-done:
+}
+
+static __always_inline int leave(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct call *c = bpf_map_lookup_elem(&ACTIVE, &id);
+    if (!c) {
+        count(ST_MISSED, 1);
+        return 0;
+    }
+    /* the functions return an int: the register's upper half is not part of it (a -1
+     * read as a long would be 4 GiB of "data") */
+    int ret = (int)PT_REGS_RC(ctx);
+    __u64 n = 0;
+    if (c->ex) {
+        if (ret == 1 && c->count_ptr)
+            bpf_probe_read_user(&n, sizeof(n), (void *)c->count_ptr);
+    } else if (ret > 0) {
+        n = (__u64)ret;
+    }
+    if (n > 0)
+        emit(id, c->ssl, c->buf, n, c->fd, c->dir);
     bpf_map_delete_elem(&ACTIVE, &id);
     return 0;
 }
@@ -247,6 +276,83 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
     unsigned long di = 0;
     bpf_probe_read_kernel(&di, sizeof(di), &regs->rdi);
     c->fd = (__s32)di;
+    return 0;
+}
+
+/*
+ * Go's crypto/tls: (*Conn).Write and (*Conn).Read, register ABI (Go 1.17 and later):
+ * the receiver in RAX, the slice's pointer and length in RBX and RCX, the current
+ * goroutine in R14; the results (n, err) come back in RAX, RBX, RCX. Write's bytes are
+ * all written unless it fails: they are taken at its entry. Read's are taken at each of
+ * its RET instructions (user space finds them by disassembling the function: a
+ * uretprobe rewrites the return address on the goroutine's stack, which Go moves), its
+ * arguments kept per goroutine meanwhile (a goroutine may come back on another thread).
+ * The fd: tls.Conn.conn (a net.Conn interface; its data word at +8) -> *net.TCPConn ->
+ * its *netFD at +0 -> poll.FD.Sysfd at +16.
+ */
+struct go_key {
+    __u64 tgid;
+    __u64 g;
+};
+
+struct go_call {
+    __u64 conn;
+    __u64 buf;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct go_key);
+    __type(value, struct go_call);
+} GO_ACTIVE SEC(".maps");
+
+static __always_inline __s32 go_fd(__u64 conn)
+{
+    __u64 data = 0, netfd = 0;
+    __s64 fd = -1;
+    if (bpf_probe_read_user(&data, sizeof(data), (void *)(conn + 8)) < 0 || !data)
+        return -1;
+    if (bpf_probe_read_user(&netfd, sizeof(netfd), (void *)data) < 0 || !netfd)
+        return -1;
+    if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(netfd + 16)) < 0)
+        return -1;
+    return fd >= 0 && fd < (1 << 24) ? (__s32)fd : -1;
+}
+
+SEC("uprobe")
+int go_write(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u64 conn = ctx->rax, buf = ctx->rbx, n = ctx->rcx;
+    if (n > 0 && (__s64)n > 0)
+        emit(id, conn, buf, n, go_fd(conn), DIR_WRITE);
+    return 0;
+}
+
+SEC("uprobe")
+int go_read(struct pt_regs *ctx)
+{
+    struct go_key k = { bpf_get_current_pid_tgid() >> 32, ctx->r14 };
+    struct go_call c = { ctx->rax, ctx->rbx };
+    bpf_map_update_elem(&GO_ACTIVE, &k, &c, BPF_ANY);
+    return 0;
+}
+
+SEC("uprobe")
+int go_read_ret(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct go_key k = { id >> 32, ctx->r14 };
+    struct go_call *c = bpf_map_lookup_elem(&GO_ACTIVE, &k);
+    if (!c) {
+        count(ST_MISSED, 1);
+        return 0;
+    }
+    __s64 n = (__s64)ctx->rax;
+    if (n > 0)
+        emit(id, c->conn, c->buf, (__u64)n, go_fd(c->conn), DIR_READ);
+    bpf_map_delete_elem(&GO_ACTIVE, &k);
     return 0;
 }
 

@@ -22,6 +22,8 @@ pub mod replay;
 pub mod ship;
 pub mod source;
 pub mod tls;
+pub mod tls_go;
+pub mod tls_scan;
 pub mod worker;
 
 pub use error::Error;

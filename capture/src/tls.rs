@@ -23,6 +23,9 @@ use crate::ebpf::{chain, clock};
 use crate::error::Error;
 use crate::source::{Plan, Poll, RawPacket, Source, SourceStats};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
+use crate::tls_scan::{classify, netns_addr, version_of, Found};
+use aya::maps::HashMap as BpfHashMap;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
 use aya::{include_bytes_aligned, Ebpf};
 use kshark_dissect::Timestamp;
@@ -76,15 +79,28 @@ pub struct TlsLib {
 /// finished.
 pub type ConnLibs = Arc<RwLock<HashMap<(SocketAddr, SocketAddr), TlsLib>>>;
 
-/// A process whose TLS library is hooked.
+/// A process whose TLS library is hooked, or whose TLS cannot be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsProcess {
     pub pid: u32,
     /// Its name (`/proc/PID/comm`).
     pub command: String,
+    /// The library (for one not readable: the TLS stack, `Java`, `GnuTLS`, `Go go1.16`).
     pub lib: TlsLib,
-    /// The local address of a connection it was read on (to name its pod), once one was.
+    /// Its address (to name its pod): its network namespace's, else that of a connection
+    /// it was read on.
     pub addr: Option<IpAddr>,
+    /// Why its TLS cannot be read; `None`: it is hooked.
+    pub why: Option<String>,
+    /// What was lost of its calls: ring full, entries missed, no fd, no socket.
+    pub lost: [u64; 4],
+}
+
+/// A file whose functions are hooked, and the links that hook them.
+struct Hooked {
+    path: String,
+    lib: TlsLib,
+    links: Vec<(&'static str, UProbeLinkId)>,
 }
 
 /// What the tracer counts, beyond the packets it hands on.
@@ -124,10 +140,16 @@ pub struct TlsSource {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
     stats_map: PerCpuArray<MapData, u64>,
-    /// Hooked library files by (device, inode): their path as hooked and what they are.
-    hooked: HashMap<(u64, u64), (String, TlsLib)>,
-    /// Processes using a hooked library now, and which.
+    /// Hooked files by (device, inode).
+    hooked: HashMap<(u64, u64), Hooked>,
+    /// Every file looked at, by (device, inode): what it offers (looked at once).
+    files: HashMap<(u64, u64), Found>,
+    /// Processes using a hooked file now, and which.
     procs: HashMap<u32, (u64, u64)>,
+    /// Processes with TLS that cannot be read: the stack and why.
+    blind: HashMap<u32, (String, String)>,
+    /// Calls per process whose socket was not found.
+    no_socket_by: HashMap<u32, u64>,
     conns: HashMap<(u32, i32), Conn>,
     /// The process that owns each connection (the first seen), by its two addresses.
     owner: HashMap<(SocketAddr, SocketAddr), u32>,
@@ -159,11 +181,6 @@ fn err(what: impl std::fmt::Display) -> Error {
     Error::Capture { engine: "ebpf_tls", iface: "uprobes".into(), detail: what.to_string() }
 }
 
-/// `libssl.so.3` → `3`, `libssl.so.1.1` → `1.1`.
-fn version_of(path: &str) -> String {
-    path.rsplit_once("libssl.so.").map_or_else(String::new, |(_, v)| v.to_string())
-}
-
 impl TlsSource {
     /// Loads the programs, attaches the system-call tracepoint and hooks every OpenSSL
     /// library in use now. Errors say what refused (no clang at build time, not root, the
@@ -174,7 +191,7 @@ impl TlsSource {
             return Err(err(built));
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| err(format!("cannot load the eBPF program: {}", chain(&e))))?;
-        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret")].iter()) {
+        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret"), ("", "go_write"), ("", "go_read"), ("", "go_read_ret")].iter()) {
             let p: &mut UProbe = ebpf.program_mut(prog).ok_or_else(|| err(format!("program {prog} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
             p.load().map_err(|e| err(format!("the kernel refused {prog}: {}", chain(&e))))?;
         }
@@ -188,7 +205,10 @@ impl TlsSource {
             ring,
             stats_map,
             hooked: HashMap::new(),
+            files: HashMap::new(),
             procs: HashMap::new(),
+            blind: HashMap::new(),
+            no_socket_by: HashMap::new(),
             conns: HashMap::new(),
             owner: HashMap::new(),
             mono_to_real: (clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC)) as i64,
@@ -211,31 +231,88 @@ impl TlsSource {
         Ok(s)
     }
 
-    /// Finds the OpenSSL libraries processes map now and hooks those not hooked yet; forgets
-    /// processes that exited (and their connections).
+    /// Finds the TLS libraries processes use now (OpenSSL's libssl, OpenSSL or BoringSSL
+    /// linked in with symbols, Go's crypto/tls) and hooks those not hooked yet; notes the
+    /// processes whose TLS cannot be read, and why; forgets processes that exited (and
+    /// their connections), and unhooks files no process uses any more.
     pub fn scan(&mut self) -> Result<(), Error> {
+        let me = std::process::id();
         let mut procs = HashMap::new();
+        let mut blind = HashMap::new();
+        if self.files.len() > 50_000 {
+            self.files.clear();
+        }
         for p in std::fs::read_dir("/proc").map_err(|e| err(format!("/proc: {e}")))?.flatten() {
             let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Some(path) = libssl_of(pid) else { continue };
-            let path = path.as_str();
-            // the process's own view of its file system (a container's)
-            let target = format!("/proc/{pid}/root{path}");
-            let Ok(meta) = std::fs::metadata(&target) else { continue };
-            let key = (meta.dev(), meta.ino());
-            if !self.hooked.contains_key(&key) {
-                let lib = TlsLib { library: "openssl".into(), version: version_of(path) };
-                self.hook(&target)?;
-                self.hooked.insert(key, (target, lib));
+            if pid == me {
+                continue;
             }
-            procs.insert(pid, key);
+            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().and_then(|p| p.to_str().map(str::to_string));
+            // the executable first (a Go program), then the libraries it maps
+            let mut paths: Vec<(&str, bool)> = exe.as_deref().map(|e| (e, true)).into_iter().collect();
+            let mut seen = std::collections::HashSet::new();
+            for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.starts_with('/')) {
+                if Some(path) != exe.as_deref() && seen.insert(path) {
+                    paths.push((path, false));
+                }
+            }
+            for (path, is_exe) in paths {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                if !is_exe && !worth_a_look(name) {
+                    continue;
+                }
+                // the process's own view of its file system (a container's)
+                let target = format!("/proc/{pid}/root{path}");
+                let Ok(meta) = std::fs::metadata(&target) else { continue };
+                let key = (meta.dev(), meta.ino());
+                let found = match self.files.get(&key) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = classify(path, std::path::Path::new(&target), is_exe);
+                        self.files.insert(key, f.clone());
+                        f
+                    }
+                };
+                match found {
+                    Found::Nothing => continue,
+                    Found::Unreadable { what, why } => {
+                        blind.entry(pid).or_insert((what, why));
+                        continue;
+                    }
+                    Found::Ssl { .. } | Found::Go(_) => {}
+                }
+                if !self.hooked.contains_key(&key) {
+                    let h = self.hook(&target, &found)?;
+                    self.hooked.insert(key, h);
+                }
+                procs.entry(pid).or_insert(key);
+            }
         }
+        // a process both hooked and with a stack not readable (a Go program that also maps
+        // GnuTLS): its hooked TLS is read, the rest is said
         self.conns.retain(|(pid, _), _| procs.contains_key(pid));
-        self.proc_info.retain(|pid, _| procs.contains_key(pid));
-        for pid in procs.keys() {
-            self.proc_info.entry(*pid).or_insert_with(|| (std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string(), None));
+        self.proc_info.retain(|pid, _| procs.contains_key(pid) || blind.contains_key(pid));
+        self.no_socket_by.retain(|pid, _| procs.contains_key(pid));
+        for pid in procs.keys().chain(blind.keys()) {
+            self.proc_info.entry(*pid).or_insert_with(|| (std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string(), netns_addr(*pid)));
+        }
+        // files no process uses any more are let go
+        let used: std::collections::HashSet<(u64, u64)> = procs.values().copied().collect();
+        let gone: Vec<(u64, u64)> = self.hooked.keys().filter(|k| !used.contains(k)).copied().collect();
+        for k in gone {
+            if let Some(h) = self.hooked.remove(&k) {
+                self.unhook(h);
+            }
+        }
+        if let Ok(mut m) = BpfHashMap::<_, u32, [u64; 8]>::try_from(self._ebpf.map_mut("PROC_STATS").expect("PROC_STATS")) {
+            let dead: Vec<u32> = m.keys().flatten().filter(|p| !procs.contains_key(p)).collect();
+            for p in dead {
+                let _ = m.remove(&p);
+            }
         }
         self.procs = procs;
+        self.blind = blind;
         let list = self.processes();
         if let Ok(mut p) = self.shared_processes.lock() {
             *p = list;
@@ -243,29 +320,80 @@ impl TlsSource {
         Ok(())
     }
 
-    fn hook(&mut self, target: &str) -> Result<(), Error> {
-        for (sym, prog) in HOOKS {
-            for name in [prog, "ssl_ret"] {
-                let p: &mut UProbe = self._ebpf.program_mut(name).ok_or_else(|| err(format!("program {name} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
-                p.attach(sym, target, aya::programs::uprobe::UProbeScope::AllProcesses).map_err(|e| err(format!("cannot hook {sym} in {target}: {}", chain(&e))))?;
+    fn hook(&mut self, target: &str, found: &Found) -> Result<Hooked, Error> {
+        let mut links = Vec::new();
+        let mut attach = |ebpf: &mut Ebpf, prog: &'static str, at: UProbeAttachLocation<'_>, what: &str| -> Result<(), Error> {
+            let p: &mut UProbe = ebpf.program_mut(prog).ok_or_else(|| err(format!("program {prog} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
+            let id = p.attach(at, target, UProbeScope::AllProcesses).map_err(|e| err(format!("cannot hook {what} in {target}: {}", chain(&e))))?;
+            links.push((prog, id));
+            Ok(())
+        };
+        let lib = match found {
+            Found::Go(g) => {
+                attach(&mut self._ebpf, "go_write", UProbeAttachLocation::AbsoluteOffset(g.write), "crypto/tls.(*Conn).Write")?;
+                attach(&mut self._ebpf, "go_read", UProbeAttachLocation::AbsoluteOffset(g.read), "crypto/tls.(*Conn).Read")?;
+                for r in &g.read_returns {
+                    attach(&mut self._ebpf, "go_read_ret", UProbeAttachLocation::AbsoluteOffset(*r), "a return of crypto/tls.(*Conn).Read")?;
+                }
+                TlsLib { library: "go".into(), version: g.version.clone() }
             }
-        }
-        Ok(())
+            Found::Ssl { library, version } => {
+                for (sym, prog) in HOOKS {
+                    // SSL_read_ex and SSL_write_ex are OpenSSL 1.1.1's and later's
+                    let missing_ok = sym.ends_with("_ex");
+                    for name in [prog, "ssl_ret"] {
+                        match attach(&mut self._ebpf, name, UProbeAttachLocation::Symbol(sym), sym) {
+                            Err(_) if missing_ok => break,
+                            r => r?,
+                        }
+                    }
+                }
+                TlsLib { library: library.clone(), version: version.clone() }
+            }
+            _ => return Err(err(format!("{target}: nothing to hook"))),
+        };
+        Ok(Hooked { path: target.to_string(), lib, links })
     }
 
-    /// The processes hooked now, with their library.
+    fn unhook(&mut self, h: Hooked) {
+        for (prog, id) in h.links {
+            if let Some(p) = self._ebpf.program_mut(prog) {
+                let p: Result<&mut UProbe, _> = p.try_into();
+                if let Ok(p) = p {
+                    let _ = p.detach(id);
+                }
+            }
+        }
+    }
+
+    /// The processes hooked now, with their library, and those whose TLS cannot be read.
     pub fn processes(&self) -> Vec<TlsProcess> {
+        let lost = self.lost_by_process();
+        let info = |pid: &u32| self.proc_info.get(pid).cloned().unwrap_or_default();
         let mut v: Vec<TlsProcess> = self
             .procs
             .iter()
             .map(|(pid, k)| {
-                let (command, addr) = self.proc_info.get(pid).cloned().unwrap_or_default();
-                let lib = self.hooked.get(k).map(|(_, l)| l.clone()).unwrap_or(TlsLib { library: "openssl".into(), version: String::new() });
-                TlsProcess { pid: *pid, command, lib, addr }
+                let (command, addr) = info(pid);
+                let lib = self.hooked.get(k).map(|h| h.lib.clone()).unwrap_or(TlsLib { library: "openssl".into(), version: String::new() });
+                let mut l = lost.get(pid).copied().unwrap_or_default();
+                l[3] = self.no_socket_by.get(pid).copied().unwrap_or(0);
+                TlsProcess { pid: *pid, command, lib, addr, why: None, lost: l }
             })
             .collect();
+        v.extend(self.blind.iter().filter(|(pid, _)| !self.procs.contains_key(pid)).map(|(pid, (what, why))| {
+            let (command, addr) = info(pid);
+            TlsProcess { pid: *pid, command, lib: TlsLib { library: what.clone(), version: String::new() }, addr, why: Some(why.clone()), lost: [0; 4] }
+        }));
         v.sort_by_key(|p| p.pid);
         v
+    }
+
+    /// Per process, from the kernel's counts: ring full, entries missed, no fd.
+    fn lost_by_process(&self) -> HashMap<u32, [u64; 4]> {
+        let Some(map) = self._ebpf.map("PROC_STATS") else { return HashMap::new() };
+        let Ok(m) = aya::maps::HashMap::<_, u32, [u64; 8]>::try_from(map) else { return HashMap::new() };
+        m.iter().flatten().map(|(pid, n)| (pid, [n[ST_RING_FULL as usize], n[ST_MISSED as usize], n[ST_NO_FD as usize], 0])).collect()
     }
 
     /// The tracer's own counters.
@@ -304,7 +432,7 @@ impl TlsSource {
             let (local, remote) = socket_ends(pid, ino)?;
             // a process started since the last scan: its library now
             let lib = match self.procs.get(&pid).and_then(|k| self.hooked.get(k)) {
-                Some((_, l)) => l.clone(),
+                Some(h) => h.lib.clone(),
                 None => TlsLib { library: "openssl".into(), version: libssl_of(pid).map(|p| version_of(&p)).unwrap_or_default() },
             };
             if let Ok(mut libs) = self.libs.write() {
@@ -332,6 +460,7 @@ impl TlsSource {
         let Some(c) = self.conn(pid, fd, h.ssl) else {
             if h.offset == 0 {
                 self.no_socket += 1;
+                *self.no_socket_by.entry(pid).or_default() += 1;
             }
             return;
         };
@@ -373,6 +502,11 @@ impl TlsSource {
         self.packets += 1;
         f(RawPacket { ts: Timestamp((h.ts_ns as i64 + self.mono_to_real).max(0) as u64), linktype: 101, data: &self.buf });
     }
+}
+
+/// Whether a mapped library's name says it may be a TLS stack (others are not opened).
+fn worth_a_look(name: &str) -> bool {
+    ["libssl.so.", "libjvm.so", "libgnutls.so", "libnss3.so", "libssl3.so"].iter().any(|p| name.starts_with(p)) || ["grpc", "envoy", "boringssl"].iter().any(|p| name.contains(p))
 }
 
 /// The OpenSSL library a process maps, as its path in the process's file system.
@@ -515,7 +649,7 @@ impl Source for TlsSource {
     }
 
     fn attached(&self) -> Vec<String> {
-        self.hooked.values().map(|(p, l)| format!("{p} (OpenSSL {})", l.version)).collect()
+        self.hooked.values().map(|h| format!("{} ({} {})", h.path, h.lib.library, h.lib.version)).collect()
     }
 }
 
@@ -529,8 +663,6 @@ mod tests {
         assert_eq!(parse_addr("00000000000000000000000001000000:01BB"), Some("[::1]:443".parse().unwrap()));
         assert_eq!(parse_addr("0000000000000000FFFF00000100007F:0050"), Some("127.0.0.1:80".parse().unwrap()));
         assert_eq!(parse_addr("zz:1"), None);
-        assert_eq!(version_of("/usr/lib/x86_64-linux-gnu/libssl.so.3"), "3");
-        assert_eq!(version_of("/lib/libssl.so.1.1"), "1.1");
     }
 
     #[test]

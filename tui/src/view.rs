@@ -96,10 +96,22 @@ impl App {
             l1.push(Span::raw(format!("engine {}  ", kshark_dissect::export::terminal_safe(&engines.join(",")))));
         }
         // TLS read as plaintext: the processes whose library is hooked
-        let tls: Vec<&Value> = workers.into_iter().flatten().filter_map(|(_, w)| w.pointer("/stats/tls/hooked")).collect();
+        let tls: Vec<&Value> = workers.into_iter().flatten().filter_map(|(_, w)| w.pointer("/stats/tls")).collect();
         if !tls.is_empty() {
-            let n: usize = tls.iter().filter_map(|h| h.as_array()).map(Vec::len).sum();
+            let n: usize = tls.iter().filter_map(|t| t["hooked"].as_array()).map(Vec::len).sum();
             l1.push(Span::styled(format!("TLS {n} processes  "), self.fg(Color::Green)));
+            // and what cannot be read: a user must know what they are not seeing
+            let blind: Vec<String> = tls
+                .iter()
+                .filter_map(|t| t["not_readable"].as_array())
+                .flatten()
+                .map(|b| format!("{} {} ({})", b["pod"].as_str().unwrap_or("host"), b["process"].as_str().unwrap_or("?"), b["tls"].as_str().unwrap_or("?")))
+                .collect();
+            if !blind.is_empty() {
+                let more = if blind.len() > 2 { format!(" +{}", blind.len() - 2) } else { String::new() };
+                let text = format!("TLS NOT READABLE: {}{more}  ", blind[..blind.len().min(2)].join(", "));
+                l1.push(Span::styled(kshark_dissect::export::terminal_safe(&text), self.fg(Color::Red).add_modifier(Modifier::BOLD)));
+            }
         }
         l1.push(Span::styled(format!("filter: {}", if self.filter.is_empty() { "none".into() } else { kshark_dissect::export::terminal_safe(&self.filter) }), self.fg(Color::Magenta)));
         let mut l2 = vec![

@@ -1,0 +1,226 @@
+//! Go's crypto/tls in a Go executable: where `(*Conn).Write` and `(*Conn).Read` begin and
+//! where Read returns, as file offsets for uprobes, found without DWARF or a symbol table
+//! (stripped binaries have neither): the functions by name from `.gopclntab`, the table
+//! the Go runtime itself needs for stack traces, and Read's RET instructions by decoding
+//! its machine code (a uretprobe would rewrite the return address on the goroutine's
+//! stack, which Go moves and checks, and crashes it).
+//!
+//! Only the register ABI (Go 1.17 and later, amd64) is read: older binaries pass
+//! arguments on the stack, and are reported as not readable, with the reason.
+
+use object::{Object, ObjectSection, ReadCache};
+use std::path::Path;
+
+/// What an executable is, for the TLS tracer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GoExe {
+    /// Not a Go program.
+    NotGo,
+    /// Go without crypto/tls (it makes no TLS connections of its own).
+    NoTls { version: String },
+    /// Go whose crypto/tls can be hooked.
+    Hookable(GoTls),
+    /// Go with crypto/tls that cannot be hooked, and why.
+    Unreadable { version: String, why: String },
+}
+
+/// Where to hook a Go binary's crypto/tls: file offsets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoTls {
+    /// The Go version that built it (`go1.19.8`).
+    pub version: String,
+    pub write: u64,
+    pub read: u64,
+    /// Every RET instruction of Read.
+    pub read_returns: Vec<u64>,
+}
+
+const WRITE: &str = "crypto/tls.(*Conn).Write";
+const READ: &str = "crypto/tls.(*Conn).Read";
+
+/// Reads the executable at `path` (lazily: only its headers and the sections needed).
+pub fn inspect(path: &Path) -> Result<GoExe, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cache = ReadCache::new(file);
+    let Ok(elf) = object::File::parse(&cache) else { return Ok(GoExe::NotGo) };
+    let Some(pcln) = elf.section_by_name(".gopclntab") else { return Ok(GoExe::NotGo) };
+    let version = elf.section_by_name(".go.buildinfo").and_then(|s| build_version(&elf, s.data().ok()?)).unwrap_or_default();
+    if elf.architecture() != object::Architecture::X86_64 {
+        return Ok(GoExe::Unreadable { version, why: format!("{:?}: only amd64's register ABI is read", elf.architecture()) });
+    }
+    let table = pcln.data().map_err(|e| format!("{}: .gopclntab: {e}", path.display()))?;
+    let text = elf.section_by_name(".text").map(|s| s.address()).unwrap_or(0);
+    let funcs = match functions(table, text, &[WRITE, READ]) {
+        Ok(f) => f,
+        Err(why) => return Ok(GoExe::Unreadable { version, why }),
+    };
+    let (Some(w), Some(r)) = (funcs[0], funcs[1]) else { return Ok(GoExe::NoTls { version }) };
+    if !regabi(&version) {
+        return Ok(GoExe::Unreadable { version, why: "built before Go 1.17 (arguments on the stack): only the register ABI is read".into() });
+    }
+    let code = read_at(&elf, r.0, r.1 - r.0).ok_or_else(|| format!("{}: {READ} is outside the file's sections", path.display()))?;
+    let rets = returns(&code, r.0);
+    if rets.is_empty() {
+        return Ok(GoExe::Unreadable { version, why: format!("no RET found in {READ}") });
+    }
+    let off = |a: u64| file_offset(&elf, a).ok_or_else(|| format!("{}: address {a:#x} is in no section", path.display()));
+    Ok(GoExe::Hookable(GoTls { version, write: off(w.0)?, read: off(r.0)?, read_returns: rets.into_iter().map(off).collect::<Result<_, _>>()? }))
+}
+
+/// Whether a Go version (`go1.19.8`, `devel …`) passes arguments in registers on amd64.
+fn regabi(version: &str) -> bool {
+    let Some(v) = version.strip_prefix("go1.") else { return true }; // unknown or devel: new
+    v.split(|c: char| !c.is_ascii_digit()).next().and_then(|m| m.parse::<u32>().ok()).is_none_or(|m| m >= 17)
+}
+
+/// The Go version in `.go.buildinfo`: inline since Go 1.18, before that through a
+/// pointer to a Go string.
+fn build_version<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, d: &[u8]) -> Option<String> {
+    if d.len() < 32 || &d[..14] != b"\xff Go buildinf:" {
+        return None;
+    }
+    let (ptr, flags) = (d[14] as usize, d[15]);
+    if flags & 2 != 0 {
+        let (len, n) = uvarint(&d[32..])?;
+        return String::from_utf8(d.get(32 + n..32 + n + len as usize)?.to_vec()).ok();
+    }
+    if ptr != 8 || flags & 1 != 0 {
+        return None; // 32-bit or big-endian: not read here
+    }
+    let word = |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+    let hdr = read_at(elf, word(d, 16)?, 16)?;
+    let s = read_at(elf, word(&hdr, 0)?, word(&hdr, 8)?.min(64))?;
+    String::from_utf8(s).ok()
+}
+
+fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &x) in b.iter().enumerate().take(10) {
+        v |= u64::from(x & 0x7f) << (7 * i);
+        if x & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The bytes at virtual address `addr`, from the section holding them.
+fn read_at<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64, len: u64) -> Option<Vec<u8>> {
+    elf.sections().find_map(|s| s.data_range(addr, len).ok().flatten().map(<[u8]>::to_vec))
+}
+
+/// A virtual address as an offset in the file, as uprobes want it.
+fn file_offset<'d, R: object::ReadRef<'d>>(elf: &object::File<'d, R>, addr: u64) -> Option<u64> {
+    elf.sections().find_map(|s| {
+        let (off, size) = s.file_range()?;
+        (addr >= s.address() && addr < s.address() + size).then(|| addr - s.address() + off)
+    })
+}
+
+/// `[start, end)` of each named function, from the pcln table (Go 1.16 and later
+/// formats; `text` is the text section's address, for tables that leave theirs 0).
+pub fn functions(t: &[u8], text: u64, names: &[&str]) -> Result<Vec<Option<(u64, u64)>>, String> {
+    let u32at = |at: usize| t.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+    let magic = u32at(0).ok_or(".gopclntab is too short")?;
+    let ptr = *t.get(7).ok_or(".gopclntab is too short")? as usize;
+    if ptr != 8 || t[4] != 0 || t[5] != 0 {
+        return Err(format!(".gopclntab: pointer size {ptr}: not a 64-bit binary"));
+    }
+    let word = |i: usize| t.get(8 + i * 8..16 + i * 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
+    // 0xfffffff0: Go 1.18 and 1.19; 0xfffffff1: 1.20 and later; 0xfffffffa: 1.16, 1.17
+    let (nfunc, text_start, nameoff, pclnoff, new) = match magic {
+        0xffff_fff0 | 0xffff_fff1 => (word(0), word(2).map(|v| v as u64), word(3), word(7), true),
+        0xffff_fffa => (word(0), Some(0), word(2), word(6), false),
+        m => return Err(format!(".gopclntab: unknown format {m:#x} (Go older than 1.16?)")),
+    };
+    let (Some(nfunc), Some(text_start), Some(nameoff), Some(pclnoff)) = (nfunc, text_start, nameoff, pclnoff) else {
+        return Err(".gopclntab: header cut short".into());
+    };
+    let base = if text_start == 0 { text } else { text_start };
+    let bad = || ".gopclntab: a function table entry outside the table".to_string();
+    // functab: nfunc (entry, funcoff) pairs and a last entry (the end of the text)
+    let entry = |i: usize| -> Option<(u64, usize)> {
+        if new {
+            let at = pclnoff + i * 8;
+            Some((base + u64::from(u32at(at)?), u32at(at + 4)? as usize))
+        } else {
+            let at = pclnoff + i * 16;
+            let w = |a: usize| t.get(a..a + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+            Some((w(at)?, w(at + 8)? as usize))
+        }
+    };
+    let mut out = vec![None; names.len()];
+    for i in 0..nfunc {
+        let (start, funcoff) = entry(i).ok_or_else(bad)?;
+        // _func: entryOff u32 (an entry uintptr before 1.18), then nameOff i32
+        let name_at = pclnoff + funcoff + if new { 4 } else { 8 };
+        let Some(n) = u32at(name_at) else { return Err(bad()) };
+        let s = nameoff + n as usize;
+        let Some(name) = t.get(s..).and_then(|r| r.split(|&b| b == 0).next()) else { continue };
+        if let Some(k) = names.iter().position(|w| w.as_bytes() == name) {
+            let end = entry(i + 1).ok_or_else(bad)?.0;
+            out[k] = Some((start, end));
+            if out.iter().all(Option::is_some) {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The addresses of the RET instructions in `code` (which starts at `addr`).
+pub fn returns(code: &[u8], addr: u64) -> Vec<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut d = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while d.can_decode() {
+        let i = d.decode();
+        if i.mnemonic() == Mnemonic::Ret {
+            out.push(i.ip());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ret_instructions_are_found_and_not_bytes_that_look_like_one() {
+        // mov eax, 0xc3 (a 0xc3 byte inside an instruction); ret; xor eax, eax; ret
+        let code = [0xb8, 0xc3, 0, 0, 0, 0xc3, 0x31, 0xc0, 0xc3];
+        assert_eq!(returns(&code, 0x1000), vec![0x1005, 0x1008]);
+    }
+
+    #[test]
+    fn the_register_abi_from_go_1_17() {
+        assert!(regabi("go1.19.8") && regabi("go1.17") && regabi("go1.22rc1") && regabi("devel +abc"));
+        assert!(!regabi("go1.16.15") && !regabi("go1.9"));
+    }
+
+    #[test]
+    fn a_table_of_an_unknown_format_is_an_error_not_a_guess() {
+        let mut t = vec![0u8; 128];
+        t[..4].copy_from_slice(&0xffff_fffbu32.to_le_bytes());
+        t[7] = 8;
+        assert!(functions(&t, 0, &[READ]).unwrap_err().contains("unknown format"));
+        assert!(functions(&t[..3], 0, &[READ]).is_err());
+    }
+
+    #[test]
+    fn this_machines_go_binaries_are_read() {
+        // Debian's Go: the `go` command makes TLS connections (module downloads), the
+        // compiler none; both read from their pcln tables alone
+        let dir = Path::new("/usr/lib/go-1.19");
+        assert!(dir.exists(), "{} is missing: `bash scripts/setup.sh` installs golang-go", dir.display());
+        match inspect(&dir.join("pkg/tool/linux_amd64/compile")).unwrap() {
+            GoExe::NoTls { version } => assert!(version.starts_with("go1.19"), "{version}"),
+            other => panic!("the Go compiler has no crypto/tls: {other:?}"),
+        }
+        let GoExe::Hookable(t) = inspect(&dir.join("bin/go")).unwrap() else { panic!("`go` uses crypto/tls") };
+        assert!(t.version.starts_with("go1.19") && t.write != t.read && !t.read_returns.is_empty(), "{t:?}");
+        assert!(t.read_returns.iter().all(|r| *r > t.read), "{t:?}");
+        assert_eq!(inspect(Path::new("/bin/sh")).unwrap(), GoExe::NotGo);
+    }
+}
