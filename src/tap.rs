@@ -630,18 +630,20 @@ pub(crate) fn capture(a: &CaptureArgs, sink: Sink) -> Result<(), Failure> {
         // everything that is ready now, then one write: a pipe reader sees each entry
         // within the wait below, without a syscall per entry under load
         let first = match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(e) => e,
+            Ok(e) => Some(e),
             Err(RecvTimeoutError::Timeout) => {
                 // the capture ended by itself (an error, a file's end): the TLS tracer
                 // feeding the same output stops with it
                 if worker.is_finished() {
                     STOP.store(true, Ordering::Relaxed);
                 }
-                continue;
+                // (the counters are still reported when nothing comes)
+                None
             }
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let ready = std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok()).take(16));
+        let more = first.is_some();
+        let ready = first.into_iter().chain(std::iter::from_fn(|| if more { rx.try_recv().ok() } else { None }).take(16));
         for f in ready {
             entries += f.seen;
             filtered_out += f.seen - f.lines.len() as u64;

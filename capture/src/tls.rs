@@ -6,7 +6,9 @@
 //! - **Which libraries**: every `libssl.so.*` mapped by a running process, found in
 //!   `/proc/PID/maps` and reached through `/proc/PID/root` (a process in a container
 //!   has its own copy). Uprobes go on the file (its inode), so every process that maps it
-//!   is traced, those started later too; the scan runs again at each plan (every second).
+//!   is traced, those started later too. A process started later that runs or maps a
+//!   file not hooked yet (a new Go program) is found within a quarter of a second, by a
+//!   scanner on a thread of its own (`tls_scan`); Go programs are read by `tls_go`.
 //! - **Which connection**: the fd the call's system calls used (the kernel side notes
 //!   it), mapped to its socket (`/proc/PID/fd/FD` names the inode) and the socket to its
 //!   addresses in the process's own network namespace (`/proc/PID/net/tcp{,6}`). Cached
@@ -23,7 +25,7 @@ use crate::ebpf::{chain, clock};
 use crate::error::Error;
 use crate::source::{Plan, Poll, RawPacket, Source, SourceStats};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use crate::tls_scan::{classify, netns_addr, version_of, Found};
+use crate::tls_scan::{version_of, Found, Look, Scanner};
 use aya::maps::HashMap as BpfHashMap;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, UProbe};
@@ -32,7 +34,6 @@ use kshark_dissect::Timestamp;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -142,14 +143,19 @@ pub struct TlsSource {
     stats_map: PerCpuArray<MapData, u64>,
     /// Hooked files by (device, inode).
     hooked: HashMap<(u64, u64), Hooked>,
-    /// Every file looked at, by (device, inode): what it offers (looked at once).
-    files: HashMap<(u64, u64), Found>,
     /// Processes using a hooked file now, and which.
     procs: HashMap<u32, (u64, u64)>,
     /// Processes with TLS that cannot be read: the stack and why.
     blind: HashMap<u32, (String, String)>,
     /// Calls per process whose socket was not found.
     no_socket_by: HashMap<u32, u64>,
+    /// Hooked files no process uses, since when.
+    unused_since: HashMap<(u64, u64), std::time::Instant>,
+    /// Files the kernel would not let be hooked: the stack and the error.
+    refused: HashMap<(u64, u64), (String, String)>,
+    /// What the scanner thread finds ([`Scanner`]), and its stop.
+    looks: Option<std::sync::mpsc::Receiver<Look>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     conns: HashMap<(u32, i32), Conn>,
     /// The process that owns each connection (the first seen), by its two addresses.
     owner: HashMap<(SocketAddr, SocketAddr), u32>,
@@ -205,10 +211,13 @@ impl TlsSource {
             ring,
             stats_map,
             hooked: HashMap::new(),
-            files: HashMap::new(),
             procs: HashMap::new(),
             blind: HashMap::new(),
             no_socket_by: HashMap::new(),
+            refused: HashMap::new(),
+            unused_since: HashMap::new(),
+            looks: None,
+            stop: Default::default(),
             conns: HashMap::new(),
             owner: HashMap::new(),
             mono_to_real: (clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC)) as i64,
@@ -227,88 +236,83 @@ impl TlsSource {
             shared_processes: Default::default(),
             proc_info: HashMap::new(),
         };
-        s.scan()?;
+        // the first look here (what is hooked at the start is said at the start), then on
+        // a thread of its own
+        let mut scanner = Scanner::default();
+        s.take(scanner.look(true));
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let stop = s.stop.clone();
+        std::thread::Builder::new().name("tls-scan".into()).spawn(move || scanner.run(tx, stop)).map_err(|e| err(format!("cannot start the process scanner: {e}")))?;
+        s.looks = Some(rx);
         Ok(s)
     }
 
-    /// Finds the TLS libraries processes use now (OpenSSL's libssl, OpenSSL or BoringSSL
-    /// linked in with symbols, Go's crypto/tls) and hooks those not hooked yet; notes the
-    /// processes whose TLS cannot be read, and why; forgets processes that exited (and
-    /// their connections), and unhooks files no process uses any more.
-    pub fn scan(&mut self) -> Result<(), Error> {
-        let me = std::process::id();
-        let mut procs = HashMap::new();
-        let mut blind = HashMap::new();
-        if self.files.len() > 50_000 {
-            self.files.clear();
-        }
-        for p in std::fs::read_dir("/proc").map_err(|e| err(format!("/proc: {e}")))?.flatten() {
-            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            if pid == me {
-                continue;
-            }
-            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { continue };
-            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().and_then(|p| p.to_str().map(str::to_string));
-            // the executable first (a Go program), then the libraries it maps
-            let mut paths: Vec<(&str, bool)> = exe.as_deref().map(|e| (e, true)).into_iter().collect();
-            let mut seen = std::collections::HashSet::new();
-            for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.starts_with('/')) {
-                if Some(path) != exe.as_deref() && seen.insert(path) {
-                    paths.push((path, false));
-                }
-            }
-            for (path, is_exe) in paths {
-                let name = path.rsplit('/').next().unwrap_or(path);
-                if !is_exe && !worth_a_look(name) {
+    /// Takes what a look at the processes found: hooks the TLS files not hooked yet,
+    /// notes the processes whose TLS cannot be read and why, forgets processes that exited
+    /// (and their connections), and after a full look unhooks files no process uses.
+    fn take(&mut self, look: Look) {
+        let (mut procs, mut blind) = if look.full { (HashMap::new(), HashMap::new()) } else { (std::mem::take(&mut self.procs), std::mem::take(&mut self.blind)) };
+        procs.retain(|p, _| look.alive.contains(p));
+        blind.retain(|p, _| look.alive.contains(p));
+        // every file in use (a process may use several)
+        let used: std::collections::HashSet<(u64, u64)> = look.procs.iter().flat_map(|p| p.files.iter().map(|f| f.key)).collect();
+        for p in look.procs {
+            let addr = p.addr.or_else(|| self.proc_info.get(&p.pid).and_then(|i| i.1));
+            self.proc_info.insert(p.pid, (p.command, addr));
+            for f in p.files {
+                if let Found::Unreadable { what, why } = &f.found {
+                    blind.entry(p.pid).or_insert((what.clone(), why.clone()));
                     continue;
                 }
-                // the process's own view of its file system (a container's)
-                let target = format!("/proc/{pid}/root{path}");
-                let Ok(meta) = std::fs::metadata(&target) else { continue };
-                let key = (meta.dev(), meta.ino());
-                let found = match self.files.get(&key) {
-                    Some(f) => f.clone(),
-                    None => {
-                        let f = classify(path, std::path::Path::new(&target), is_exe);
-                        self.files.insert(key, f.clone());
-                        f
+                if !self.hooked.contains_key(&f.key) && !self.refused.contains_key(&f.key) {
+                    match self.hook(&f.target, &f.found) {
+                        Ok(h) => {
+                            self.hooked.insert(f.key, h);
+                        }
+                        Err(e) => {
+                            // not hookable after all (the kernel refused): said, not fatal
+                            let what = match &f.found {
+                                Found::Go(g) => format!("Go {}", g.version),
+                                _ => "OpenSSL".into(),
+                            };
+                            self.refused.insert(f.key, (what, e.to_string()));
+                        }
                     }
-                };
-                match found {
-                    Found::Nothing => continue,
-                    Found::Unreadable { what, why } => {
-                        blind.entry(pid).or_insert((what, why));
-                        continue;
-                    }
-                    Found::Ssl { .. } | Found::Go(_) => {}
                 }
-                if !self.hooked.contains_key(&key) {
-                    let h = self.hook(&target, &found)?;
-                    self.hooked.insert(key, h);
+                if self.hooked.contains_key(&f.key) {
+                    procs.entry(p.pid).or_insert(f.key);
+                } else if let Some((what, why)) = self.refused.get(&f.key) {
+                    blind.entry(p.pid).or_insert((what.clone(), why.clone()));
                 }
-                procs.entry(pid).or_insert(key);
             }
         }
-        // a process both hooked and with a stack not readable (a Go program that also maps
-        // GnuTLS): its hooked TLS is read, the rest is said
-        self.conns.retain(|(pid, _), _| procs.contains_key(pid));
         self.proc_info.retain(|pid, _| procs.contains_key(pid) || blind.contains_key(pid));
         self.no_socket_by.retain(|pid, _| procs.contains_key(pid));
-        for pid in procs.keys().chain(blind.keys()) {
-            self.proc_info.entry(*pid).or_insert_with(|| (std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string(), netns_addr(*pid)));
-        }
-        // files no process uses any more are let go
-        let used: std::collections::HashSet<(u64, u64)> = procs.values().copied().collect();
-        let gone: Vec<(u64, u64)> = self.hooked.keys().filter(|k| !used.contains(k)).copied().collect();
-        for k in gone {
-            if let Some(h) = self.hooked.remove(&k) {
-                self.unhook(h);
+        if look.full {
+            self.conns.retain(|(pid, _), _| look.alive.contains(pid));
+            // files no process has used for a while are let go (not at once: a library
+            // short-lived clients load again and again stays hooked, and so traces them
+            // from their first call)
+            let now = std::time::Instant::now();
+            for k in self.hooked.keys() {
+                if used.contains(k) {
+                    self.unused_since.remove(k);
+                } else {
+                    self.unused_since.entry(*k).or_insert(now);
+                }
             }
-        }
-        if let Ok(mut m) = BpfHashMap::<_, u32, [u64; 8]>::try_from(self._ebpf.map_mut("PROC_STATS").expect("PROC_STATS")) {
-            let dead: Vec<u32> = m.keys().flatten().filter(|p| !procs.contains_key(p)).collect();
-            for p in dead {
-                let _ = m.remove(&p);
+            let gone: Vec<(u64, u64)> = self.unused_since.iter().filter(|(_, t)| now.duration_since(**t) >= UNHOOK_AFTER).map(|(k, _)| *k).collect();
+            for k in gone {
+                self.unused_since.remove(&k);
+                if let Some(h) = self.hooked.remove(&k) {
+                    self.unhook(h);
+                }
+            }
+            if let Some(Ok(mut m)) = self._ebpf.map_mut("PROC_STATS").map(BpfHashMap::<_, u32, [u64; 8]>::try_from) {
+                let dead: Vec<u32> = m.keys().flatten().filter(|p| !look.alive.contains(p)).collect();
+                for p in dead {
+                    let _ = m.remove(&p);
+                }
             }
         }
         self.procs = procs;
@@ -317,11 +321,21 @@ impl TlsSource {
         if let Ok(mut p) = self.shared_processes.lock() {
             *p = list;
         }
-        Ok(())
     }
 
+    /// Hooks the file's functions; on a failure, what was hooked of it is let go again.
     fn hook(&mut self, target: &str, found: &Found) -> Result<Hooked, Error> {
         let mut links = Vec::new();
+        match self.hook_into(target, found, &mut links) {
+            Ok(lib) => Ok(Hooked { path: target.to_string(), lib, links }),
+            Err(e) => {
+                self.unhook(Hooked { path: String::new(), lib: TlsLib { library: String::new(), version: String::new() }, links });
+                Err(e)
+            }
+        }
+    }
+
+    fn hook_into(&mut self, target: &str, found: &Found, links: &mut Vec<(&'static str, UProbeLinkId)>) -> Result<TlsLib, Error> {
         let mut attach = |ebpf: &mut Ebpf, prog: &'static str, at: UProbeAttachLocation<'_>, what: &str| -> Result<(), Error> {
             let p: &mut UProbe = ebpf.program_mut(prog).ok_or_else(|| err(format!("program {prog} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
             let id = p.attach(at, target, UProbeScope::AllProcesses).map_err(|e| err(format!("cannot hook {what} in {target}: {}", chain(&e))))?;
@@ -352,17 +366,26 @@ impl TlsSource {
             }
             _ => return Err(err(format!("{target}: nothing to hook"))),
         };
-        Ok(Hooked { path: target.to_string(), lib, links })
+        Ok(lib)
     }
 
+    /// Lets a file's hooks go. Removing a uprobe waits for the kernel's grace period
+    /// (hundreds of milliseconds here): the links are dropped on a thread of their own,
+    /// not on the one reading the events.
     fn unhook(&mut self, h: Hooked) {
+        let mut links = Vec::new();
         for (prog, id) in h.links {
             if let Some(p) = self._ebpf.program_mut(prog) {
                 let p: Result<&mut UProbe, _> = p.try_into();
                 if let Ok(p) = p {
-                    let _ = p.detach(id);
+                    if let Ok(l) = p.take_link(id) {
+                        links.push(l);
+                    }
                 }
             }
+        }
+        if !links.is_empty() {
+            let _ = std::thread::Builder::new().name("tls-unhook".into()).spawn(move || drop(links));
         }
     }
 
@@ -430,10 +453,10 @@ impl TlsSource {
         };
         if self.conns.get(&(pid, fd)).is_none_or(|c| c.ino != ino) {
             let (local, remote) = socket_ends(pid, ino)?;
-            // a process started since the last scan: its library now
+            // a process started since the last look: the hooked file it runs or maps
             let lib = match self.procs.get(&pid).and_then(|k| self.hooked.get(k)) {
                 Some(h) => h.lib.clone(),
-                None => TlsLib { library: "openssl".into(), version: libssl_of(pid).map(|p| version_of(&p)).unwrap_or_default() },
+                None => self.lib_of(pid),
             };
             if let Ok(mut libs) = self.libs.write() {
                 if libs.len() > 100_000 {
@@ -504,9 +527,30 @@ impl TlsSource {
     }
 }
 
-/// Whether a mapped library's name says it may be a TLS stack (others are not opened).
-fn worth_a_look(name: &str) -> bool {
-    ["libssl.so.", "libjvm.so", "libgnutls.so", "libnss3.so", "libssl3.so"].iter().any(|p| name.starts_with(p)) || ["grpc", "envoy", "boringssl"].iter().any(|p| name.contains(p))
+/// How long a hooked file no process uses stays hooked.
+const UNHOOK_AFTER: Duration = Duration::from_secs(60);
+
+impl Drop for TlsSource {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl TlsSource {
+    /// The hooked library of a process not looked at yet: its executable's (a Go
+    /// program, OpenSSL linked in), else its libssl's.
+    fn lib_of(&self, pid: u32) -> TlsLib {
+        use std::os::unix::fs::MetadataExt;
+        let key = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let exe = key(&format!("/proc/{pid}/exe"));
+        let ssl = libssl_of(pid);
+        let lib = ssl.as_deref().and_then(|p| key(&format!("/proc/{pid}/root{p}")));
+        [exe, lib]
+            .into_iter()
+            .flatten()
+            .find_map(|k| self.hooked.get(&k).map(|h| h.lib.clone()))
+            .unwrap_or_else(|| TlsLib { library: "openssl".into(), version: ssl.map(|p| version_of(&p)).unwrap_or_default() })
+    }
 }
 
 /// The OpenSSL library a process maps, as its path in the process's file system.
@@ -609,6 +653,10 @@ impl Source for TlsSource {
             drop(item);
             self.event(&h, &data, f);
         }
+        // processes the scanner found since
+        while let Some(look) = self.looks.as_ref().and_then(|r| r.try_recv().ok()) {
+            self.take(look);
+        }
         // the counters for reports: when calls came (their entries are reported with the
         // counters as they are then), else five times a second
         if any || self.reported.elapsed() >= Duration::from_millis(200) {
@@ -632,8 +680,8 @@ impl Source for TlsSource {
                 (addrs, plan.ifaces.iter().any(|i| i.kind == crate::source::IfaceKind::Loopback))
             }
         });
-        // processes come and go: new libraries are hooked, exited processes forgotten
-        self.scan()
+        // (processes coming and going are followed by the scanner's thread)
+        Ok(())
     }
 
     fn stats(&mut self) -> SourceStats {

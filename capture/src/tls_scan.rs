@@ -10,8 +10,14 @@
 
 use crate::tls_go::{self, GoExe};
 use object::{Object, ObjectSymbol};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// What a file offers the tracer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +121,127 @@ pub fn netns_addr(pid: u32) -> Option<IpAddr> {
         }
     }
     None
+}
+
+/// A file a process uses that matters for TLS: its (device, inode), the path kshark
+/// reaches it by, and what it offers.
+#[derive(Clone, Debug)]
+pub struct UsedFile {
+    pub key: (u64, u64),
+    pub target: String,
+    pub found: Found,
+}
+
+/// A process that uses TLS files: its name, its address, and those files.
+#[derive(Clone, Debug)]
+pub struct ProcFiles {
+    pub pid: u32,
+    pub command: String,
+    pub addr: Option<IpAddr>,
+    pub files: Vec<UsedFile>,
+}
+
+/// What one look at the processes found.
+#[derive(Debug)]
+pub struct Look {
+    /// Every process was looked at (else only those new since the last look).
+    pub full: bool,
+    pub procs: Vec<ProcFiles>,
+    /// The processes running at the look.
+    pub alive: HashSet<u32>,
+}
+
+/// How often new processes are looked at, and every process.
+pub const QUICK_LOOK: Duration = Duration::from_millis(250);
+pub const FULL_LOOK: Duration = Duration::from_secs(1);
+
+/// Looks at processes and classes the files they use (each file once), on a thread of its
+/// own: reading a large executable's tables takes time the reader of the events must not
+/// lose (a connection gone before its first event is read cannot be named).
+pub struct Scanner {
+    files: HashMap<(u64, u64), Found>,
+    seen: HashSet<u32>,
+    me: u32,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Scanner { files: HashMap::new(), seen: HashSet::new(), me: std::process::id() }
+    }
+}
+
+impl Scanner {
+    /// One look: every process (`full`), or those started since the last look.
+    pub fn look(&mut self, full: bool) -> Look {
+        if self.files.len() > 50_000 {
+            self.files.clear();
+        }
+        let alive: HashSet<u32> = std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|p| p.file_name().to_str()?.parse().ok()).collect();
+        let mut procs = Vec::new();
+        for &pid in &alive {
+            if pid == self.me || (!full && self.seen.contains(&pid)) {
+                continue;
+            }
+            let files = self.files_of(pid);
+            if !files.is_empty() {
+                let command = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+                procs.push(ProcFiles { pid, command, addr: netns_addr(pid), files });
+            }
+        }
+        self.seen = alive.clone();
+        Look { full, procs, alive }
+    }
+
+    /// The TLS files one process runs and maps.
+    fn files_of(&mut self, pid: u32) -> Vec<UsedFile> {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return Vec::new() };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().and_then(|p| p.to_str().map(str::to_string));
+        // the executable first (a Go program), then the libraries it maps
+        let mut paths: Vec<(&str, bool)> = exe.as_deref().map(|e| (e, true)).into_iter().collect();
+        let mut seen = HashSet::new();
+        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)).filter(|p| p.starts_with('/')) {
+            if Some(path) != exe.as_deref() && seen.insert(path) {
+                paths.push((path, false));
+            }
+        }
+        let mut out = Vec::new();
+        for (path, is_exe) in paths {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            if !is_exe && !worth_a_look(name) {
+                continue;
+            }
+            // the process's own view of its file system (a container's)
+            let target = format!("/proc/{pid}/root{path}");
+            let Ok(meta) = std::fs::metadata(&target) else { continue };
+            let key = (meta.dev(), meta.ino());
+            let found = self.files.entry(key).or_insert_with(|| classify(path, Path::new(&target), is_exe)).clone();
+            if found != Found::Nothing {
+                out.push(UsedFile { key, target, found });
+            }
+        }
+        out
+    }
+
+    /// Looks until `stop`, sending each look: new processes every [`QUICK_LOOK`], all of
+    /// them every [`FULL_LOOK`] (a library loaded after start, an exec).
+    pub fn run(mut self, tx: mpsc::SyncSender<Look>, stop: Arc<AtomicBool>) {
+        let mut full_at = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(QUICK_LOOK);
+            let full = full_at.elapsed() >= FULL_LOOK;
+            if full {
+                full_at = Instant::now();
+            }
+            if tx.send(self.look(full)).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Whether a mapped library's name says it may be a TLS stack (others are not opened).
+fn worth_a_look(name: &str) -> bool {
+    ["libssl.so.", "libjvm.so", "libgnutls.so", "libnss3.so", "libssl3.so"].iter().any(|p| name.starts_with(p)) || ["grpc", "envoy", "boringssl"].iter().any(|p| name.contains(p))
 }
 
 #[cfg(test)]

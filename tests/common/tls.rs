@@ -31,7 +31,12 @@ pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::Pat
 
 /// `kshark tap -i lo` for a few seconds while `traffic` runs.
 pub fn tap_during(extra: &[&str], traffic: impl FnOnce()) -> (Vec<Value>, String, Value) {
-    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "7s"];
+    tap_during_hub(extra, |_| traffic())
+}
+
+/// [`tap_during`], `traffic` given the tap's hub (`127.0.0.1:PORT`).
+pub fn tap_during_hub(extra: &[&str], traffic: impl FnOnce(&str)) -> (Vec<Value>, String, Value) {
+    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "9s"];
     args.extend_from_slice(extra);
     let mut tap = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // its hub's port, from what it says
@@ -50,20 +55,34 @@ pub fn tap_during(extra: &[&str], traffic: impl FnOnce()) -> (Vec<Value>, String
         let _ = std::io::Read::read_to_string(&mut err, &mut s);
         s
     });
+    // its output is read as it comes (a full pipe would hold the tap up)
+    let mut stdout = tap.stdout.take().unwrap();
+    let printed = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
     std::thread::sleep(Duration::from_millis(1500));
-    traffic();
+    traffic(&hub);
     // the tap reports its counters every second
     std::thread::sleep(Duration::from_millis(2500));
     let stats = Command::new("curl").args(["-s", &format!("http://{hub}/api/stats")]).output().unwrap();
     let stats: Value = serde_json::from_slice(&stats.stdout).unwrap_or_default();
-    let out = tap.wait_with_output().unwrap();
+    let status = tap.wait().unwrap();
     said.push_str(&rest.join().unwrap());
-    assert!(out.status.success(), "tap: {said}");
-    let entries = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(status.success(), "tap: {said}");
+    let entries = printed.join().unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     (entries, said, stats)
 }
 
+/// A free port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+
+/// The tap's hub's `/api/stats`.
+pub fn hub_stats(hub: &str) -> Value {
+    let o = Command::new("curl").args(["-s", "-m", "2", &format!("http://{hub}/api/stats")]).output().expect("this test needs curl");
+    serde_json::from_slice(&o.stdout).unwrap_or_default()
+}
