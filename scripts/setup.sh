@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(python3 python3-venv tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev
       nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux chromium
       containerd runc containernetworking-plugins iptables conntrack debootstrap
-      golang-go golang-golang-x-net-dev binutils)
+      golang-go golang-golang-x-net-dev binutils gnutls-bin python3-grpcio)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

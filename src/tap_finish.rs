@@ -133,7 +133,7 @@ impl Finish {
                     }
                 }
             }
-            if let Some(libs) = &self.tls_libs {
+            if let Some(libs) = self.tls_libs.as_ref().filter(|_| e.capture_source == kshark_dissect::entry::CaptureSource::EbpfTls) {
                 let ends = (std::net::SocketAddr::new(e.src.ip, e.src.port), std::net::SocketAddr::new(e.dst.ip, e.dst.port));
                 if let Some(l) = libs.read().ok().and_then(|m| m.get(&ends).cloned()) {
                     e.tls = Some(Box::new(kshark_dissect::entry::TlsInfo { library: l.library, version: l.version }));

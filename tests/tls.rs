@@ -4,9 +4,9 @@
 //! read.
 //!
 //! Each curl keeps its connection half a second after the exchange the test looks at
-//! (`--rate 2/s` and a second URL): a connection's socket is found in /proc when its first
-//! call is read, a few milliseconds later, and one closed before that is counted
-//! (`no_socket`), not read. Looking sockets up in the kernel would lift that.
+//! (`--rate 2/s` and a second URL), which once was needed for the socket to be found; the
+//! kernel side now reads a connection's addresses at its first call, and
+//! `tests/tls_stacks.rs` reads one-shot connections (urllib's `Connection: close`).
 //!
 //! Needs root, curl, openssl and python3; when one is missing the test fails and says which.
 

@@ -28,6 +28,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <linux/ptrace.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
@@ -37,7 +38,7 @@
 
 enum { ST_EVENTS, ST_RING_FULL, ST_TRUNCATED, ST_MISSED, ST_NO_FD, ST_MAX };
 enum { DIR_WRITE = 0, DIR_READ = 1 };
-enum { F_LAST = 1 };
+enum { F_LAST = 1, F_BIND = 2 };
 
 struct tls_hdr {                    /* mirrored by #[repr(C)] TlsHdr in tls.rs */
     __u64 ts_ns;                    /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
@@ -50,8 +51,14 @@ struct tls_hdr {                    /* mirrored by #[repr(C)] TlsHdr in tls.rs *
     __u32 cap_len;                  /* bytes in this chunk */
     __u64 stream_off;               /* where the call's first byte is in its direction */
     __u8  dir;                      /* DIR_WRITE: the process sent; DIR_READ: it received */
-    __u8  flags;                    /* F_LAST on the call's last chunk */
-    __u8  pad[6];
+    __u8  flags;                    /* F_LAST on the call's last chunk; F_BIND: no data, the
+                                       fd (and socket) of an SSL* whose calls had none */
+    __u8  family;                   /* 2, 10: the socket's addresses below; 0: none */
+    __u8  pad;
+    __u16 sport;                    /* host order: the process's end */
+    __u16 dport;                    /* host order: the other end */
+    __u8  saddr[16];                /* IPv4 in the first 4 bytes */
+    __u8  daddr[16];
 };
 
 struct scratch {
@@ -101,6 +108,35 @@ struct {
     __type(key, __u64);             /* ssl_key ^ direction */
     __type(value, __u64);           /* bytes moved so far */
 } OFFSETS SEC(".maps");
+
+/*
+ * Libraries that do their own socket I/O around OpenSSL (gRPC's C core: SSL_write into a
+ * memory BIO, then sendmsg; recvmsg, then SSL_read out of one) make no system call inside
+ * SSL_read or SSL_write. For the processes user space marks (TRACKED: those with a hooked
+ * OpenSSL), the thread's last read-type fd is kept (LAST_READ) and names an SSL_read's
+ * socket; an SSL_write's is the thread's next write-type call (PENDING_W), sent as an
+ * F_BIND event that user space replays the held calls with.
+ */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);             /* tgid */
+    __type(value, __u8);
+} TRACKED SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);             /* pid_tgid */
+    __type(value, __s32);
+} LAST_READ SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);             /* pid_tgid */
+    __type(value, __u64);           /* the SSL* */
+} PENDING_W SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -159,6 +195,95 @@ static __always_inline int enter(struct pt_regs *ctx, __u8 dir, __u8 ex)
     return 0;
 }
 
+/*
+ * The socket of an fd, read from the kernel's own structures when a connection's first
+ * call is seen (the task's fd table -> the file -> its socket -> the sock's addresses),
+ * so that a connection closed before user space reads the event is still named. The
+ * structs are the kernel's, cut to the fields read; their offsets are relocated from the
+ * kernel's BTF when the program is loaded (CO-RE, `preserve_access_index`).
+ */
+struct files_struct;
+struct fdtable;
+struct file;
+struct sock;
+struct task_struct {
+    struct files_struct *files;
+} __attribute__((preserve_access_index));
+struct files_struct {
+    struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+struct fdtable {
+    unsigned int max_fds;
+    struct file **fd;
+} __attribute__((preserve_access_index));
+struct file {
+    void *private_data;
+} __attribute__((preserve_access_index));
+struct socket {
+    struct sock *sk;
+} __attribute__((preserve_access_index));
+struct sock_common {
+    __be32 skc_daddr;
+    __be32 skc_rcv_saddr;
+    __be16 skc_dport;
+    __u16 skc_num;
+    unsigned short skc_family;
+    struct in6_addr skc_v6_daddr;
+    struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+struct sock {
+    struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+static __always_inline void sock_of(__s32 fd, struct tls_hdr *h)
+{
+    h->family = 0;
+    if (fd < 0)
+        return;
+    struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+    struct files_struct *files = 0;
+    struct fdtable *fdt = 0;
+    struct file **fds = 0;
+    struct file *f = 0;
+    struct socket *so = 0;
+    struct sock *sk = 0;
+    unsigned int max = 0;
+    if (bpf_probe_read_kernel(&files, sizeof(files), &t->files) < 0 || !files)
+        return;
+    if (bpf_probe_read_kernel(&fdt, sizeof(fdt), &files->fdt) < 0 || !fdt)
+        return;
+    if (bpf_probe_read_kernel(&max, sizeof(max), &fdt->max_fds) < 0 || (unsigned int)fd >= max)
+        return;
+    if (bpf_probe_read_kernel(&fds, sizeof(fds), &fdt->fd) < 0 || !fds)
+        return;
+    if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) < 0 || !f)
+        return;
+    if (bpf_probe_read_kernel(&so, sizeof(so), &f->private_data) < 0 || !so)
+        return;
+    if (bpf_probe_read_kernel(&sk, sizeof(sk), &so->sk) < 0 || !sk)
+        return;
+    unsigned short family = 0;
+    __u16 num = 0;
+    __be16 dport = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), &sk->__sk_common.skc_family);
+    bpf_probe_read_kernel(&num, sizeof(num), &sk->__sk_common.skc_num);
+    bpf_probe_read_kernel(&dport, sizeof(dport), &sk->__sk_common.skc_dport);
+    if (num == 0 || dport == 0)
+        return;
+    if (family == 2) {
+        bpf_probe_read_kernel(h->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+        bpf_probe_read_kernel(h->daddr, 4, &sk->__sk_common.skc_daddr);
+    } else if (family == 10) {
+        bpf_probe_read_kernel(h->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+        bpf_probe_read_kernel(h->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+    } else {
+        return;
+    }
+    h->family = (__u8)family;
+    h->sport = num;
+    h->dport = __builtin_bswap16(dport);
+}
+
 /* Copies n bytes at buf, moved by connection `conn` of the calling process in direction
  * dir over fd (-1: not known), into the ring in chunks. */
 static __always_inline void emit(__u64 id, __u64 conn, __u64 buf, __u64 n, __s32 fd, __u8 dir)
@@ -168,6 +293,8 @@ static __always_inline void emit(__u64 id, __u64 conn, __u64 buf, __u64 n, __s32
     /* user space drains the ring every few ms; it is woken only for a connection's first
      * call (a wake-up per call cost more than the rest of the work at 100,000 calls/s) */
     __u64 wake = known ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
+    /* a connection's first call (or its SSL* now on another fd): its socket's addresses */
+    int lookup = fd >= 0 && (!known || *known != fd);
     if (fd < 0) {
         if (known)
             fd = *known;
@@ -195,6 +322,10 @@ static __always_inline void emit(__u64 id, __u64 conn, __u64 buf, __u64 n, __s32
     s->h.len = n > 0xffffffff ? 0xffffffff : (__u32)n;
     s->h.dir = dir;
     s->h.stream_off = start;
+    if (lookup)
+        sock_of(fd, &s->h);
+    else
+        s->h.family = 0;
     for (int i = 0; i < MAX_CHUNKS; i++) {
         __u64 off = (__u64)i * CHUNK;
         if (off >= n)
@@ -235,8 +366,23 @@ static __always_inline int leave(struct pt_regs *ctx)
     } else if (ret > 0) {
         n = (__u64)ret;
     }
-    if (n > 0)
-        emit(id, c->ssl, c->buf, n, c->fd, c->dir);
+    if (n > 0) {
+        __s32 fd = c->fd;
+        if (fd < 0) {
+            __u64 key = ssl_key(id, c->ssl);
+            if (!bpf_map_lookup_elem(&SSL_FD, &key)) {
+                if (c->dir == DIR_READ) {
+                    __s32 *last = bpf_map_lookup_elem(&LAST_READ, &id);
+                    if (last)
+                        fd = *last;
+                } else {
+                    __u64 ssl = c->ssl;
+                    bpf_map_update_elem(&PENDING_W, &id, &ssl, BPF_ANY);
+                }
+            }
+        }
+        emit(id, c->ssl, c->buf, n, fd, c->dir);
+    }
     bpf_map_delete_elem(&ACTIVE, &id);
     return 0;
 }
@@ -262,6 +408,11 @@ static __always_inline int io_syscall(long nr)
     return nr == 0 || nr == 1 || nr == 19 || nr == 20 || nr == 44 || nr == 45 || nr == 46 || nr == 47;
 }
 
+static __always_inline int read_syscall(long nr)
+{
+    return nr == 0 || nr == 19 || nr == 45 || nr == 47;
+}
+
 SEC("raw_tracepoint/sys_enter")
 int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
@@ -269,13 +420,49 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
     if (!io_syscall(nr))
         return 0;
     __u64 id = bpf_get_current_pid_tgid();
-    struct call *c = bpf_map_lookup_elem(&ACTIVE, &id);
-    if (!c || c->fd >= 0)
-        return 0;
     struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
     unsigned long di = 0;
+    struct call *c = bpf_map_lookup_elem(&ACTIVE, &id);
+    if (c) {
+        if (c->fd < 0) {
+            bpf_probe_read_kernel(&di, sizeof(di), &regs->rdi);
+            c->fd = (__s32)di;
+        }
+        return 0;
+    }
+    __u32 tgid = id >> 32;
+    if (!bpf_map_lookup_elem(&TRACKED, &tgid))
+        return 0;
     bpf_probe_read_kernel(&di, sizeof(di), &regs->rdi);
-    c->fd = (__s32)di;
+    __s32 fd = (__s32)di;
+    if (read_syscall(nr)) {
+        bpf_map_update_elem(&LAST_READ, &id, &fd, BPF_ANY);
+        return 0;
+    }
+    __u64 *ssl = bpf_map_lookup_elem(&PENDING_W, &id);
+    if (!ssl)
+        return 0;
+    __u64 conn = *ssl;
+    bpf_map_delete_elem(&PENDING_W, &id);
+    __u64 key = ssl_key(id, conn);
+    bpf_map_update_elem(&SSL_FD, &key, &fd, BPF_ANY);
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&SCRATCH, &zero);
+    if (!s)
+        return 0;
+    s->h.ts_ns = bpf_ktime_get_ns();
+    s->h.ssl = conn;
+    s->h.pid = tgid;
+    s->h.tid = (__u32)id;
+    s->h.fd = fd;
+    s->h.len = 0;
+    s->h.offset = 0;
+    s->h.cap_len = 0;
+    s->h.stream_off = 0;
+    s->h.dir = DIR_WRITE;
+    s->h.flags = F_BIND;
+    sock_of(fd, &s->h);
+    bpf_ringbuf_output(&EVENTS, &s->h, sizeof(s->h), BPF_RB_FORCE_WAKEUP);
     return 0;
 }
 

@@ -54,7 +54,29 @@ struct TlsHdr {
     stream_off: u64,
     dir: u8,
     flags: u8,
-    pad: [u8; 6],
+    /// 2 or 10: the socket's addresses follow (read in the kernel at a connection's first
+    /// call); 0: none.
+    family: u8,
+    pad: u8,
+    sport: u16,
+    dport: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+impl TlsHdr {
+    /// The socket's (local, remote) addresses, when the kernel read them.
+    fn ends(&self) -> Option<(SocketAddr, SocketAddr)> {
+        let ip = |b: &[u8; 16]| match self.family {
+            2 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+            10 => {
+                let v6 = Ipv6Addr::from(*b);
+                Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+            }
+            _ => None,
+        };
+        Some((SocketAddr::new(ip(&self.saddr)?, self.sport), SocketAddr::new(ip(&self.daddr)?, self.dport)))
+    }
 }
 const HDR: usize = std::mem::size_of::<TlsHdr>();
 const DIR_READ: u8 = 1;
@@ -64,6 +86,12 @@ const ST_RING_FULL: u32 = 1;
 const ST_TRUNCATED: u32 = 2;
 const ST_MISSED: u32 = 3;
 const ST_NO_FD: u32 = 4;
+const F_BIND: u8 = 2;
+
+/// How long a call whose fd is not known yet waits for it, and how many wait.
+const UNBOUND_WAIT: Duration = Duration::from_secs(2);
+const MAX_UNBOUND_PER_CONN: usize = 256;
+const MAX_UNBOUND: usize = 20_000;
 
 /// The functions hooked: (symbol, entry program). Every one also gets `ssl_ret` on return.
 const HOOKS: [(&str, &str); 4] = [("SSL_write", "ssl_write"), ("SSL_write_ex", "ssl_write_ex"), ("SSL_read", "ssl_read"), ("SSL_read_ex", "ssl_read_ex")];
@@ -149,6 +177,15 @@ pub struct TlsSource {
     blind: HashMap<u32, (String, String)>,
     /// Calls per process whose socket was not found.
     no_socket_by: HashMap<u32, u64>,
+    /// Calls whose fd was not known yet, by (process, SSL*), held until it is.
+    unbound: HashMap<(u32, u64), Vec<(std::time::Instant, TlsHdr, Vec<u8>)>>,
+    unbound_count: usize,
+    unbound_checked: std::time::Instant,
+    /// Calls lost for want of an fd, in all and per process.
+    no_fd: u64,
+    no_fd_by: HashMap<u32, u64>,
+    /// The processes in the kernel's TRACKED map.
+    tracked: std::collections::HashSet<u32>,
     /// Hooked files no process uses, since when.
     unused_since: HashMap<(u64, u64), std::time::Instant>,
     /// Files the kernel would not let be hooked: the stack and the error.
@@ -214,8 +251,14 @@ impl TlsSource {
             procs: HashMap::new(),
             blind: HashMap::new(),
             no_socket_by: HashMap::new(),
+            unbound: HashMap::new(),
+            unbound_count: 0,
+            unbound_checked: std::time::Instant::now(),
+            no_fd: 0,
+            no_fd_by: HashMap::new(),
             refused: HashMap::new(),
             unused_since: HashMap::new(),
+            tracked: Default::default(),
             looks: None,
             stop: Default::default(),
             conns: HashMap::new(),
@@ -288,6 +331,19 @@ impl TlsSource {
         }
         self.proc_info.retain(|pid, _| procs.contains_key(pid) || blind.contains_key(pid));
         self.no_socket_by.retain(|pid, _| procs.contains_key(pid));
+        self.no_fd_by.retain(|pid, _| procs.contains_key(pid));
+        // the processes whose threads' socket I/O the kernel side follows (for libraries
+        // that do their own): those with OpenSSL hooked
+        let tracked: std::collections::HashSet<u32> = procs.iter().filter(|(_, k)| self.hooked.get(*k).is_some_and(|h| h.lib.library != "go")).map(|(p, _)| *p).collect();
+        if let Some(Ok(mut m)) = self._ebpf.map_mut("TRACKED").map(BpfHashMap::<_, u32, u8>::try_from) {
+            for p in tracked.difference(&self.tracked) {
+                let _ = m.insert(p, 1, 0);
+            }
+            for p in self.tracked.difference(&tracked) {
+                let _ = m.remove(p);
+            }
+        }
+        self.tracked = tracked;
         if look.full {
             self.conns.retain(|(pid, _), _| look.alive.contains(pid));
             // files no process has used for a while are let go (not at once: a library
@@ -400,11 +456,13 @@ impl TlsSource {
                 let (command, addr) = info(pid);
                 let lib = self.hooked.get(k).map(|h| h.lib.clone()).unwrap_or(TlsLib { library: "openssl".into(), version: String::new() });
                 let mut l = lost.get(pid).copied().unwrap_or_default();
+                l[2] = self.no_fd_by.get(pid).copied().unwrap_or(0);
                 l[3] = self.no_socket_by.get(pid).copied().unwrap_or(0);
                 TlsProcess { pid: *pid, command, lib, addr, why: None, lost: l }
             })
             .collect();
-        v.extend(self.blind.iter().filter(|(pid, _)| !self.procs.contains_key(pid)).map(|(pid, (what, why))| {
+        // (a process may be both: Python's ssl hooked, and grpcio's BoringSSL not readable)
+        v.extend(self.blind.iter().map(|(pid, (what, why))| {
             let (command, addr) = info(pid);
             TlsProcess { pid: *pid, command, lib: TlsLib { library: what.clone(), version: String::new() }, addr, why: Some(why.clone()), lost: [0; 4] }
         }));
@@ -427,7 +485,7 @@ impl TlsSource {
             ring_full: sum(ST_RING_FULL),
             truncated_calls: sum(ST_TRUNCATED),
             missed_entries: sum(ST_MISSED),
-            no_fd: sum(ST_NO_FD),
+            no_fd: self.no_fd,
             no_socket: self.no_socket,
             other_end_copies: self.other_end,
             out_of_scope: self.out_of_scope,
@@ -440,47 +498,104 @@ impl TlsSource {
 
     /// The connection of (pid, fd), found through /proc when new (or when the fd now
     /// names another socket).
-    fn conn(&mut self, pid: u32, fd: i32, ssl: u64) -> Option<&mut Conn> {
+    fn conn(&mut self, pid: u32, fd: i32, ssl: u64, ends: Option<(SocketAddr, SocketAddr)>) -> Option<&mut Conn> {
         // the same SSL* on the same fd: the connection found before (no /proc read per call)
-        if self.conns.get(&(pid, fd)).is_some_and(|c| c.ssl == ssl) {
+        if self.conns.get(&(pid, fd)).is_some_and(|c| c.ssl == ssl && ends.is_none_or(|(l, r)| (c.local, c.remote) == (l, r))) {
             return self.conns.get_mut(&(pid, fd));
         }
-        let ino = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().and_then(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
-        let Some(ino) = ino else {
-            // closed since (the call's event is read after the fact): the connection it
-            // was, if it was seen while open
-            return self.conns.get_mut(&(pid, fd));
-        };
-        if self.conns.get(&(pid, fd)).is_none_or(|c| c.ino != ino) {
-            let (local, remote) = socket_ends(pid, ino)?;
-            // a process started since the last look: the hooked file it runs or maps
-            let lib = match self.procs.get(&pid).and_then(|k| self.hooked.get(k)) {
-                Some(h) => h.lib.clone(),
-                None => self.lib_of(pid),
-            };
-            if let Ok(mut libs) = self.libs.write() {
-                if libs.len() > 100_000 {
-                    libs.clear();
+        let (local, remote, ino) = match ends {
+            // the kernel read the socket's addresses at the connection's first call
+            Some((l, r)) => (l, r, 0),
+            None => {
+                let ino = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().and_then(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
+                let Some(ino) = ino else {
+                    // closed since (the call's event is read after the fact): the
+                    // connection it was, if it was seen while open
+                    return self.conns.get_mut(&(pid, fd));
+                };
+                if self.conns.get(&(pid, fd)).is_some_and(|c| c.ino == ino) {
+                    return self.conns.get_mut(&(pid, fd));
                 }
-                libs.insert((local, remote), lib.clone());
-                libs.insert((remote, local), lib.clone());
+                let (l, r) = socket_ends(pid, ino)?;
+                (l, r, ino)
             }
-            self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None] });
+        };
+        // a process started since the last look: the hooked file it runs or maps
+        let lib = match self.procs.get(&pid).and_then(|k| self.hooked.get(k)) {
+            Some(h) => h.lib.clone(),
+            None => self.lib_of(pid),
+        };
+        if let Ok(mut libs) = self.libs.write() {
+            if libs.len() > 100_000 {
+                libs.clear();
+            }
+            libs.insert((local, remote), lib.clone());
+            libs.insert((remote, local), lib.clone());
         }
+        self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None] });
         self.conns.get_mut(&(pid, fd))
+    }
+
+    /// Calls still without an fd after [`UNBOUND_WAIT`] are lost, and counted.
+    fn expire_unbound(&mut self) {
+        if self.unbound.is_empty() || self.unbound_checked.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.unbound_checked = std::time::Instant::now();
+        let old: Vec<(u32, u64)> = self.unbound.iter().filter(|(_, v)| v.first().is_some_and(|e| e.0.elapsed() >= UNBOUND_WAIT)).map(|(k, _)| *k).collect();
+        for k in old {
+            if let Some(v) = self.unbound.remove(&k) {
+                self.unbound_count -= v.len();
+                self.lose_no_fd(k.0, v.iter().filter(|e| e.1.offset == 0).count() as u64);
+            }
+        }
+    }
+
+    fn lose_no_fd(&mut self, pid: u32, calls: u64) {
+        self.no_fd += calls;
+        *self.no_fd_by.entry(pid).or_default() += calls;
     }
 
     fn event(&mut self, h: &TlsHdr, data: &[u8], f: &mut dyn FnMut(RawPacket<'_>)) {
         let late = (clock(libc::CLOCK_MONOTONIC) - h.ts_ns as i128).max(0) as u64 / 1000;
         self.max_late_us = self.max_late_us.max(late);
-        if h.offset == 0 {
+        let bind = h.flags & F_BIND != 0;
+        if h.offset == 0 && !bind {
             self.calls += 1;
         }
+        self.expire_unbound();
         if h.fd < 0 {
+            // no fd yet (a library doing its own socket I/O): held until its SSL*'s fd is
+            // known (the kernel's F_BIND, or a later call's), for a while
+            let held = self.unbound.entry((h.pid, h.ssl)).or_default();
+            if held.len() < MAX_UNBOUND_PER_CONN && self.unbound_count < MAX_UNBOUND {
+                held.push((std::time::Instant::now(), *h, data.to_vec()));
+                self.unbound_count += 1;
+            } else if h.offset == 0 {
+                self.lose_no_fd(h.pid, 1);
+            }
+            return;
+        }
+        if let Some(held) = self.unbound.remove(&(h.pid, h.ssl)) {
+            // the connection first (with the addresses this event may carry), then what
+            // waited for it, in order, then this
+            self.unbound_count -= held.len();
+            if self.conn(h.pid, h.fd, h.ssl, h.ends()).is_some() {
+                for (_, mut eh, d) in held {
+                    eh.fd = h.fd;
+                    eh.family = 0;
+                    self.event(&eh, &d, f);
+                }
+            } else {
+                self.lose_no_fd(h.pid, held.iter().filter(|e| e.1.offset == 0).count() as u64);
+            }
+        }
+        if bind {
+            let _ = self.conn(h.pid, h.fd, h.ssl, h.ends());
             return;
         }
         let (pid, fd) = (h.pid, h.fd);
-        let Some(c) = self.conn(pid, fd, h.ssl) else {
+        let Some(c) = self.conn(pid, fd, h.ssl, h.ends()) else {
             if h.offset == 0 {
                 self.no_socket += 1;
                 *self.no_socket_by.entry(pid).or_default() += 1;

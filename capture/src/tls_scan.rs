@@ -69,31 +69,50 @@ pub fn classify(path: &str, target: &Path, exe: bool) -> Found {
         }
     }
     match ssl_symbols(target) {
-        Some(library) => Found::Ssl { library, version: "static".into() },
-        None if carrier && mentions_boringssl(target) => blind("BoringSSL", "BoringSSL is linked in without symbols (a stripped build): its SSL_read and SSL_write cannot be found"),
-        None => Found::Nothing,
+        Ssl::Defines(library) => Found::Ssl { library, version: "static".into() },
+        // it calls a shared libssl, which is hooked as itself
+        Ssl::Imports => Found::Nothing,
+        Ssl::Neither if carrier && mentions_boringssl(target) => blind("BoringSSL", "BoringSSL is linked in without symbols (a stripped build): its SSL_read and SSL_write cannot be found"),
+        Ssl::Neither => Found::Nothing,
     }
 }
 
-/// `openssl` or `boringssl` when the file defines `SSL_read` and `SSL_write` (in its
-/// symbol table or its dynamic one).
-fn ssl_symbols(target: &Path) -> Option<String> {
-    let file = std::fs::File::open(target).ok()?;
+/// What a file has of OpenSSL's API.
+enum Ssl {
+    /// It defines `SSL_read` and `SSL_write`: `openssl` or `boringssl`.
+    Defines(String),
+    /// It calls them from a shared library.
+    Imports,
+    Neither,
+}
+
+/// Whether the file defines `SSL_read` and `SSL_write` (in its symbol table or its
+/// dynamic one), or imports them.
+fn ssl_symbols(target: &Path) -> Ssl {
+    let Ok(file) = std::fs::File::open(target) else { return Ssl::Neither };
     let cache = object::ReadCache::new(file);
-    let elf = object::File::parse(&cache).ok()?;
-    let (mut read, mut write, mut boring) = (false, false, false);
+    let Ok(elf) = object::File::parse(&cache) else { return Ssl::Neither };
+    let (mut read, mut write, mut boring, mut imports) = (false, false, false, false);
     for s in elf.symbols().chain(elf.dynamic_symbols()) {
+        let name = s.name().unwrap_or("");
         if s.is_undefined() {
+            imports |= name == "SSL_read" || name == "SSL_write";
             continue;
         }
-        match s.name() {
-            Ok("SSL_read") => read = true,
-            Ok("SSL_write") => write = true,
-            Ok(n) if n.starts_with("BORINGSSL_") || n == "SSL_CTX_set_grease_enabled" => boring = true,
+        match name {
+            "SSL_read" => read = true,
+            "SSL_write" => write = true,
+            n if n.starts_with("BORINGSSL_") || n == "SSL_CTX_set_grease_enabled" => boring = true,
             _ => {}
         }
     }
-    (read && write).then(|| if boring { "boringssl" } else { "openssl" }.to_string())
+    if read && write {
+        Ssl::Defines(if boring { "boringssl" } else { "openssl" }.to_string())
+    } else if imports {
+        Ssl::Imports
+    } else {
+        Ssl::Neither
+    }
 }
 
 /// Whether the file names BoringSSL's sources (its own strings say so).
@@ -256,6 +275,24 @@ mod tests {
         assert!(matches!(classify("/lib/libgnutls.so.30", p, false), Found::Unreadable { what, .. } if what == "GnuTLS"));
         assert_eq!(classify("/usr/lib/libc.so.6", p, false), Found::Nothing);
         assert_eq!(version_of("/lib/libssl.so.1.1"), "1.1");
+    }
+
+    #[test]
+    fn grpcio_with_the_system_openssl_is_left_to_libssl_and_the_wheel_is_said() {
+        // Debian's python3-grpcio calls the shared libssl (hooked as itself); the PyPI
+        // wheel carries BoringSSL without symbols (setup.sh installs both)
+        let debian = std::fs::read_dir("/usr/lib/python3/dist-packages/grpc/_cython").ok().and_then(|d| d.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("cygrpc")));
+        let debian = debian.expect("Debian's python3-grpcio is missing (bash scripts/setup.sh installs it)");
+        assert_eq!(classify(&debian.to_string_lossy(), &debian, false), Found::Nothing);
+        let home = std::env::var("KSHARK_CACHE").unwrap_or_else(|_| format!("{}/.cache/kshark", std::env::var("HOME").unwrap_or_default()));
+        let wheel = glob_cygrpc(&format!("{home}/venv/lib"));
+        let wheel = wheel.expect("grpcio from PyPI is missing in the cache's venv (bash scripts/setup.sh installs it)");
+        assert!(matches!(classify(&wheel.to_string_lossy(), &wheel, false), Found::Unreadable { what, .. } if what == "BoringSSL"));
+    }
+
+    fn glob_cygrpc(lib: &str) -> Option<std::path::PathBuf> {
+        let py = std::fs::read_dir(lib).ok()?.flatten().next()?.path();
+        std::fs::read_dir(py.join("site-packages/grpc/_cython")).ok()?.flatten().map(|e| e.path()).find(|p| p.to_string_lossy().contains("cygrpc"))
     }
 
     #[test]

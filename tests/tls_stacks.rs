@@ -1,0 +1,160 @@
+//! `kshark tap` reading TLS from more stacks than curl and nginx, each against its plain
+//! twin: Python's ssl (http.client and urllib) to a Python HTTPS server, and gRPC over TLS
+//! with Debian's grpcio (which calls the system's libssl). And TLS it cannot read is said,
+//! with the reason, not left silent: GnuTLS (gnutls-cli), and the grpcio wheel from PyPI
+//! (BoringSSL linked in without symbols).
+//!
+//! Needs root, Debian's python3 with python3-grpcio, gnutls-bin, openssl, curl, and the
+//! grpcio venv `bash scripts/setup.sh` makes; when one is missing the test fails and says
+//! which.
+
+mod common;
+use common::tls::{hub_stats, self_signed, tap_during_hub, Kill};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The tests here run one at a time (each taps loopback).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const PY: &str = "/usr/bin/python3";
+
+fn peers() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/tlspeers.py").to_string_lossy().into_owned()
+}
+
+/// Starts `tlspeers.py SERVE CERT KEY` with `python`; the two ports it prints (TLS, plain).
+fn serve(python: &str, what: &str, cert: &Path, key: &Path) -> (Kill, u16, u16) {
+    let mut child = Command::new(python).arg(peers()).arg(what).arg(cert).arg(key).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("this test needs {python}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let p: Vec<u16> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(p.len(), 2, "{what} said {line:?}");
+    (Kill(child), p[0], p[1])
+}
+
+fn run(python: &str, args: &[&str], linger: &str) {
+    let o = Command::new(python).arg(peers()).args(args).env("LINGER", linger).output().unwrap();
+    assert!(o.status.success(), "{python} tlspeers.py {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The entries to `port` of `protocol`, in time order.
+fn to<'a>(entries: &'a [Value], port: u16, protocol: &str) -> Vec<&'a Value> {
+    entries.iter().filter(|e| e["dst"]["port"] == port && e["protocol"] == protocol).collect()
+}
+
+fn without(v: &Value, keys: &[&str]) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        for k in keys {
+            o.remove(*k);
+        }
+    }
+    v
+}
+
+fn root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: uprobes and other processes' /proc entries");
+}
+
+#[test]
+fn python_ssl_and_grpcio_over_tls_read_as_their_plain_twins() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    root();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let (_http, https_port, http_port) = serve(PY, "http-serve", &cert, &key);
+    let (_grpc, grpcs_port, grpc_port) = serve(PY, "grpc-serve", &cert, &key);
+    let c = cert.to_string_lossy().into_owned();
+    let (entries, err, _) = tap_during_hub(&[], move |_| {
+        run(PY, &["http-get", &format!("https://127.0.0.1:{https_port}")], "0.5");
+        run(PY, &["http-get", &format!("http://127.0.0.1:{http_port}")], "0.5");
+        run(PY, &["grpc-call", &format!("127.0.0.1:{grpcs_port}"), &c], "0.5");
+        run(PY, &["grpc-call", &format!("127.0.0.1:{grpc_port}")], "0.5");
+    });
+
+    // HTTP/1.1: http.client's GET and POST on one connection, urllib's GET on its own
+    let (tls, plain) = (to(&entries, https_port, "http"), to(&entries, http_port, "http"));
+    assert_eq!((tls.len(), plain.len()), (3, 3), "TLS {tls:?}\nplain {plain:?}\n{err}");
+    for (t, p) in tls.iter().zip(&plain) {
+        assert_eq!((t["capture_source"].as_str(), p["capture_source"].as_str()), (Some("ebpf_tls"), Some("ebpf")));
+        assert_eq!(t["tls"]["library"], "openssl");
+        for f in ["/request/method", "/request/path", "/request/query_string", "/request/body", "/response/status_code", "/response/body", "/response/headers/content-type"] {
+            assert_eq!(t.pointer(f), p.pointer(f), "{f}: {t}\n{p}");
+        }
+        assert_eq!(without(&t["request"]["headers"], &["host"]), without(&p["request"]["headers"], &["host"]), "{t}\n{p}");
+        assert_eq!(t["anomalies"], serde_json::json!([]), "{t}");
+    }
+    assert_eq!(tls[1]["request"]["body"]["text"], r#"{"order": 7, "items": ["sock"]}"#);
+    assert_eq!(tls[2]["request"]["headers"]["user-agent"].as_str().map(|u| u.starts_with("Python-urllib")), Some(true), "{}", tls[2]);
+
+    // gRPC: the same calls, messages and status over TLS as in plain
+    let (tls, plain) = (to(&entries, grpcs_port, "grpc"), to(&entries, grpc_port, "grpc"));
+    assert_eq!((tls.len(), plain.len()), (2, 2), "TLS {tls:?}\nplain {plain:?}\n{err}");
+    for (t, p) in tls.iter().zip(&plain) {
+        assert_eq!(t["capture_source"], "ebpf_tls");
+        assert_eq!(t["tls"]["library"], "openssl");
+        let strip = |r: &Value| {
+            // (the authority is the name the certificate was checked against over TLS)
+            let mut r = without(r, &["host"]);
+            if let Some(h) = r.pointer_mut("/headers") {
+                *h = without(h, &[":authority", ":scheme", "user-agent"]);
+            }
+            r
+        };
+        assert_eq!(strip(&t["request"]), strip(&p["request"]), "{t}\n{p}");
+        assert_eq!(without(&t["response"], &["headers"]), without(&p["response"], &["headers"]), "{t}\n{p}");
+        assert_eq!(t["request"]["headers"][":scheme"], "https");
+    }
+    assert_eq!(tls[1]["response"]["grpc_status"].as_u64().or_else(|| tls[1].pointer("/response/status").and_then(Value::as_u64)), Some(3), "{}", tls[1]);
+}
+
+#[test]
+fn tls_that_cannot_be_read_is_said_with_the_reason() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    root();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let (_http, https_port, _) = serve(PY, "http-serve", &cert, &key);
+    let (_grpc, grpcs_port, _) = serve(PY, "grpc-serve", &cert, &key);
+    let home = std::env::var("KSHARK_CACHE").unwrap_or_else(|_| format!("{}/.cache/kshark", std::env::var("HOME").unwrap_or_default()));
+    let wheel = format!("{home}/venv/bin/python");
+    assert!(Path::new(&wheel).exists(), "{wheel} is missing: bash scripts/setup.sh makes it (grpcio from PyPI)");
+    let c = cert.to_string_lossy().into_owned();
+    let (_, err, _) = tap_during_hub(&[], move |hub| {
+        // gnutls-cli sends a request and stays, the wheel's client lingers after its calls
+        let mut gnutls = Command::new("gnutls-cli")
+            .args(["--insecure", "--port", &https_port.to_string(), "127.0.0.1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("this test needs gnutls-cli (gnutls-bin)");
+        let _ = gnutls.stdin.as_mut().unwrap().write_all(b"GET /catalogue HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let gnutls = Kill(gnutls);
+        let call = std::thread::spawn(move || run(&wheel, &["grpc-call", &format!("127.0.0.1:{grpcs_port}"), &c], "3"));
+        let t = Instant::now();
+        let said = loop {
+            let st = hub_stats(hub);
+            let blind = st.pointer("/workers/tap/stats/tls/not_readable").and_then(Value::as_array).cloned().unwrap_or_default();
+            let gnu = blind.iter().find(|b| b["pid"] == gnutls.0.id()).cloned();
+            let boring = blind.iter().find(|b| b["tls"] == "BoringSSL").cloned();
+            if let (Some(g), Some(b)) = (gnu, boring) {
+                break (g, b);
+            }
+            assert!(t.elapsed() < Duration::from_secs(3), "not said within 3 s: {}", st.pointer("/workers/tap/stats/tls").cloned().unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(said.0["tls"], "GnuTLS", "{:?}", said);
+        assert!(said.0["why"].as_str().is_some_and(|w| w.contains("not hooked")), "{:?}", said);
+        assert!(said.1["why"].as_str().is_some_and(|w| w.contains("without symbols")), "{:?}", said);
+        assert!(said.1["process"].as_str().is_some_and(|p| p.starts_with("python")), "{:?}", said);
+        call.join().unwrap();
+        drop(gnutls);
+    });
+    // and the summary says it too
+    assert!(err.contains("kshark: TLS: NOT READABLE") || err.contains("kshark: TLS: hooked"), "{err}");
+}
