@@ -2,7 +2,8 @@
 //! twin: Python's ssl (http.client and urllib) to a Python HTTPS server, and gRPC over TLS
 //! with Debian's grpcio (which calls the system's libssl). And TLS it cannot read is said,
 //! with the reason, not left silent: GnuTLS (gnutls-cli), and the grpcio wheel from PyPI
-//! (BoringSSL linked in without symbols).
+//! (BoringSSL linked in without symbols), in /api/stats and on the dashboard (headless
+//! Chromium, `web/e2e/tls.mjs`).
 //!
 //! Needs root, Debian's python3 with python3-grpcio, gnutls-bin, openssl, curl, and the
 //! grpcio venv `bash scripts/setup.sh` makes; when one is missing the test fails and says
@@ -42,7 +43,9 @@ fn run(python: &str, args: &[&str], linger: &str) {
 
 /// The entries to `port` of `protocol`, in time order.
 fn to<'a>(entries: &'a [Value], port: u16, protocol: &str) -> Vec<&'a Value> {
-    entries.iter().filter(|e| e["dst"]["port"] == port && e["protocol"] == protocol).collect()
+    let mut v: Vec<&Value> = entries.iter().filter(|e| e["dst"]["port"] == port && e["protocol"] == protocol).collect();
+    v.sort_by_key(|e| e["timestamp"].as_str().unwrap_or("").to_string());
+    v
 }
 
 fn without(v: &Value, keys: &[&str]) -> Value {
@@ -76,9 +79,9 @@ fn python_ssl_and_grpcio_over_tls_read_as_their_plain_twins() {
         run(PY, &["grpc-call", &format!("127.0.0.1:{grpc_port}")], "0.5");
     });
 
-    // HTTP/1.1: http.client's GET and POST on one connection, urllib's GET on its own
+    // HTTP/1.1: http.client's GET and POST on one connection, urllib's two GETs on their own
     let (tls, plain) = (to(&entries, https_port, "http"), to(&entries, http_port, "http"));
-    assert_eq!((tls.len(), plain.len()), (3, 3), "TLS {tls:?}\nplain {plain:?}\n{err}");
+    assert_eq!((tls.len(), plain.len()), (4, 4), "TLS {tls:?}\nplain {plain:?}\n{err}");
     for (t, p) in tls.iter().zip(&plain) {
         assert_eq!((t["capture_source"].as_str(), p["capture_source"].as_str()), (Some("ebpf_tls"), Some("ebpf")));
         assert_eq!(t["tls"]["library"], "openssl");
@@ -90,6 +93,12 @@ fn python_ssl_and_grpcio_over_tls_read_as_their_plain_twins() {
     }
     assert_eq!(tls[1]["request"]["body"]["text"], r#"{"order": 7, "items": ["sock"]}"#);
     assert_eq!(tls[2]["request"]["headers"]["user-agent"].as_str().map(|u| u.starts_with("Python-urllib")), Some(true), "{}", tls[2]);
+    // one connection after another, each named as itself (its own client port), though
+    // the process reuses the fd number and OpenSSL the SSL object's address
+    let ports: Vec<u64> = tls.iter().filter_map(|e| e["src"]["port"].as_u64()).collect();
+    assert!(ports[0] == ports[1] && ports[1] != ports[2] && ports[2] != ports[3], "client ports {ports:?}");
+    let plain_ports: Vec<u64> = plain.iter().filter_map(|e| e["src"]["port"].as_u64()).collect();
+    assert!(plain_ports[2] != plain_ports[3], "{plain_ports:?}");
 
     // gRPC: the same calls, messages and status over TLS as in plain
     let (tls, plain) = (to(&entries, grpcs_port, "grpc"), to(&entries, grpc_port, "grpc"));
@@ -101,7 +110,8 @@ fn python_ssl_and_grpcio_over_tls_read_as_their_plain_twins() {
             // (the authority is the name the certificate was checked against over TLS)
             let mut r = without(r, &["host"]);
             if let Some(h) = r.pointer_mut("/headers") {
-                *h = without(h, &[":authority", ":scheme", "user-agent"]);
+                // (grpc-timeout is what remains of the deadline when sent: it varies)
+                *h = without(h, &[":authority", ":scheme", "user-agent", "grpc-timeout"]);
             }
             r
         };
@@ -124,7 +134,7 @@ fn tls_that_cannot_be_read_is_said_with_the_reason() {
     let wheel = format!("{home}/venv/bin/python");
     assert!(Path::new(&wheel).exists(), "{wheel} is missing: bash scripts/setup.sh makes it (grpcio from PyPI)");
     let c = cert.to_string_lossy().into_owned();
-    let (_, err, _) = tap_during_hub(&[], move |hub| {
+    let (_, err, _) = tap_during_hub(&["--web"], move |hub| {
         // gnutls-cli sends a request and stays, the wheel's client lingers after its calls
         let mut gnutls = Command::new("gnutls-cli")
             .args(["--insecure", "--port", &https_port.to_string(), "127.0.0.1"])
@@ -135,7 +145,7 @@ fn tls_that_cannot_be_read_is_said_with_the_reason() {
             .expect("this test needs gnutls-cli (gnutls-bin)");
         let _ = gnutls.stdin.as_mut().unwrap().write_all(b"GET /catalogue HTTP/1.1\r\nHost: localhost\r\n\r\n");
         let gnutls = Kill(gnutls);
-        let call = std::thread::spawn(move || run(&wheel, &["grpc-call", &format!("127.0.0.1:{grpcs_port}"), &c], "3"));
+        let call = std::thread::spawn(move || run(&wheel, &["grpc-call", &format!("127.0.0.1:{grpcs_port}"), &c], "2"));
         let t = Instant::now();
         let said = loop {
             let st = hub_stats(hub);
@@ -152,6 +162,20 @@ fn tls_that_cannot_be_read_is_said_with_the_reason() {
         assert!(said.0["why"].as_str().is_some_and(|w| w.contains("not hooked")), "{:?}", said);
         assert!(said.1["why"].as_str().is_some_and(|w| w.contains("without symbols")), "{:?}", said);
         assert!(said.1["process"].as_str().is_some_and(|p| p.starts_with("python")), "{:?}", said);
+        // the dashboard says it too, in a real browser: the header's badge, the Stats tab
+        let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+        assert!(Path::new("/usr/bin/chromium").exists() && web.join("node_modules/playwright-core").is_dir(), "the dashboard check needs chromium and web/node_modules (bash scripts/setup.sh)");
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../web-e2e");
+        let _ = std::fs::create_dir_all(&shots);
+        let o = Command::new("node")
+            .arg(web.join("e2e/tls.mjs"))
+            .env("HUB", format!("http://{hub}"))
+            .env("CHROMIUM", "/usr/bin/chromium")
+            .env("SHOTS", &shots)
+            .env("WANT_PROCESS", "gnutls-cli")
+            .output()
+            .expect("this test needs node");
+        assert!(o.status.success(), "the dashboard's TLS status: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         call.join().unwrap();
         drop(gnutls);
     });

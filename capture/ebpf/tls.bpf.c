@@ -196,8 +196,7 @@ static __always_inline int enter(struct pt_regs *ctx, __u8 dir, __u8 ex)
 }
 
 /*
- * The socket of an fd, read from the kernel's own structures when a connection's first
- * call is seen (the task's fd table -> the file -> its socket -> the sock's addresses),
+ * The socket of an fd, read from the kernel's own structures at each call (the task's fd table -> the file -> its socket -> the sock's addresses),
  * so that a connection closed before user space reads the event is still named. The
  * structs are the kernel's, cut to the fields read; their offsets are relocated from the
  * kernel's BTF when the program is loaded (CO-RE, `preserve_access_index`).
@@ -293,8 +292,6 @@ static __always_inline void emit(__u64 id, __u64 conn, __u64 buf, __u64 n, __s32
     /* user space drains the ring every few ms; it is woken only for a connection's first
      * call (a wake-up per call cost more than the rest of the work at 100,000 calls/s) */
     __u64 wake = known ? BPF_RB_NO_WAKEUP : BPF_RB_FORCE_WAKEUP;
-    /* a connection's first call (or its SSL* now on another fd): its socket's addresses */
-    int lookup = fd >= 0 && (!known || *known != fd);
     if (fd < 0) {
         if (known)
             fd = *known;
@@ -322,10 +319,9 @@ static __always_inline void emit(__u64 id, __u64 conn, __u64 buf, __u64 n, __s32
     s->h.len = n > 0xffffffff ? 0xffffffff : (__u32)n;
     s->h.dir = dir;
     s->h.stream_off = start;
-    if (lookup)
-        sock_of(fd, &s->h);
-    else
-        s->h.family = 0;
+    /* the socket's addresses, at every call: an SSL* and an fd number are both reused
+     * for the next connection (malloc, the fd table), the socket's ends are not */
+    sock_of(fd, &s->h);
     for (int i = 0; i < MAX_CHUNKS; i++) {
         __u64 off = (__u64)i * CHUNK;
         if (off >= n)

@@ -54,8 +54,7 @@ struct TlsHdr {
     stream_off: u64,
     dir: u8,
     flags: u8,
-    /// 2 or 10: the socket's addresses follow (read in the kernel at a connection's first
-    /// call); 0: none.
+    /// 2 or 10: the socket's addresses follow (read in the kernel at each call); 0: none.
     family: u8,
     pad: u8,
     sport: u16,
@@ -163,6 +162,9 @@ struct Conn {
     /// Where the next bytes should start in each direction's count (the kernel's): more
     /// means bytes were lost (a full ring), which becomes a gap in the sequence numbers.
     next_off: [Option<u64>; 2],
+    /// Whether this copy is read (`Some(true)`), or left to the other end's process
+    /// (`Some(false)`); `None` until its first call in scope.
+    read: Option<bool>,
 }
 
 pub struct TlsSource {
@@ -195,7 +197,10 @@ pub struct TlsSource {
     stop: Arc<std::sync::atomic::AtomicBool>,
     conns: HashMap<(u32, i32), Conn>,
     /// The process that owns each connection (the first seen), by its two addresses.
-    owner: HashMap<(SocketAddr, SocketAddr), u32>,
+    /// The connections read, by their local end and by their remote end: a connection
+    /// whose two processes are both traced is read once (see [`TlsSource::decide`]).
+    local_of: HashMap<SocketAddr, (u32, i32)>,
+    remote_of: HashMap<SocketAddr, (u32, i32)>,
     mono_to_real: i64,
     packets: u64,
     no_socket: u64,
@@ -208,6 +213,9 @@ pub struct TlsSource {
     /// loopback. `None` before the first plan: nothing.
     scope: Option<(std::collections::HashSet<IpAddr>, bool)>,
     out_of_scope: u64,
+    /// With pods' veths in the plan: the addresses of this node's pods, the only ones whose
+    /// processes' calls are taken.
+    own_side: Option<std::collections::HashSet<IpAddr>>,
     gap_bytes: u64,
     /// The longest a call's event waited to be read, µs.
     max_late_us: u64,
@@ -262,7 +270,8 @@ impl TlsSource {
             looks: None,
             stop: Default::default(),
             conns: HashMap::new(),
-            owner: HashMap::new(),
+            local_of: HashMap::new(),
+            remote_of: HashMap::new(),
             mono_to_real: (clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC)) as i64,
             packets: 0,
             no_socket: 0,
@@ -272,6 +281,7 @@ impl TlsSource {
             libs: Default::default(),
             scope: None,
             out_of_scope: 0,
+            own_side: None,
             gap_bytes: 0,
             max_late_us: 0,
             reported: std::time::Instant::now(),
@@ -346,6 +356,9 @@ impl TlsSource {
         self.tracked = tracked;
         if look.full {
             self.conns.retain(|(pid, _), _| look.alive.contains(pid));
+            let conns = &self.conns;
+            self.local_of.retain(|_, k| conns.contains_key(k));
+            self.remote_of.retain(|_, k| conns.contains_key(k));
             // files no process has used for a while are let go (not at once: a library
             // short-lived clients load again and again stays hooked, and so traces them
             // from their first call)
@@ -504,7 +517,7 @@ impl TlsSource {
             return self.conns.get_mut(&(pid, fd));
         }
         let (local, remote, ino) = match ends {
-            // the kernel read the socket's addresses at the connection's first call
+            // the kernel read the socket's addresses at the call
             Some((l, r)) => (l, r, 0),
             None => {
                 let ino = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok().and_then(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok());
@@ -532,8 +545,44 @@ impl TlsSource {
             libs.insert((local, remote), lib.clone());
             libs.insert((remote, local), lib.clone());
         }
-        self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None] });
+        self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None], read: None });
         self.conns.get_mut(&(pid, fd))
+    }
+
+    /// Whether the copy of connection (pid, fd) is read. Both ends of a connection on
+    /// this node may be traced (a client and a server pod here): it is read once, from
+    /// the client's copy where both are seen (it names the Service that was called, the
+    /// address kube-proxy rewrote), else from the first seen. The two copies share the
+    /// client's end: its local end, the server's remote one.
+    fn decide(&mut self, pid: u32, fd: i32) -> bool {
+        let Some(c) = self.conns.get(&(pid, fd)) else { return false };
+        if let Some(r) = c.read {
+            return r;
+        }
+        let (local, remote) = (c.local, c.remote);
+        let live = |conns: &HashMap<(u32, i32), Conn>, k: &(u32, i32), f: &dyn Fn(&Conn) -> bool| k.0 != pid && conns.get(k).is_some_and(|o| o.read == Some(true) && f(o));
+        // the server's copy of a client read here: left out
+        let client_read = self.local_of.get(&remote).is_some_and(|k| live(&self.conns, k, &|o| o.local == remote));
+        if client_read {
+            if let Some(c) = self.conns.get_mut(&(pid, fd)) {
+                c.read = Some(false);
+            }
+            return false;
+        }
+        // the client's copy, where the server's was read so far: the client's from now
+        if let Some(k) = self.remote_of.get(&local).copied() {
+            if live(&self.conns, &k, &|o| o.remote == local) {
+                if let Some(o) = self.conns.get_mut(&k) {
+                    o.read = Some(false);
+                }
+            }
+        }
+        self.local_of.insert(local, (pid, fd));
+        self.remote_of.insert(remote, (pid, fd));
+        if let Some(c) = self.conns.get_mut(&(pid, fd)) {
+            c.read = Some(true);
+        }
+        true
     }
 
     /// Calls still without an fd after [`UNBOUND_WAIT`] are lost, and counted.
@@ -607,15 +656,14 @@ impl TlsSource {
             info.1.get_or_insert(local.ip());
         }
         let within = self.scope.as_ref().is_some_and(|(addrs, lo)| [local.ip(), remote.ip()].iter().any(|a| addrs.contains(a) || (*lo && a.is_loopback())));
-        if !within {
+        let own = self.own_side.as_ref().is_none_or(|pods| pods.contains(&local.ip()));
+        if !within || !own {
             if h.offset == 0 {
                 self.out_of_scope += 1;
             }
             return;
         }
-        let pair = if local <= remote { (local, remote) } else { (remote, local) };
-        let owner = *self.owner.entry(pair).or_insert(pid);
-        if owner != pid {
+        if !self.decide(pid, fd) {
             if h.offset == 0 {
                 self.other_end += 1;
             }
@@ -795,6 +843,11 @@ impl Source for TlsSource {
                 (addrs, plan.ifaces.iter().any(|i| i.kind == crate::source::IfaceKind::Loopback))
             }
         });
+        // a node's worker reads the calls of its own pods' processes: where nodes share a
+        // kernel (the lab's), every worker's uprobes see every node's processes, and a
+        // copy made by another node's pod is that node's worker's to take
+        let pods: std::collections::HashSet<IpAddr> = plan.ifaces.iter().filter(|i| i.kind == crate::source::IfaceKind::PodVeth).flat_map(|i| i.addrs.iter().copied()).collect();
+        self.own_side = (!pods.is_empty()).then_some(pods);
         // (processes coming and going are followed by the scanner's thread)
         Ok(())
     }

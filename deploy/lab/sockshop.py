@@ -18,6 +18,10 @@ server (dnsmasq as kube-dns: catalogue -> catalogue.sock-shop.svc.cluster.local 
 search path in the namespace's resolv.conf): HTTP/1.1 everywhere, and gRPC from orders
 to payment (sockshop.Payment/Authorise, payment.proto; messages encoded by hand so the
 only dependency is grpcio). A service writes $LAB_DIR/ready/$POD once it listens.
+
+With LAB_TLS set (the cluster lab: a directory with tls.crt and tls.key), user serves
+HTTPS on 443 and payment gRPC over TLS, and their callers (front-end and orders) check
+that certificate: TLS between pods, as many shops run it.
 """
 import json
 import os
@@ -76,6 +80,19 @@ URL = {
     "rabbitmq": "http://rabbitmq:15672",
     "front-end": "http://front-end:8079",
 }
+LAB_TLS = os.environ.get("LAB_TLS")
+if LAB_TLS:
+    URL["user"] = "https://user"
+_client_tls = None
+
+
+def client_tls():
+    """The TLS context callers use: the lab's certificate is the one trusted."""
+    global _client_tls
+    if _client_tls is None:
+        import ssl
+        _client_tls = ssl.create_default_context(cafile=os.path.join(LAB_TLS, "tls.crt"))
+    return _client_tls
 
 SOCKS = [
     {"id": "3395a43e-2d88-40de-b95f-e00e1502085b", "name": "Colourful", "price": 18.0, "count": 438},
@@ -93,7 +110,8 @@ def call(method, url, body=None, timeout=5.0):
     path = "/" + url.split("//", 1)[-1].split("/", 1)[-1] if "/" in url.split("//", 1)[-1] else "/"
     start = time.time()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        ctx = client_tls() if url.startswith("https://") else None
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             raw = r.read()
             record(start, url, method, path, r.status)
             return r.status, (json.loads(raw) if raw else None)
@@ -296,7 +314,11 @@ def payment_stub():
     global _channel, _stub
     if _stub is None:
         import grpc
-        _channel = grpc.insecure_channel("payment:50051")
+        if LAB_TLS:
+            creds = grpc.ssl_channel_credentials(open(os.path.join(LAB_TLS, "tls.crt"), "rb").read())
+            _channel = grpc.secure_channel("payment:50051", creds)
+        else:
+            _channel = grpc.insecure_channel("payment:50051")
         _stub = _channel.unary_unary(
             "/sockshop.Payment/Authorise",
             request_serializer=lambda b: b,
@@ -415,7 +437,11 @@ def serve_payment(port):
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     handler = grpc.unary_unary_rpc_method_handler(authorise, request_deserializer=lambda b: b, response_serializer=lambda b: b)
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("sockshop.Payment", {"Authorise": handler})])
-    server.add_insecure_port(f"0.0.0.0:{port}")
+    if LAB_TLS:
+        key, crt = (open(os.path.join(LAB_TLS, n), "rb").read() for n in ("tls.key", "tls.crt"))
+        server.add_secure_port(f"0.0.0.0:{port}", grpc.ssl_server_credentials([(key, crt)]))
+    else:
+        server.add_insecure_port(f"0.0.0.0:{port}")
     server.start()
     ready()
     server.wait_for_termination()
@@ -437,6 +463,11 @@ def serve(role, port):
     ROLE_FN = ROLES[role]
     ThreadingHTTPServer.daemon_threads = True
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    if LAB_TLS and role == "user":
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(LAB_TLS, "tls.crt"), os.path.join(LAB_TLS, "tls.key"))
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     ready()
     server.serve_forever()
 

@@ -36,7 +36,7 @@ pub fn tap_during(extra: &[&str], traffic: impl FnOnce()) -> (Vec<Value>, String
 
 /// [`tap_during`], `traffic` given the tap's hub (`127.0.0.1:PORT`).
 pub fn tap_during_hub(extra: &[&str], traffic: impl FnOnce(&str)) -> (Vec<Value>, String, Value) {
-    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "9s"];
+    let mut args = vec!["tap", "-i", "lo", "--port", "0", "--no-tui", "--format", "ndjson", "--duration", "12s"];
     args.extend_from_slice(extra);
     let mut tap = Command::new(bin()).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // its hub's port, from what it says

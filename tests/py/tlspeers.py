@@ -78,11 +78,12 @@ def http_get(url):
     c.request("POST", "/orders", body=json.dumps({"order": 7, "items": ["sock"]}), headers={"Content-Type": "application/json", "X-Kshark-Test": "python"})
     r = c.getresponse()
     r.read()
-    # and urllib itself, on a connection of its own
-    req = urllib.request.Request(url + "/catalogue?size=3", headers={"X-Kshark-Test": "urllib"})
-    with urllib.request.urlopen(req, context=ctx if u.scheme == "https" else None) as r:
-        r.read()
-        time.sleep(0.5)
+    # and urllib itself, twice, each on a connection of its own closed at once
+    # (Connection: close): the next one may get the same fd and the same SSL* address
+    for size in (3, 4):
+        req = urllib.request.Request(url + f"/catalogue?size={size}", headers={"X-Kshark-Test": "urllib"})
+        with urllib.request.urlopen(req, context=ctx if u.scheme == "https" else None) as r:
+            r.read()
     time.sleep(0.5)
     c.close()
 

@@ -10,7 +10,7 @@ import { Detail } from "./detail";
 import { selectionFilter, ServiceMapView, type Selection } from "./map";
 import type { Row } from "./row";
 import { SignalsView } from "./signals";
-import { notCaptured, StatsView, totalDrops, useStats, type PageCounters } from "./stats";
+import { notCaptured, StatsView, tlsStatus, totalDrops, useStats, type PageCounters } from "./stats";
 import type { FromWorker, ToWorker } from "./stream.worker";
 import { Table } from "./table";
 
@@ -279,6 +279,7 @@ function App() {
 
   const drops = totalDrops(stats);
   const missing = notCaptured(stats);
+  const tls = tlsStatus(stats);
   const exportUrl = (format: string) => url("/api/entries", { filter: applied, limit: 1_000_000, format, download: 1 });
 
   if (needToken) return <TokenPrompt onDone={() => setNeedToken(false)} />;
@@ -299,6 +300,16 @@ function App() {
           {missing.length > 0 && (
             <span class="drops bad" title={missing.join("\n")} data-testid="not-captured">
               not captured {missing.length}
+            </span>
+          )}
+          {tls.hooked.length > 0 && (
+            <span class="drops" title={tls.hooked.map((p) => `${p.pod} ${p.process}: ${p.stack}`).join("\n")} data-testid="tls-read">
+              TLS {tls.hooked.length}
+            </span>
+          )}
+          {tls.blind.length > 0 && (
+            <span class="drops bad" title={tls.blind.map((p) => `${p.pod} ${p.process}: ${p.stack}: ${p.why}`).join("\n")} data-testid="tls-blind">
+              TLS not readable {tls.blind.length}
             </span>
           )}
         </div>

@@ -26,6 +26,8 @@ function Counters({ title, o, testid }: { title: string; o: J; testid?: string }
   const flat: [string, unknown][] = [];
   const walk = (prefix: string, v: unknown) => {
     if (v !== null && typeof v === "object" && !Array.isArray(v)) for (const [k, x] of Object.entries(v as J)) walk(prefix ? `${prefix}.${k}` : k, x);
+    // lists (the TLS processes) are shown in their own tables: here, how many
+    else if (Array.isArray(v)) flat.push([prefix, v.length]);
     else flat.push([prefix, v]);
   };
   walk("", o);
@@ -75,9 +77,73 @@ export function notCaptured(s: J | null): string[] {
   ];
 }
 
+/** One process of a worker's TLS report. */
+export interface TlsProcess {
+  worker: string;
+  pid: number;
+  process: string;
+  pod: string;
+  stack: string;
+  why?: string;
+  lost: number;
+}
+
+/** Every worker's TLS report: the processes read as plaintext, and those whose TLS
+ * cannot be read, with why. */
+export function tlsStatus(s: J | null): { hooked: TlsProcess[]; blind: TlsProcess[] } {
+  const hooked: TlsProcess[] = [];
+  const blind: TlsProcess[] = [];
+  const text = (v: unknown) => (typeof v === "string" ? v : v == null ? "" : String(v));
+  for (const [worker, w] of Object.entries((s?.workers ?? {}) as J)) {
+    const tls = (((w ?? {}) as J).stats as J | undefined)?.tls as J | undefined;
+    if (!tls) continue;
+    for (const p of Array.isArray(tls.hooked) ? (tls.hooked as J[]) : []) {
+      const lost = ["ring_full", "missed_entries", "no_fd", "no_socket"].reduce((a, k) => a + (typeof p[k] === "number" ? (p[k] as number) : 0), 0);
+      hooked.push({ worker, pid: Number(p.pid), process: text(p.process), pod: text(p.pod) || "(host)", stack: `${text(p.library)} ${text(p.version)}`.trim(), lost });
+    }
+    for (const p of Array.isArray(tls.not_readable) ? (tls.not_readable as J[]) : []) {
+      blind.push({ worker, pid: Number(p.pid), process: text(p.process), pod: text(p.pod) || "(host)", stack: text(p.tls), why: text(p.why), lost: 0 });
+    }
+  }
+  return { hooked, blind };
+}
+
+function TlsTable({ title, rows, testid, bad }: { title: string; rows: TlsProcess[]; testid: string; bad?: boolean }) {
+  return (
+    <section class="counters" data-testid={testid}>
+      <h4>{title}</h4>
+      <table class="kv">
+        <thead>
+          <tr>
+            <th>pod</th>
+            <th>process</th>
+            <th>{bad ? "TLS" : "library"}</th>
+            <th>{bad ? "why" : "lost calls"}</th>
+            <th>worker</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((r) => (
+            <tr key={`${r.worker}/${r.pid}/${r.stack}`} class={bad || r.lost > 0 ? "bad" : ""}>
+              <td>{r.pod}</td>
+              <td>
+                {r.process} ({r.pid})
+              </td>
+              <td>{r.stack}</td>
+              <td>{bad ? r.why : r.lost.toLocaleString("en")}</td>
+              <td>{r.worker}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
 export function StatsView({ stats, err, page }: { stats: J | null; err: string | null; page: PageCounters }) {
   const workers = (stats?.workers ?? {}) as J;
   const missing = notCaptured(stats);
+  const tls = tlsStatus(stats);
   return (
     <div class="stats">
       {err && <p class="error">{err}</p>}
@@ -93,6 +159,8 @@ export function StatsView({ stats, err, page }: { stats: J | null; err: string |
           </ul>
         </section>
       )}
+      {tls.blind.length > 0 && <TlsTable title="TLS not readable" rows={tls.blind} testid="tls-not-readable" bad />}
+      {tls.hooked.length > 0 && <TlsTable title="TLS read as plaintext" rows={tls.hooked} testid="tls-hooked" />}
       {stats && <Counters title="totals" o={{ packets: stats.packets, bytes: stats.bytes, entries: stats.entries }} />}
       {stats && <Counters title="drops" o={(stats.drops ?? {}) as J} testid="stats-drops" />}
       {stats && <Counters title="hub" o={(stats.hub ?? {}) as J} />}

@@ -38,7 +38,8 @@ pub const APPS: &[App] = &[
     App { app: "shipping", namespace: "sock-shop", role: "shipping", port: 80, node: 0 },
     App { app: "queue-master", namespace: "sock-shop", role: "queue-master", port: 0, node: 1 },
     App { app: "rabbitmq", namespace: "sock-shop", role: "rabbitmq", port: 15672, node: 0 },
-    App { app: "user", namespace: "sock-shop", role: "user", port: 80, node: 1 },
+    // HTTPS (front-end and orders call it over TLS)
+    App { app: "user", namespace: "sock-shop", role: "user", port: 443, node: 1 },
     App { app: "user-db", namespace: "sock-shop", role: "user-db", port: 27017, node: 0 },
 ];
 /// The load generator's node: front-end is on the other, so its calls cross.
@@ -132,10 +133,34 @@ fn labels(app: &str) -> Value {
     json!({"name": app, "app.kubernetes.io/part-of": "kshark-lab"})
 }
 
-/// The lab's code as a ConfigMap in `ns` (the image is the Debian base only).
-fn code(ns: &str) -> Value {
+/// The lab's code as a ConfigMap in `ns` (the image is the Debian base only), with the
+/// certificate and key the services' TLS uses (user's HTTPS, payment's gRPC).
+fn code(ns: &str, tls: &(String, String)) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lab-code", "namespace": ns, "labels": {"app.kubernetes.io/part-of": "kshark-lab"}},
-           "data": {"sockshop.py": SERVICES, "payment.proto": PAYMENT_PROTO}})
+           "data": {"sockshop.py": SERVICES, "payment.proto": PAYMENT_PROTO, "tls.crt": tls.0, "tls.key": tls.1}})
+}
+
+/// The sock-shop's certificate and key (made once with openssl, kept in the lab's
+/// directory): self-signed, for the names user and payment are called by.
+fn lab_cert() -> Result<(String, String), String> {
+    let (crt, key) = (path("tls.crt"), path("tls.key"));
+    if !crt.exists() || !key.exists() {
+        let names: Vec<String> = ["user", "payment"].iter().flat_map(|n| [n.to_string(), format!("{n}.sock-shop"), format!("{n}.sock-shop.svc"), format!("{n}.sock-shop.svc.cluster.local")]).map(|n| format!("DNS:{n}")).collect();
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=sock-shop", "-addext"])
+            .arg(format!("subjectAltName={}", names.join(",")))
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&crt)
+            .output()
+            .map_err(|e| format!("openssl (for the sock-shop's certificate): {e}"))?;
+        if !o.status.success() {
+            return Err(format!("openssl req: {}", String::from_utf8_lossy(&o.stderr).trim()));
+        }
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    Ok((read(&crt)?, read(&key)?))
 }
 
 /// A container of the lab's image running `sockshop.py ARGS`, with the code and the ledger mounted.
@@ -154,6 +179,7 @@ fn container(name: &str, args: &[String], port: u16, protocol: &str) -> Value {
             {"name": "LAB_DIR", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "GRPC_DNS_RESOLVER", "value": "native"},
+            {"name": "LAB_TLS", "value": "/lab"},
         ],
         "volumeMounts": [{"name": "code", "mountPath": "/lab", "readOnly": true}, {"name": "ledger", "mountPath": "/ledger"}],
     });
@@ -233,8 +259,9 @@ pub async fn create(client: &Client, tokens: &Tokens) -> Result<(), String> {
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kshark-lab:reader"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kshark"}]}),
     ];
+    let tls = lab_cert()?;
     for ns in ["kube-system", "sock-shop", "loadtest"] {
-        objs.push(code(ns));
+        objs.push(code(ns, &tls));
     }
     for a in APPS {
         if a.port != 0 {
