@@ -10,13 +10,15 @@
 #      not read);
 #   3. with `kshark tap -i lo` (the default --tls auto: both wrk's and nginx's SSL_read and
 #      SSL_write hooked, the plaintext dissected into entries).
+# Then the same with a Go client against a Go server (tests/go/tlspeer, Debian's Go: h2
+# over TLS, crypto/tls hooked by kshark), 8 connections.
 # Prints requests per second of each, the drop against 1, and kshark's CPU per request
 # (user + system, from /proc) in 2 and 3. Everything listens on 127.0.0.1 and stops by
 # itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
-for t in nginx wrk openssl; do
+for t in nginx wrk openssl go; do
   command -v "$t" >/dev/null || { echo "bench/tls: $t is missing: run scripts/setup.sh first" >&2; exit 1; }
 done
 [ "$(id -u)" = 0 ] || { echo "bench/tls: uprobes need root" >&2; exit 1; }
@@ -24,7 +26,8 @@ cargo build -q --release
 K=target/release/kshark
 D=$(mktemp -d)
 NGINX_PID=
-cleanup() { [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null; rm -rf "$D"; }
+GO_PID=
+cleanup() { [ -n "$NGINX_PID" ] && kill "$NGINX_PID" 2>/dev/null; [ -n "$GO_PID" ] && kill "$GO_PID" 2>/dev/null; rm -rf "$D"; }
 trap cleanup EXIT
 mkdir -p "$D/www"
 head -c 1024 /dev/zero | tr '\0' 'x' > "$D/www/doc.txt"
@@ -44,7 +47,9 @@ URL="https://127.0.0.1:$PORT/doc.txt"
 # requests, about 10,000 requests/s in all
 echo 'function delay() return 1 end' > "$D/pace.lua"
 rps() {
-  if [ "${PACE:-0}" = 1 ]; then wrk -t1 -c10 -d"${SECS}s" -s "$D/pace.lua" "$URL"; else wrk -t1 -c8 -d"${SECS}s" "$URL"; fi | awk '/Requests\/sec/ {print $2}'
+  if [ "${CLIENT:-wrk}" = go ]; then
+    "$D/tlspeer" load "$GO_URL" "$SECS" 8 "$([ "${PACE:-0}" = 1 ] && echo 10000 || echo 0)" | awk '/requests\/s/ {print $2}'
+  elif [ "${PACE:-0}" = 1 ]; then wrk -t1 -c10 -d"${SECS}s" -s "$D/pace.lua" "$URL"; else wrk -t1 -c8 -d"${SECS}s" "$URL"; fi | awk '/Requests\/sec/ {print $2} /^[0-9]/ {print}'
 }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -74,5 +79,22 @@ for PACE in 0 1; do
   printf '%-34s %10s req/s\n' "wrk -> nginx over HTTPS, no kshark" "$(printf '%.0f' "$BASE")"
   run_with "with kshark tap -i lo --tls off" --tls off
   run_with "with kshark tap -i lo (TLS read)"
-  grep "kshark: TLS:" "$D/err.txt" | tail -1
+  grep "kshark: TLS: [0-9]" "$D/err.txt" | tail -1
+done
+
+# Go's crypto/tls: a Go client against a Go server, h2 over TLS
+(cd tests/go/tlspeer && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$D/gocache" go build -o "$D/tlspeer" .)
+GO_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+GO_PLAIN=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$D/tlspeer" serve "$D/cert.pem" "$D/key.pem" "127.0.0.1:$GO_PORT" "127.0.0.1:$GO_PLAIN" 2>/dev/null & GO_PID=$!
+sleep 1
+GO_URL="https://127.0.0.1:$GO_PORT"
+CLIENT=go
+for PACE in 0 1; do
+  if [ "$PACE" = 1 ]; then echo "-- Go client -> Go server, paced: about 10,000 requests/s"; else echo "-- Go client -> Go server (h2 over TLS), as fast as it goes"; fi
+  BASE=$(rps)
+  printf '%-34s %10s req/s\n' "Go -> Go over TLS, no kshark" "$(printf '%.0f' "$BASE")"
+  run_with "with kshark tap -i lo --tls off" --tls off
+  run_with "with kshark tap -i lo (TLS read)"
+  grep "kshark: TLS: [0-9]" "$D/err.txt" | tail -1
 done

@@ -38,6 +38,15 @@ impl Drop for Down {
     }
 }
 
+/// A process ended when the test ends, however it ends.
+struct Reap(std::process::Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An entry's RFC 3339 timestamp as seconds since the epoch.
 fn secs(e: &Value) -> f64 {
     let t = e["timestamp"].as_str().unwrap_or("");
@@ -76,20 +85,23 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     assert!(o.status.success(), "image build: {}", common::stderr(&o));
     run(&["lab", "load"]);
 
-    let mut tap = Command::new(kshark_bin())
-        .args(["tap", "-n", "sock-shop", "--kubeconfig", KC, "--no-tui", "--format", "ndjson", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = BufReader::new(tap.stderr.take().unwrap());
+    // (ended with the test, a failed one too: before `Down`, which was made first)
+    let mut tap = Reap(
+        Command::new(kshark_bin())
+            .args(["tap", "-n", "sock-shop", "--kubeconfig", KC, "--no-tui", "--format", "ndjson", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let err = BufReader::new(tap.0.stderr.take().unwrap());
     let (etx, erx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
         for l in err.lines().map_while(Result::ok) {
             let _ = etx.send(l);
         }
     });
-    let out = BufReader::new(tap.stdout.take().unwrap());
+    let out = BufReader::new(tap.0.stdout.take().unwrap());
     let (otx, orx) = std::sync::mpsc::channel::<Value>();
     std::thread::spawn(move || {
         for l in out.lines().map_while(Result::ok) {
@@ -104,7 +116,7 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
         while let Ok(l) = erx.try_recv() {
             said.push(l);
         }
-        if let Ok(Some(st)) = tap.try_wait() {
+        if let Ok(Some(st)) = tap.0.try_wait() {
             panic!("tap exited ({st}): {}", said.join("\n"));
         }
         said.iter().any(|l| l.contains("forwarded to http://127.0.0.1:")).then_some(())
@@ -176,8 +188,8 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     let st = poll("the new hub's stats", 60, stats);
     let resent: u64 = st["workers"].as_object().map(|w| w.values().filter_map(|w| w.pointer("/stats/ship/batches_resent").and_then(Value::as_u64)).sum()).unwrap_or(0);
     eprintln!("cluster: after the hub's pod was replaced, the workers resent {resent} batches; the new hub: {}", st["hub"]);
-    let _ = tap.kill();
-    let _ = tap.wait();
+    let _ = tap.0.kill();
+    let _ = tap.0.wait();
     let dump: String = all.iter().map(|e| format!("{e}\n")).collect();
     let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-entries.ndjson"), dump);
 

@@ -4,6 +4,10 @@
 //	tlspeer serve CERT KEY TLS_ADDR PLAIN_ADDR   h2 over TLS (ALPN) and h2c, one handler
 //	tlspeer get BASE_URL                         the same three calls: https:// over TLS
 //	                                             (h2 by ALPN), http:// as h2c
+//	tlspeer load BASE_URL SECONDS CONNS [RATE]   GET /big?n=1024 from CONNS clients (one
+//	                                             connection each) for SECONDS, at most RATE
+//	                                             requests/s in all (0: as fast as it goes);
+//	                                             prints "requests/s N"
 package main
 
 import (
@@ -15,6 +19,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -61,6 +67,48 @@ func main() {
 		srv := &http.Server{Addr: os.Args[4], Handler: h}
 		fmt.Fprintln(os.Stderr, srv.ListenAndServeTLS(os.Args[2], os.Args[3]))
 		os.Exit(1)
+	case "load":
+		base := os.Args[2]
+		secs, _ := strconv.ParseFloat(os.Args[3], 64)
+		conns, _ := strconv.Atoi(os.Args[4])
+		rate := 0.0
+		if len(os.Args) > 5 {
+			rate, _ = strconv.ParseFloat(os.Args[5], 64)
+		}
+		var n int64
+		end := time.Now().Add(time.Duration(secs * float64(time.Second)))
+		var wg sync.WaitGroup
+		for i := 0; i < conns; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// one client each: its own connection
+				c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}}
+				var gap time.Duration
+				if rate > 0 {
+					gap = time.Duration(float64(conns) / rate * float64(time.Second))
+				}
+				next := time.Now()
+				for time.Now().Before(end) {
+					resp, err := c.Get(base + "/big?n=1024")
+					if err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(1)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					atomic.AddInt64(&n, 1)
+					if gap > 0 {
+						next = next.Add(gap)
+						if d := time.Until(next); d > 0 {
+							time.Sleep(d)
+						}
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		fmt.Printf("requests/s %.0f\n", float64(n)/secs)
 	case "get":
 		base := os.Args[2]
 		var rt http.RoundTripper
