@@ -182,3 +182,49 @@ fn tls_that_cannot_be_read_is_said_with_the_reason() {
     // and the summary says it too
     assert!(err.contains("kshark: TLS: NOT READABLE") || err.contains("kshark: TLS: hooked"), "{err}");
 }
+
+#[test]
+fn openssl_linked_in_is_found_by_its_symbols_and_a_connection_older_than_the_tap_is_read() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    root();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let (_http, https_port, _) = serve(PY, "http-serve", &cert, &key);
+    // a C client with OpenSSL's static libraries: SSL_read and SSL_write in its own file
+    let tlsget = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tlsget-static");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/tlsget.c");
+    let o = Command::new("cc")
+        .arg(&src)
+        .args(["/usr/lib/x86_64-linux-gnu/libssl.a", "/usr/lib/x86_64-linux-gnu/libcrypto.a", "-o"])
+        .arg(&tlsget)
+        .output()
+        .expect("this test needs a C compiler (gcc)");
+    assert!(o.status.success(), "cc tlsget.c (needs libssl-dev): {}", String::from_utf8_lossy(&o.stderr));
+    // a keep-alive connection opened before the tap, used every 200 ms during it
+    let looping = Kill(Command::new(PY).arg(peers()).args(["http-loop", &format!("https://127.0.0.1:{https_port}"), "9"]).spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let bin = tlsget.clone();
+    let (entries, err, _) = tap_during_hub(&[], move |_| {
+        // the first waits 600 ms before it connects: a new executable is hooked at the next
+        // look at the processes (every 250 ms); the second runs at once, its file hooked
+        for (path, wait) in [("/catalogue?size=5", "600"), ("/catalogue?size=6", "0")] {
+            let o = Command::new(&bin).args([&https_port.to_string(), path, wait]).output().unwrap();
+            assert!(o.status.success(), "tlsget: {}", String::from_utf8_lossy(&o.stderr));
+        }
+    });
+    drop(looping);
+    let to_server = to(&entries, https_port, "http");
+    let statics: Vec<&&Value> = to_server.iter().filter(|e| e["request"]["headers"]["user-agent"] == "tlsget-static").collect();
+    assert_eq!(statics.len(), 2, "{statics:?}\n{err}");
+    for e in &statics {
+        assert_eq!((e["capture_source"].as_str(), e["tls"]["library"].as_str(), e["tls"]["version"].as_str()), (Some("ebpf_tls"), Some("openssl"), Some("static")), "{e}");
+        assert_eq!(e["response"]["status_code"], 200);
+        assert_eq!(e["anomalies"], serde_json::json!([]), "{e}");
+    }
+    assert_ne!(statics[0]["src"]["port"], statics[1]["src"]["port"]);
+    // the older connection: read from its next call on, every exchange whole
+    let looped: Vec<&&Value> = to_server.iter().filter(|e| e["request"]["headers"]["x-kshark-test"] == "loop").collect();
+    assert!(looped.len() >= 5, "{} exchanges of the older connection read: {looped:?}\n{err}", looped.len());
+    assert!(looped.iter().all(|e| e["response"]["status_code"] == 200 && e["anomalies"] == serde_json::json!([]) && e["request"]["query_string"].as_str().is_some_and(|q| q.starts_with("loop="))), "{looped:?}");
+    assert!(looped.iter().all(|e| e["src"]["port"] == looped[0]["src"]["port"]), "one connection: {looped:?}");
+}

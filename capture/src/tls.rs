@@ -165,6 +165,8 @@ struct Conn {
     /// Whether this copy is read (`Some(true)`), or left to the other end's process
     /// (`Some(false)`); `None` until its first call in scope.
     read: Option<bool>,
+    /// The library of the process this copy is from.
+    lib: TlsLib,
 }
 
 pub struct TlsSource {
@@ -201,6 +203,8 @@ pub struct TlsSource {
     /// whose two processes are both traced is read once (see [`TlsSource::decide`]).
     local_of: HashMap<SocketAddr, (u32, i32)>,
     remote_of: HashMap<SocketAddr, (u32, i32)>,
+    /// Per process: the ports it listens on, and when they were read.
+    listen_cache: HashMap<u32, (std::time::Instant, std::collections::HashSet<u16>)>,
     mono_to_real: i64,
     packets: u64,
     no_socket: u64,
@@ -272,6 +276,7 @@ impl TlsSource {
             conns: HashMap::new(),
             local_of: HashMap::new(),
             remote_of: HashMap::new(),
+            listen_cache: HashMap::new(),
             mono_to_real: (clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC)) as i64,
             packets: 0,
             no_socket: 0,
@@ -538,51 +543,77 @@ impl TlsSource {
             Some(h) => h.lib.clone(),
             None => self.lib_of(pid),
         };
-        if let Ok(mut libs) = self.libs.write() {
-            if libs.len() > 100_000 {
-                libs.clear();
-            }
-            libs.insert((local, remote), lib.clone());
-            libs.insert((remote, local), lib.clone());
-        }
-        self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None], read: None });
+        self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None], read: None, lib });
         self.conns.get_mut(&(pid, fd))
     }
 
     /// Whether the copy of connection (pid, fd) is read. Both ends of a connection on
     /// this node may be traced (a client and a server pod here): it is read once, from
     /// the client's copy where both are seen (it names the Service that was called, the
-    /// address kube-proxy rewrote), else from the first seen. The two copies share the
-    /// client's end: its local end, the server's remote one.
+    /// address kube-proxy rewrote). The two copies share the client's end (its local end,
+    /// the server's remote one); the server's is the copy whose local port its process
+    /// listens on.
     fn decide(&mut self, pid: u32, fd: i32) -> bool {
         let Some(c) = self.conns.get(&(pid, fd)) else { return false };
         if let Some(r) = c.read {
             return r;
         }
         let (local, remote) = (c.local, c.remote);
-        let live = |conns: &HashMap<(u32, i32), Conn>, k: &(u32, i32), f: &dyn Fn(&Conn) -> bool| k.0 != pid && conns.get(k).is_some_and(|o| o.read == Some(true) && f(o));
-        // the server's copy of a client read here: left out
-        let client_read = self.local_of.get(&remote).is_some_and(|k| live(&self.conns, k, &|o| o.local == remote));
-        if client_read {
-            if let Some(c) = self.conns.get_mut(&(pid, fd)) {
-                c.read = Some(false);
-            }
-            return false;
-        }
-        // the client's copy, where the server's was read so far: the client's from now
-        if let Some(k) = self.remote_of.get(&local).copied() {
-            if live(&self.conns, &k, &|o| o.remote == local) {
+        let read = |conns: &HashMap<(u32, i32), Conn>, k: &(u32, i32), f: &dyn Fn(&Conn) -> bool| k.0 != pid && conns.get(k).is_some_and(|o| o.read == Some(true) && f(o));
+        // a server's copy: its local port is one its process listens on
+        let server = self.listening(pid).contains(&local.port());
+        // I am a client whose server's copy was read so far (its remote is my local end):
+        // it gives way, the client's copy is read from now
+        if !server {
+            if let Some(k) = self.remote_of.get(&local).copied().filter(|k| read(&self.conns, k, &|o| o.remote == local)) {
                 if let Some(o) = self.conns.get_mut(&k) {
                     o.read = Some(false);
                 }
             }
         }
-        self.local_of.insert(local, (pid, fd));
-        self.remote_of.insert(remote, (pid, fd));
-        if let Some(c) = self.conns.get_mut(&(pid, fd)) {
-            c.read = Some(true);
+        // I am a server whose client's copy is read (its local end is my remote): left out
+        let take = !(server && self.local_of.get(&remote).is_some_and(|k| read(&self.conns, k, &|o| o.local == remote)));
+        if take {
+            self.local_of.insert(local, (pid, fd));
+            self.remote_of.insert(remote, (pid, fd));
+            // the entries of the connection say the library of the copy read
+            if let (Ok(mut libs), Some(c)) = (self.libs.write(), self.conns.get(&(pid, fd))) {
+                if libs.len() > 100_000 {
+                    libs.clear();
+                }
+                libs.insert((local, remote), c.lib.clone());
+                libs.insert((remote, local), c.lib.clone());
+            }
         }
-        true
+        if let Some(c) = self.conns.get_mut(&(pid, fd)) {
+            c.read = Some(take);
+        }
+        take
+    }
+
+    /// The TCP ports a process listens on (its network namespace's LISTEN sockets), read
+    /// at most once a second per process.
+    fn listening(&mut self, pid: u32) -> &std::collections::HashSet<u16> {
+        let fresh = self.listen_cache.get(&pid).is_some_and(|(t, _)| t.elapsed() < Duration::from_secs(1));
+        if !fresh {
+            let mut ports = std::collections::HashSet::new();
+            for table in ["tcp", "tcp6"] {
+                let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+                for l in text.lines().skip(1) {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    if f.get(3) == Some(&"0A") {
+                        if let Some(a) = f.get(1).and_then(|a| parse_addr(a)) {
+                            ports.insert(a.port());
+                        }
+                    }
+                }
+            }
+            if self.listen_cache.len() > 10_000 {
+                self.listen_cache.clear();
+            }
+            self.listen_cache.insert(pid, (std::time::Instant::now(), ports));
+        }
+        &self.listen_cache[&pid].1
     }
 
     /// Calls still without an fd after [`UNBOUND_WAIT`] are lost, and counted.

@@ -3,6 +3,7 @@
     tlspeers.py http-serve CERT KEY      an HTTP server over TLS and one in plain, the same
                                          handler; prints "TLS_PORT PLAIN_PORT"
     tlspeers.py http-get URL             urllib: a GET and a POST with a JSON body
+    tlspeers.py http-loop URL SECONDS    one keep-alive connection, a GET every 200 ms
     tlspeers.py grpc-serve CERT KEY      a gRPC server over TLS and one insecure; prints ports
     tlspeers.py grpc-call TARGET [CERT]  two unary calls, over TLS when CERT is given
 
@@ -88,6 +89,24 @@ def http_get(url):
     c.close()
 
 
+def http_loop(url, seconds):
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    c = http.client.HTTPSConnection(u.hostname, u.port, context=ctx)
+    end = time.time() + float(seconds)
+    i = 0
+    while time.time() < end:
+        c.request("GET", f"/catalogue?loop={i}", headers={"X-Kshark-Test": "loop"})
+        c.getresponse().read()
+        i += 1
+        time.sleep(0.2)
+    c.close()
+
+
 def grpc_serve(cert, key):
     import grpc
     from concurrent import futures
@@ -127,4 +146,4 @@ def grpc_call(target, cert=None):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    {"http-serve": http_serve, "http-get": http_get, "grpc-serve": grpc_serve, "grpc-call": grpc_call}[cmd](*args)
+    {"http-serve": http_serve, "http-get": http_get, "http-loop": http_loop, "grpc-serve": grpc_serve, "grpc-call": grpc_call}[cmd](*args)
