@@ -60,11 +60,13 @@ pub fn inspect(path: &Path) -> Result<GoExe, String> {
     }
     let code = read_at(&elf, r.0, r.1 - r.0).ok_or_else(|| format!("{}: {READ} is outside the file's sections", path.display()))?;
     let rets = returns(&code, r.0);
+    let wcode = read_at(&elf, w.0, (w.1 - w.0).min(64)).unwrap_or_default();
     if rets.is_empty() {
         return Ok(GoExe::Unreadable { version, why: format!("no RET found in {READ}") });
     }
     let off = |a: u64| file_offset(&elf, a).ok_or_else(|| format!("{}: address {a:#x} is in no section", path.display()));
-    Ok(GoExe::Hookable(GoTls { version, write: off(w.0)?, read: off(r.0)?, read_returns: rets.into_iter().map(off).collect::<Result<_, _>>()? }))
+    let (write, read) = (entry_probe(&wcode, w.0), entry_probe(&code, r.0));
+    Ok(GoExe::Hookable(GoTls { version, write: off(write)?, read: off(read)?, read_returns: rets.into_iter().map(off).collect::<Result<_, _>>()? }))
 }
 
 /// Whether a Go version (`go1.19.8`, `devel …`) passes arguments in registers on amd64.
@@ -168,6 +170,31 @@ pub fn functions(t: &[u8], text: u64, names: &[&str]) -> Result<Vec<Option<(u64,
     Ok(out)
 }
 
+/// Where to probe a function's entry: its stack check's conditional jump when it starts
+/// with one (`cmp rsp, [r14+16]; jbe morestack`, or `lea r12, [rsp-N]; cmp r12, ...`),
+/// else its first instruction. The kernel emulates a jump, where it must single-step most
+/// other instructions (a debug trap, costly in a virtual machine); the argument
+/// registers (RAX, RBX, RCX) and the goroutine (R14) are as at the entry there. A call
+/// that grows its stack passes the jump twice, which only writes the same state again.
+pub fn entry_probe(code: &[u8], addr: u64) -> u64 {
+    use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind, Register};
+    let mut d = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    for _ in 0..3 {
+        if !d.can_decode() {
+            break;
+        }
+        let i = d.decode();
+        match i.mnemonic() {
+            Mnemonic::Cmp => {}
+            // big frames: the check is on r12, which holds nothing of the caller's
+            Mnemonic::Lea if i.op0_kind() == OpKind::Register && i.op0_register() == Register::R12 => {}
+            _ if i.flow_control() == FlowControl::ConditionalBranch => return i.ip(),
+            _ => break,
+        }
+    }
+    addr
+}
+
 /// The addresses of the RET instructions in `code` (which starts at `addr`).
 pub fn returns(code: &[u8], addr: u64) -> Vec<u64> {
     use iced_x86::{Decoder, DecoderOptions, Mnemonic};
@@ -191,6 +218,22 @@ mod tests {
         // mov eax, 0xc3 (a 0xc3 byte inside an instruction); ret; xor eax, eax; ret
         let code = [0xb8, 0xc3, 0, 0, 0, 0xc3, 0x31, 0xc0, 0xc3];
         assert_eq!(returns(&code, 0x1000), vec![0x1005, 0x1008]);
+    }
+
+    #[test]
+    fn the_entry_is_probed_at_the_stack_checks_jump() {
+        // cmp rsp, [r14+0x10]; jbe +0x3c2; sub rsp, 0x68 (Go 1.19's (*Conn).Read)
+        let code = [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0xc2, 0x03, 0x00, 0x00, 0x48, 0x83, 0xec, 0x68];
+        assert_eq!(entry_probe(&code, 0x5a9620), 0x5a9624);
+        // lea r12, [rsp-0x98]; cmp r12, [r14+0x10]; jbe (a large frame)
+        let big = [0x4c, 0x8d, 0xa4, 0x24, 0x68, 0xff, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86, 0x10, 0x00, 0x00, 0x00];
+        assert_eq!(entry_probe(&big, 0x1000), 0x100c);
+        // anything else: the first instruction (sub rsp, 0x18; mov rax, fs:0x28)
+        let c = [0x48, 0x83, 0xec, 0x18, 0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0];
+        assert_eq!(entry_probe(&c, 0x2000), 0x2000);
+        // a mov into an argument register before a jump: not moved past it
+        let m = [0x48, 0x89, 0xd8, 0x74, 0x02];
+        assert_eq!(entry_probe(&m, 0x3000), 0x3000);
     }
 
     #[test]
