@@ -30,6 +30,8 @@ pub enum AppEvent {
 pub enum View {
     Live,
     Services,
+    /// The TLS status: processes read as plaintext, and those not readable and why.
+    Tls,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,6 +365,7 @@ impl App {
             }
             KeyCode::Char('1') => self.view = View::Live,
             KeyCode::Char('2') | KeyCode::Char('v') => self.view = View::Services,
+            KeyCode::Char('3') | KeyCode::Char('t') => self.view = View::Tls,
             KeyCode::Enter if self.view == View::Live && self.selected_row().is_some() => {
                 self.detail = if self.detail.is_some() { None } else { Some(Tab::Request) };
                 self.detail_scroll = 0;
@@ -370,7 +373,13 @@ impl App {
             }
             KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') if self.detail.is_some() => self.turn_tab(1),
             KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') if self.detail.is_some() => self.turn_tab(2),
-            KeyCode::Tab => self.view = if self.view == View::Live { View::Services } else { View::Live },
+            KeyCode::Tab => {
+                self.view = match self.view {
+                    View::Live => View::Services,
+                    View::Services => View::Tls,
+                    View::Tls => View::Live,
+                }
+            }
             KeyCode::Char('y') if self.selected_row().is_some() => self.mode = Mode::Copy,
             _ => {}
         }

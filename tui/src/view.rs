@@ -47,7 +47,7 @@ const KEYS: &[(&str, &str)] = &[
     ("Tab ← →", "detail: request, response, info; otherwise: switch view"),
     ("y then j c h", "write the entry as JSON, curl or HAR to a file"),
     ("n", "namespaces on/off"),
-    ("1, 2 v", "live entries; services"),
+    ("1, 2 v, 3 t", "live entries; services; TLS (what is read, what cannot be)"),
     ("c", "clear the table"),
     ("Esc", "close the detail, clear the message"),
     ("?", "this help"),
@@ -72,6 +72,7 @@ impl Widget for &App {
                 }
             }
             View::Services => self.services(body, buf),
+            View::Tls => self.tls(body, buf),
         }
         self.footer(foot, buf);
         if self.mode == Mode::Help {
@@ -280,6 +281,44 @@ impl App {
         let header = TRow::new(["SOURCE", "DESTINATION", "PROTOCOL", "RATE", "ERRORS", "P50", "P95", "P99", "RATE, LAST POLLS"]).style(Style::new().add_modifier(Modifier::BOLD));
         let block = Block::default().borders(Borders::ALL).title(format!(" Services  {} edges, last {window}s ", edges.len()));
         Widget::render(Table::new(rows, widths).header(header).block(block).column_spacing(1), area, buf);
+    }
+
+    /// Every worker's TLS report, one process a row: those whose TLS cannot be read first
+    /// (with why), then those read as plaintext (library, version, calls lost).
+    fn tls(&self, area: Rect, buf: &mut Buffer) {
+        let safe = |v: &Value| kshark_dissect::export::terminal_safe(v.as_str().unwrap_or(""));
+        let mut blind = Vec::new();
+        let mut read = Vec::new();
+        for (worker, w) in self.stats.get("workers").and_then(Value::as_object).into_iter().flatten() {
+            let Some(t) = w.pointer("/stats/tls") else { continue };
+            for p in t["not_readable"].as_array().into_iter().flatten() {
+                let pod = if p["pod"].is_string() { safe(&p["pod"]) } else { "(host)".into() };
+                blind.push(TRow::new(vec![
+                    Cell::from(pod),
+                    Cell::from(format!("{} ({})", safe(&p["process"]), p["pid"])),
+                    Cell::from(Span::styled(format!("NOT READABLE: {}", safe(&p["tls"])), self.fg(Color::Red).add_modifier(Modifier::BOLD))),
+                    Cell::from(safe(&p["why"])),
+                    Cell::from(kshark_dissect::export::terminal_safe(worker)),
+                ]));
+            }
+            for p in t["hooked"].as_array().into_iter().flatten() {
+                let pod = if p["pod"].is_string() { safe(&p["pod"]) } else { "(host)".into() };
+                let lost: u64 = ["ring_full", "missed_entries", "no_fd", "no_socket"].iter().filter_map(|k| p[*k].as_u64()).sum();
+                let lost = if lost > 0 { Span::styled(format!("{lost} calls lost"), self.fg(Color::Red)) } else { Span::raw("") };
+                read.push(TRow::new(vec![
+                    Cell::from(pod),
+                    Cell::from(format!("{} ({})", safe(&p["process"]), p["pid"])),
+                    Cell::from(Span::styled(format!("read: {} {}", safe(&p["library"]), safe(&p["version"])), self.fg(Color::Green))),
+                    Cell::from(lost),
+                    Cell::from(kshark_dissect::export::terminal_safe(worker)),
+                ]));
+            }
+        }
+        let title = format!(" TLS  {} processes read, {} not readable ", read.len(), blind.len());
+        let rows: Vec<TRow> = blind.into_iter().chain(read).collect();
+        let widths = [Constraint::Fill(2), Constraint::Fill(2), Constraint::Length(24), Constraint::Fill(4), Constraint::Fill(1)];
+        let header = TRow::new(["POD", "PROCESS", "TLS", "WHY / LOST", "WORKER"]).style(Style::new().add_modifier(Modifier::BOLD));
+        Widget::render(Table::new(rows, widths).header(header).block(Block::default().borders(Borders::ALL).title(title)).column_spacing(1), area, buf);
     }
 
     fn footer(&self, area: Rect, buf: &mut Buffer) {

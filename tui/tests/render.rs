@@ -291,3 +291,28 @@ fn the_header_says_how_many_processes_tls_is_read_from() {
     assert!(draw(&a).lines().next().unwrap().contains("TLS 2 processes"), "{}", draw(&a));
     assert!(!draw(&app(200, 14)).contains("TLS "));
 }
+
+#[test]
+fn the_tls_view_lists_what_is_read_and_what_cannot_be_and_why() {
+    let mut s = Scripted::new(entries());
+    let mut st = stats();
+    st["workers"]["lab"]["stats"]["tls"] = json!({
+        "hooked": [{"pid": 10, "process": "nginx", "library": "openssl", "version": "3", "pod": "shop/front-end-1", "ring_full": 0, "missed_entries": 0, "no_fd": 2, "no_socket": 1}],
+        "not_readable": [{"pid": 12, "process": "java\u{1b}[31m", "tls": "Java", "why": "Java's TLS (JSSE) runs inside the JVM", "pod": "shop/orders-2"}],
+    });
+    s.stats = Some(st);
+    let mut a = App::new(Box::new(s), "tap -n sock-shop", "", (160, 14));
+    a.color = false;
+    a.handle_event(AppEvent::Tick(Duration::from_millis(100)));
+    a.handle_event(AppEvent::Term(Event::Key(KeyEvent::new(KeyCode::Char('3'), KeyModifiers::NONE))));
+    let screen = draw(&a);
+    assert!(screen.contains("TLS  1 processes read, 1 not readable"), "{screen}");
+    let orders = screen.lines().skip(3).find(|l| l.contains("shop/orders-2")).unwrap_or_else(|| panic!("{screen}"));
+    assert!(orders.contains("NOT READABLE: Java") && orders.contains("JSSE") && orders.contains("(12)"), "{orders}");
+    let nginx = screen.lines().skip(3).find(|l| l.contains("shop/front-end-1")).unwrap_or_else(|| panic!("{screen}"));
+    assert!(nginx.contains("read: openssl 3") && nginx.contains("3 calls lost"), "{nginx}");
+    // captured names are hostile: no escape reaches the terminal
+    assert!(!screen.contains('\u{1b}'), "{screen:?}");
+    // the header names what cannot be read too
+    assert!(screen.lines().next().unwrap().contains("TLS NOT READABLE: shop/orders-2"), "{screen}");
+}
