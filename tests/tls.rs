@@ -96,7 +96,7 @@ fn tap_reads_https_through_openssl_as_plaintext_entries() {
 }
 
 #[test]
-fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
+fn curl_to_nginx_over_tls_with_http1_and_h2_reads_as_the_same_as_plain() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: uprobes and other processes' /proc entries");
@@ -108,14 +108,20 @@ fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
     let big: String = (0..4000).map(|i| format!("row {i:05} of a larger answer\n")).collect();
     std::fs::write(www.join("big.txt"), &big).unwrap();
     let (cert, key) = self_signed(dir.path());
-    let (tls, plain) = (free_port(), free_port());
+    let (tls, plain, tls1, plain1) = (free_port(), free_port(), free_port(), free_port());
     let d = dir.path().display();
     let conf = format!(
         "daemon off; master_process off; worker_processes 1; error_log {d}/error.log; pid {d}/nginx.pid;
          events {{ worker_connections 64; }}
          http {{ access_log off; client_body_temp_path {d}/t1; proxy_temp_path {d}/t2; fastcgi_temp_path {d}/t3; uwsgi_temp_path {d}/t4; scgi_temp_path {d}/t5;
            server {{ listen 127.0.0.1:{tls} ssl http2; ssl_certificate {}; ssl_certificate_key {}; root {}; }}
-           server {{ listen 127.0.0.1:{plain} http2; root {}; }} }}",
+           server {{ listen 127.0.0.1:{plain} http2; root {}; }}
+           server {{ listen 127.0.0.1:{tls1} ssl; ssl_certificate {}; ssl_certificate_key {}; root {}; }}
+           server {{ listen 127.0.0.1:{plain1}; root {}; }} }}",
+        cert.display(),
+        key.display(),
+        www.display(),
+        www.display(),
         cert.display(),
         key.display(),
         www.display(),
@@ -144,6 +150,13 @@ fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
                 assert!(o.status.success(), "curl {mode} {url}/{file}: {:?} {}", o.status, String::from_utf8_lossy(&o.stderr));
             }
         }
+        // HTTP/1.1: one-shot curls, each connection closed at once
+        for url in [format!("https://127.0.0.1:{tls1}"), format!("http://127.0.0.1:{plain1}")] {
+            for file in ["hello.txt", "big.txt"] {
+                let o = Command::new("curl").args(["-sSk", "--http1.1", "-o", "/dev/null"]).arg(format!("{url}/{file}")).output().unwrap();
+                assert!(o.status.success(), "curl --http1.1 {url}/{file}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
     });
     let of = |port: u16| -> Vec<&Value> {
         let mut v: Vec<&Value> = entries.iter().filter(|e| e["dst"]["port"] == port && e["protocol"] == "http" && e["request"]["path"] != "/later.txt").collect();
@@ -162,4 +175,13 @@ fn curl_to_nginx_over_h2_with_tls_reads_as_the_same_streams_as_h2c() {
         assert_eq!(t["anomalies"], serde_json::json!([]), "{t}");
     }
     assert_eq!(over_tls[0]["response"]["body"]["size"].as_u64(), Some(big.len() as u64));
+    let (h1_tls, h1_plain) = (of(tls1), of(plain1));
+    assert_eq!((h1_tls.len(), h1_plain.len()), (2, 2), "TLS: {h1_tls:#?}\nplain: {h1_plain:#?}\n{err}");
+    for (t, p) in h1_tls.iter().zip(&h1_plain) {
+        assert_eq!((t["capture_source"].as_str(), t["http_version"].as_str()), (Some("ebpf_tls"), Some("1.1")));
+        for f in ["/request/method", "/request/path", "/request/headers/user-agent", "/response/status_code", "/response/body/size", "/response/body/text", "/response/headers/content-type", "/response/headers/etag"] {
+            assert_eq!(t.pointer(f), p.pointer(f), "{f}: {t}\n{p}");
+        }
+        assert_eq!(t["anomalies"], serde_json::json!([]), "{t}");
+    }
 }
