@@ -199,3 +199,30 @@ fn go_h2_over_tls_reads_as_the_same_streams_as_h2c_stripped_binaries_too() {
     assert!(read.iter().all(|e| e["capture_source"] == "ebpf_tls" && e["tls"]["library"] == "go" && e["anomalies"] == serde_json::json!([])), "{read:?}");
     assert_eq!(read[0]["response"]["body"]["size"], 1_048_576);
 }
+
+#[test]
+fn an_h2_connection_over_tls_older_than_the_tap_is_joined_mid_way() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root: uprobes and other processes' /proc entries");
+    let (bin, _) = build();
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, tls, _) = serve(&bin, dir.path());
+    // one h2 connection, 5 requests a second for 11 s, opened before the tap starts
+    let load = Kill(Command::new(&bin).args(["load", &format!("https://127.0.0.1:{tls}"), "11", "1", "5"]).stdout(Stdio::null()).spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(800));
+    let (entries, err, _) = tap_during_hub(&[], |_| std::thread::sleep(Duration::from_secs(4)));
+    drop(load);
+    let read = to(&entries, tls);
+    assert!(read.len() >= 10, "{} exchanges of the older connection read\n{err}", read.len());
+    assert!(read.iter().all(|e| e["src"]["port"] == read[0]["src"]["port"]), "one connection");
+    for e in &read {
+        assert_eq!((e["capture_source"].as_str(), e["http_version"].as_str()), (Some("ebpf_tls"), Some("2")), "{}", short(e));
+        assert_eq!(e["request"]["method"], "GET", "{}", short(e));
+        // each stream's answer is seen (its 1 KiB body counted); header blocks that refer
+        // to the HPACK table of before the tap cannot be decoded, and say so, as for
+        // packets joined mid-way
+        assert!(e["response_size"].as_u64().unwrap_or(0) >= 1024, "{}", short(e));
+        let said = e["anomalies"].as_array().is_some_and(|a| a.iter().any(|x| x == "hpack_desync"));
+        assert!(e["response"]["status_code"] == 200 || said, "{}", short(e));
+    }
+}
