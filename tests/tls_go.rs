@@ -134,6 +134,8 @@ fn go_h2_over_tls_reads_as_the_same_streams_as_h2c_stripped_binaries_too() {
     assert!(g.version.starts_with("go1."), "{g:?}");
     let kshark_capture::tls_go::GoExe::Hookable(gs) = kshark_capture::tls_go::inspect(&stripped).unwrap() else { panic!("the stripped tlspeer is read too") };
     assert_eq!((gs.read_returns.len(), &gs.version), (g.read_returns.len(), &g.version));
+    // Read's plaintext is taken where it copies it out (runtime.memmove), not at its RETs
+    assert!(g.read_copy.is_some() && gs.read_copy.is_some(), "{g:?}");
     let nm = Command::new("nm").arg(&stripped).output().unwrap();
     assert!(!nm.status.success() || String::from_utf8_lossy(&nm.stdout).trim().is_empty(), "the stripped build has symbols");
 

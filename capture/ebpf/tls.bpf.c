@@ -539,4 +539,25 @@ int go_read_ret(struct pt_regs *ctx)
     return 0;
 }
 
+/* Where Read copies the record's plaintext out (runtime.memmove, called from the inlined
+ * bytes.Reader.Read): the source in RBX, the length in RCX. Used instead of the RET
+ * probes when user space found that one call: a call is emulated by the kernel, a RET
+ * single-stepped (a debug trap per Read). */
+SEC("uprobe")
+int go_read_copy(struct pt_regs *ctx)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    struct go_key k = { id >> 32, ctx->r14 };
+    struct go_call *c = bpf_map_lookup_elem(&GO_ACTIVE, &k);
+    if (!c) {
+        count(ST_MISSED, 1);
+        return 0;
+    }
+    __s64 n = (__s64)ctx->rcx;
+    if (n > 0)
+        emit(id, c->conn, ctx->rbx, (__u64)n, go_fd(c->conn), DIR_READ);
+    bpf_map_delete_elem(&GO_ACTIVE, &k);
+    return 0;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -249,7 +249,7 @@ impl TlsSource {
             return Err(err(built));
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| err(format!("cannot load the eBPF program: {}", chain(&e))))?;
-        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret"), ("", "go_write"), ("", "go_read"), ("", "go_read_ret")].iter()) {
+        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret"), ("", "go_write"), ("", "go_read"), ("", "go_read_ret"), ("", "go_read_copy")].iter()) {
             let p: &mut UProbe = ebpf.program_mut(prog).ok_or_else(|| err(format!("program {prog} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
             p.load().map_err(|e| err(format!("the kernel refused {prog}: {}", chain(&e))))?;
         }
@@ -423,8 +423,14 @@ impl TlsSource {
             Found::Go(g) => {
                 attach(&mut self._ebpf, "go_write", UProbeAttachLocation::AbsoluteOffset(g.write), "crypto/tls.(*Conn).Write")?;
                 attach(&mut self._ebpf, "go_read", UProbeAttachLocation::AbsoluteOffset(g.read), "crypto/tls.(*Conn).Read")?;
-                for r in &g.read_returns {
-                    attach(&mut self._ebpf, "go_read_ret", UProbeAttachLocation::AbsoluteOffset(*r), "a return of crypto/tls.(*Conn).Read")?;
+                match g.read_copy {
+                    // the plaintext where Read copies it out: no probe at its returns
+                    Some(c) => attach(&mut self._ebpf, "go_read_copy", UProbeAttachLocation::AbsoluteOffset(c), "crypto/tls.(*Conn).Read's copy")?,
+                    None => {
+                        for r in &g.read_returns {
+                            attach(&mut self._ebpf, "go_read_ret", UProbeAttachLocation::AbsoluteOffset(*r), "a return of crypto/tls.(*Conn).Read")?;
+                        }
+                    }
                 }
                 TlsLib { library: "go".into(), version: g.version.clone() }
             }

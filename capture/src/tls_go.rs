@@ -33,10 +33,15 @@ pub struct GoTls {
     pub read: u64,
     /// Every RET instruction of Read.
     pub read_returns: Vec<u64>,
+    /// Read's one call to runtime.memmove, where `bytes.Reader.Read` (inlined) copies the
+    /// record's plaintext out (source in RBX, length in RCX): probed there instead of at
+    /// the RETs, a call being emulated by the kernel where a RET is single-stepped.
+    pub read_copy: Option<u64>,
 }
 
 const WRITE: &str = "crypto/tls.(*Conn).Write";
 const READ: &str = "crypto/tls.(*Conn).Read";
+const MEMMOVE: &str = "runtime.memmove";
 
 /// Reads the executable at `path` (lazily: only its headers and the sections needed).
 pub fn inspect(path: &Path) -> Result<GoExe, String> {
@@ -50,7 +55,7 @@ pub fn inspect(path: &Path) -> Result<GoExe, String> {
     }
     let table = pcln.data().map_err(|e| format!("{}: .gopclntab: {e}", path.display()))?;
     let text = elf.section_by_name(".text").map(|s| s.address()).unwrap_or(0);
-    let funcs = match functions(table, text, &[WRITE, READ]) {
+    let funcs = match functions(table, text, &[WRITE, READ, MEMMOVE]) {
         Ok(f) => f,
         Err(why) => return Ok(GoExe::Unreadable { version, why }),
     };
@@ -66,7 +71,14 @@ pub fn inspect(path: &Path) -> Result<GoExe, String> {
     }
     let off = |a: u64| file_offset(&elf, a).ok_or_else(|| format!("{}: address {a:#x} is in no section", path.display()));
     let (write, read) = (entry_probe(&wcode, w.0), entry_probe(&code, r.0));
-    Ok(GoExe::Hookable(GoTls { version, write: off(write)?, read: off(read)?, read_returns: rets.into_iter().map(off).collect::<Result<_, _>>()? }))
+    let copy = funcs[2].and_then(|m| only_call(&code, r.0, m.0));
+    Ok(GoExe::Hookable(GoTls {
+        version,
+        write: off(write)?,
+        read: off(read)?,
+        read_returns: rets.into_iter().map(off).collect::<Result<_, _>>()?,
+        read_copy: copy.map(off).transpose()?,
+    }))
 }
 
 /// Whether a Go version (`go1.19.8`, `devel …`) passes arguments in registers on amd64.
@@ -195,6 +207,24 @@ pub fn entry_probe(code: &[u8], addr: u64) -> u64 {
     addr
 }
 
+/// The address of the one direct call to `target` in `code` (which starts at `addr`);
+/// `None` when there is none or more than one.
+pub fn only_call(code: &[u8], addr: u64, target: u64) -> Option<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut d = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut found = None;
+    while d.can_decode() {
+        let i = d.decode();
+        if i.mnemonic() == Mnemonic::Call && i.near_branch_target() == target {
+            if found.is_some() {
+                return None;
+            }
+            found = Some(i.ip());
+        }
+    }
+    found
+}
+
 /// The addresses of the RET instructions in `code` (which starts at `addr`).
 pub fn returns(code: &[u8], addr: u64) -> Vec<u64> {
     use iced_x86::{Decoder, DecoderOptions, Mnemonic};
@@ -237,6 +267,16 @@ mod tests {
     }
 
     #[test]
+    fn the_one_call_to_a_function_is_found_and_two_are_refused() {
+        // call +5 (to 0x100a); nop; call -0xb (to 0x1000)
+        let code = [0xe8, 0x05, 0, 0, 0, 0x90, 0xe8, 0xf5, 0xff, 0xff, 0xff];
+        assert_eq!(only_call(&code, 0x1000, 0x100a), Some(0x1000));
+        assert_eq!(only_call(&code, 0x1000, 0x1000), Some(0x1006));
+        let twice = [0xe8, 0x05, 0, 0, 0, 0xe8, 0x00, 0, 0, 0];
+        assert_eq!(only_call(&twice, 0x1000, 0x100a), None);
+    }
+
+    #[test]
     fn the_register_abi_from_go_1_17() {
         assert!(regabi("go1.19.8") && regabi("go1.17") && regabi("go1.22rc1") && regabi("devel +abc"));
         assert!(!regabi("go1.16.15") && !regabi("go1.9"));
@@ -264,6 +304,7 @@ mod tests {
         let GoExe::Hookable(t) = inspect(&dir.join("bin/go")).unwrap() else { panic!("`go` uses crypto/tls") };
         assert!(t.version.starts_with("go1.19") && t.write != t.read && !t.read_returns.is_empty(), "{t:?}");
         assert!(t.read_returns.iter().all(|r| *r > t.read), "{t:?}");
+        assert!(t.read_copy.is_some_and(|c| c > t.read), "Go 1.19 inlines bytes.Reader.Read into (*Conn).Read: {t:?}");
         assert_eq!(inspect(Path::new("/bin/sh")).unwrap(), GoExe::NotGo);
     }
 }
