@@ -73,14 +73,21 @@ print(f"{label:<34} {r:>10,.0f} req/s  {100 * (r - base) / base:+6.1f}%   kshark
 PY
 }
 
-for PACE in 0 1; do
-  if [ "$PACE" = 1 ]; then echo "-- paced: about 10,000 requests/s"; else echo "-- as fast as wrk goes"; fi
-  BASE=$(rps)
-  printf '%-34s %10s req/s\n' "wrk -> nginx over HTTPS, no kshark" "$(printf '%.0f' "$BASE")"
-  run_with "with kshark tap -i lo --tls off" --tls off
-  run_with "with kshark tap -i lo (TLS read)"
-  grep "kshark: TLS: [0-9]" "$D/err.txt" | tail -1
-done
+# CLIENT's requests, as fast as it goes and paced: without kshark, with the tap not
+# reading TLS, and with it reading TLS
+compare() {
+  local what="$1"
+  for PACE in 0 1; do
+    if [ "$PACE" = 1 ]; then echo "-- $what, paced: about 10,000 requests/s"; else echo "-- $what, as fast as it goes"; fi
+    BASE=$(rps)
+    printf '%-34s %10s req/s\n' "no kshark" "$(printf '%.0f' "$BASE")"
+    run_with "with kshark tap -i lo --tls off" --tls off
+    run_with "with kshark tap -i lo (TLS read)"
+    grep "kshark: TLS: [0-9]" "$D/err.txt" | tail -1
+  done
+}
+
+CLIENT=wrk compare "wrk -> nginx over HTTPS"
 
 # Go's crypto/tls: a Go client against a Go server, h2 over TLS
 (cd tests/go/tlspeer && GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE="$D/gocache" go build -o "$D/tlspeer" .)
@@ -89,12 +96,4 @@ GO_PLAIN=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0))
 "$D/tlspeer" serve "$D/cert.pem" "$D/key.pem" "127.0.0.1:$GO_PORT" "127.0.0.1:$GO_PLAIN" 2>/dev/null & GO_PID=$!
 sleep 1
 GO_URL="https://127.0.0.1:$GO_PORT"
-CLIENT=go
-for PACE in 0 1; do
-  if [ "$PACE" = 1 ]; then echo "-- Go client -> Go server, paced: about 10,000 requests/s"; else echo "-- Go client -> Go server (h2 over TLS), as fast as it goes"; fi
-  BASE=$(rps)
-  printf '%-34s %10s req/s\n' "Go -> Go over TLS, no kshark" "$(printf '%.0f' "$BASE")"
-  run_with "with kshark tap -i lo --tls off" --tls off
-  run_with "with kshark tap -i lo (TLS read)"
-  grep "kshark: TLS: [0-9]" "$D/err.txt" | tail -1
-done
+CLIENT=go compare "Go client -> Go server (h2 over TLS)"

@@ -12,6 +12,7 @@
 
 mod common;
 use common::lab::{kshark_bin, need_root, poll};
+use common::Kill;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -35,15 +36,6 @@ impl Drop for Down {
     fn drop(&mut self) {
         let _ = Command::new(kshark_bin()).args(["clean", "--kubeconfig", KC]).output();
         let _ = Command::new(kshark_bin()).args(["lab", "down"]).output();
-    }
-}
-
-/// A process ended when the test ends, however it ends.
-struct Reap(std::process::Child);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -86,7 +78,7 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     run(&["lab", "load"]);
 
     // (ended with the test, a failed one too: before `Down`, which was made first)
-    let mut tap = Reap(
+    let mut tap = Kill(
         Command::new(kshark_bin())
             .args(["tap", "-n", "sock-shop", "--kubeconfig", KC, "--no-tui", "--format", "ndjson", "--port", "0"])
             .stdout(Stdio::piped())

@@ -12,7 +12,8 @@
 
 mod common;
 
-use common::tls::{free_port, self_signed, tap_during, Kill};
+use common::tls::{free_port, self_signed, tap_during};
+use common::Kill;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -9,7 +9,8 @@
 //! which.
 
 mod common;
-use common::tls::{free_port, hub_stats, self_signed, tap_during_hub, Kill};
+use common::tls::{free_port, hub_stats, self_signed, tap_during_hub};
+use common::Kill;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

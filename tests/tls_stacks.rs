@@ -10,7 +10,8 @@
 //! which.
 
 mod common;
-use common::tls::{hub_stats, self_signed, tap_during_hub, Kill};
+use common::tls::{hub_stats, self_signed, tap_during_hub};
+use common::Kill;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -522,8 +522,8 @@ int go_read(struct pt_regs *ctx)
     return 0;
 }
 
-SEC("uprobe")
-int go_read_ret(struct pt_regs *ctx)
+/* The end of a Go Read: `n` bytes at `buf` read by the goroutine's Read begun at go_read. */
+static __always_inline int go_read_done(struct pt_regs *ctx, __u64 buf_or_0, __s64 n)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct go_key k = { id >> 32, ctx->r14 };
@@ -532,32 +532,21 @@ int go_read_ret(struct pt_regs *ctx)
         count(ST_MISSED, 1);
         return 0;
     }
-    __s64 n = (__s64)ctx->rax;
     if (n > 0)
-        emit(id, c->conn, c->buf, (__u64)n, go_fd(c->conn), DIR_READ);
+        emit(id, c->conn, buf_or_0 ? buf_or_0 : c->buf, (__u64)n, go_fd(c->conn), DIR_READ);
     bpf_map_delete_elem(&GO_ACTIVE, &k);
     return 0;
 }
+
+/* At a RET of Read: n in RAX, the bytes in the buffer it was given. */
+SEC("uprobe")
+int go_read_ret(struct pt_regs *ctx) { return go_read_done(ctx, 0, (__s64)ctx->rax); }
 
 /* Where Read copies the record's plaintext out (runtime.memmove, called from the inlined
  * bytes.Reader.Read): the source in RBX, the length in RCX. Used instead of the RET
  * probes when user space found that one call: a call is emulated by the kernel, a RET
  * single-stepped (a debug trap per Read). */
 SEC("uprobe")
-int go_read_copy(struct pt_regs *ctx)
-{
-    __u64 id = bpf_get_current_pid_tgid();
-    struct go_key k = { id >> 32, ctx->r14 };
-    struct go_call *c = bpf_map_lookup_elem(&GO_ACTIVE, &k);
-    if (!c) {
-        count(ST_MISSED, 1);
-        return 0;
-    }
-    __s64 n = (__s64)ctx->rcx;
-    if (n > 0)
-        emit(id, c->conn, ctx->rbx, (__u64)n, go_fd(c->conn), DIR_READ);
-    bpf_map_delete_elem(&GO_ACTIVE, &k);
-    return 0;
-}
+int go_read_copy(struct pt_regs *ctx) { return go_read_done(ctx, ctx->rbx, (__s64)ctx->rcx); }
 
 char LICENSE[] SEC("license") = "GPL";

@@ -167,6 +167,9 @@ struct Conn {
     read: Option<bool>,
     /// The library of the process this copy is from.
     lib: TlsLib,
+    /// A server's copy held until then (its segments, not handed on yet): see
+    /// [`TlsSource::decide`].
+    held: Option<(std::time::Instant, Vec<(Timestamp, Vec<u8>)>)>,
 }
 
 pub struct TlsSource {
@@ -203,6 +206,11 @@ pub struct TlsSource {
     /// whose two processes are both traced is read once (see [`TlsSource::decide`]).
     local_of: HashMap<SocketAddr, (u32, i32)>,
     remote_of: HashMap<SocketAddr, (u32, i32)>,
+    /// Held segments of connections gone (replaced on their fd, or their process's), to
+    /// hand on at the next poll.
+    orphans: Vec<(Timestamp, Vec<u8>)>,
+    /// When the first held copy is due.
+    next_release: Option<std::time::Instant>,
     /// Per process: the ports it listens on, and when they were read.
     listen_cache: HashMap<u32, (std::time::Instant, std::collections::HashSet<u16>)>,
     mono_to_real: i64,
@@ -280,6 +288,8 @@ impl TlsSource {
             local_of: HashMap::new(),
             remote_of: HashMap::new(),
             listen_cache: HashMap::new(),
+            orphans: Vec::new(),
+            next_release: None,
             mono_to_real: (clock(libc::CLOCK_REALTIME) - clock(libc::CLOCK_MONOTONIC)) as i64,
             packets: 0,
             no_socket: 0,
@@ -363,7 +373,14 @@ impl TlsSource {
         }
         self.tracked = tracked;
         if look.full {
-            self.conns.retain(|(pid, _), _| look.alive.contains(pid));
+            let orphans = &mut self.orphans;
+            self.conns.retain(|(pid, _), c| {
+                let keep = look.alive.contains(pid);
+                if !keep {
+                    orphans.extend(c.held.take().map(|h| h.1).unwrap_or_default());
+                }
+                keep
+            });
             let conns = &self.conns;
             self.local_of.retain(|_, k| conns.contains_key(k));
             self.remote_of.retain(|_, k| conns.contains_key(k));
@@ -604,9 +621,16 @@ impl TlsSource {
         c.seq[d] = seq.wrapping_add(data.len() as u32);
         segment(&mut self.buf, src, dst, seq, ack, data);
         self.packets += 1;
-        f(RawPacket { ts: Timestamp((h.ts_ns as i64 + self.mono_to_real).max(0) as u64), linktype: 101, data: &self.buf });
+        let ts = Timestamp((h.ts_ns as i64 + self.mono_to_real).max(0) as u64);
+        match &mut c.held {
+            Some((_, segs)) => segs.push((ts, self.buf.clone())),
+            None => f(RawPacket { ts, linktype: 101, data: &self.buf }),
+        }
     }
 }
+
+/// How long a server's copy of a connection is held for its client's copy to come.
+const HOLD_SERVER: Duration = Duration::from_millis(50);
 
 /// How long a hooked file no process uses stays hooked.
 const UNHOOK_AFTER: Duration = Duration::from_secs(60);
@@ -641,6 +665,8 @@ impl Source for TlsSource {
             drop(item);
             self.event(&h, &data, f);
         }
+        // server copies whose client's did not come
+        self.release_held(false, f);
         // processes the scanner found since
         while let Some(look) = self.looks.as_ref().and_then(|r| r.try_recv().ok()) {
             self.take(look);
@@ -655,6 +681,11 @@ impl Source for TlsSource {
             }
         }
         Ok(Poll::More)
+    }
+
+    fn flush(&mut self, f: &mut dyn FnMut(RawPacket<'_>)) {
+        // the capture ends: what is held is handed on
+        self.release_held(true, f);
     }
 
     fn apply(&mut self, plan: &Plan) -> Result<(), Error> {

@@ -4,6 +4,15 @@
 pub mod lab;
 pub mod tls;
 
+/// A child process ended (killed, waited for) when the test ends, however it ends.
+pub struct Kill(pub std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

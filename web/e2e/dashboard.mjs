@@ -6,31 +6,13 @@
 
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
+import { check, ok, until } from "./util.mjs";
 
 const env = process.env;
 const HUB = env.HUB;
 const WANT_TOTAL = Number(env.WANT_TOTAL);
 const WANT_ERRORS = Number(env.WANT_ERRORS);
 const problems = [];
-
-const ok = (m) => console.log(`ok: ${m}`);
-function check(cond, msg) {
-  if (!cond) throw new Error(msg);
-}
-async function until(what, fn, ms = 20000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 function worker(file, node) {
   return new Promise((resolve, reject) => {

@@ -5,24 +5,9 @@
 // env: HUB (http://127.0.0.1:PORT), CHROMIUM, SHOTS, WANT_PROCESS (gnutls-cli)
 
 import { chromium } from "playwright-core";
+import { ok, until } from "./util.mjs";
 
 const env = process.env;
-const ok = (m) => console.log(`ok: ${m}`);
-async function until(what, fn, ms = 10000) {
-  const end = Date.now() + ms;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
-
 const browser = await chromium.launch({
   executablePath: env.CHROMIUM,
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
@@ -31,14 +16,14 @@ try {
   const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   await page.goto(env.HUB + "/");
   const badge = page.getByTestId("tls-blind");
-  await until("the badge of TLS not readable", async () => (await badge.count()) === 1 && (await badge.textContent()).startsWith("TLS not readable"));
+  await until("the badge of TLS not readable", async () => (await badge.count()) === 1 && (await badge.textContent()).startsWith("TLS not readable"), 10000);
   ok(`the header says: ${await badge.textContent()}`);
   await page.getByTestId("tab-stats").click();
   const table = page.getByTestId("tls-not-readable");
   const text = await until("the table of TLS not readable", async () => {
     const t = (await table.count()) === 1 ? await table.textContent() : "";
     return t.includes(env.WANT_PROCESS) ? t : "";
-  });
+  }, 10000);
   if (!text.includes("GnuTLS") || !text.includes("not hooked")) throw new Error(`the table lacks the stack or the reason: ${text}`);
   ok("the Stats tab lists the process, its TLS stack and why");
   await page.screenshot({ path: `${env.SHOTS}/tls-not-readable.png`, fullPage: true });

@@ -35,7 +35,9 @@ impl TlsSource {
             Some(h) => h.lib.clone(),
             None => self.lib_of(pid),
         };
-        self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None], read: None, lib });
+        let old = self.conns.insert((pid, fd), Conn { ssl, local, remote, ino, seq: [1, 1], next_off: [None, None], read: None, lib, held: None });
+        // what the connection before on this fd still held goes on
+        self.orphans.extend(old.and_then(|o| o.held).map(|h| h.1).unwrap_or_default());
         self.conns.get_mut(&(pid, fd))
     }
 
@@ -54,13 +56,19 @@ impl TlsSource {
         let read = |conns: &HashMap<(u32, i32), Conn>, k: &(u32, i32), f: &dyn Fn(&Conn) -> bool| k.0 != pid && conns.get(k).is_some_and(|o| o.read == Some(true) && f(o));
         // a server's copy: its local port is one its process listens on
         let server = self.listening(pid).contains(&local.port());
-        // I am a client whose server's copy was read so far (its remote is my local end):
-        // it gives way, the client's copy is read from now
+        // I am a client whose server's copy was seen first (its remote is my local end):
+        // while that copy is still held (nothing of it handed on), it gives way; after,
+        // it stays, and mine is left out (one copy, each whole)
         if !server {
             if let Some(k) = self.remote_of.get(&local).copied().filter(|k| read(&self.conns, k, &|o| o.remote == local)) {
-                if let Some(o) = self.conns.get_mut(&k) {
-                    o.read = Some(false);
+                let Some(o) = self.conns.get_mut(&k) else { return false };
+                if o.held.take().is_none() {
+                    if let Some(c) = self.conns.get_mut(&(pid, fd)) {
+                        c.read = Some(false);
+                    }
+                    return false;
                 }
+                o.read = Some(false);
             }
         }
         // I am a server whose client's copy is read (its local end is my remote): left out
@@ -79,8 +87,40 @@ impl TlsSource {
         }
         if let Some(c) = self.conns.get_mut(&(pid, fd)) {
             c.read = Some(take);
+            // a server's copy is held a moment: its client's copy, if traced, may be a
+            // little behind it in the ring, and is the one to read
+            if take && server {
+                let until = std::time::Instant::now() + HOLD_SERVER;
+                c.held = Some((until, Vec::new()));
+                self.next_release = Some(self.next_release.map_or(until, |t| t.min(until)));
+            }
         }
         take
+    }
+
+    /// Hands on the held server copies whose moment is over.
+    pub(super) fn release_held(&mut self, all: bool, f: &mut dyn FnMut(RawPacket<'_>)) {
+        let now = std::time::Instant::now();
+        for (ts, seg) in self.orphans.drain(..) {
+            f(RawPacket { ts, linktype: 101, data: &seg });
+        }
+        // (the connections are gone through only when a hold is due)
+        if !all && self.next_release.is_none_or(|t| t > now) {
+            return;
+        }
+        let mut next = None;
+        for c in self.conns.values_mut() {
+            match &c.held {
+                Some((until, _)) if all || *until <= now => {
+                    for (ts, seg) in c.held.take().map(|h| h.1).unwrap_or_default() {
+                        f(RawPacket { ts, linktype: 101, data: &seg });
+                    }
+                }
+                Some((until, _)) => next = Some(next.map_or(*until, |t: std::time::Instant| t.min(*until))),
+                None => {}
+            }
+        }
+        self.next_release = next;
     }
 
     /// The TCP ports a process listens on (its network namespace's LISTEN sockets), read
