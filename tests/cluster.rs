@@ -355,7 +355,11 @@ fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n
             assert_eq!(e["nodes"], serde_json::json!([caller_node, answer_node]), "phase {k}: {e}");
             assert_eq!(e["observed"], "both", "phase {k}: {e}");
             let (client, server) = (e["elapsed_time"].as_i64().unwrap_or(0), e["server_elapsed_time"].as_i64().unwrap_or(0));
-            assert!(0 < server && server <= client, "the server took {server} µs, the client waited {client} µs: {e}");
+            // (read from TLS, the times are when the library calls returned, not when the
+            // packets passed: the server's last write may return after the client's read
+            // did, so a millisecond of slack)
+            let slack = if e["capture_source"] == "ebpf_tls" { 1000 } else { 0 };
+            assert!(0 < server && server <= client + slack, "the server took {server} µs, the client waited {client} µs: {e}");
             assert_eq!(e["network_time"].as_i64(), Some(client - server), "{e}");
         } else {
             assert!(e.get("nodes").is_none(), "a call within one node is not joined: {e}");
