@@ -181,13 +181,16 @@ static __always_inline __u64 ssl_key(__u64 pid_tgid, __u64 ssl)
     return ((pid_tgid >> 32) << 32) ^ ssl;
 }
 
+/* ex: 0 for SSL_read/SSL_write (the count is the return value), else which argument is
+ * the count pointer (4: the _ex forms and the internal functions they wrap; 5: OpenSSL
+ * 3.2's ssl_write_internal, which takes flags before it) */
 static __always_inline int enter(struct pt_regs *ctx, __u8 dir, __u8 ex)
 {
     __u64 id = bpf_get_current_pid_tgid();
     struct call c = {};
     c.ssl = (__u64)PT_REGS_PARM1(ctx);
     c.buf = (__u64)PT_REGS_PARM2(ctx);
-    c.count_ptr = ex ? (__u64)PT_REGS_PARM4(ctx) : 0;
+    c.count_ptr = ex == 5 ? (__u64)PT_REGS_PARM5(ctx) : ex ? (__u64)PT_REGS_PARM4(ctx) : 0;
     c.fd = -1;
     c.dir = dir;
     c.ex = ex;
@@ -357,7 +360,8 @@ static __always_inline int leave(struct pt_regs *ctx)
     int ret = (int)PT_REGS_RC(ctx);
     __u64 n = 0;
     if (c->ex) {
-        if (ret == 1 && c->count_ptr)
+        /* the _ex forms return 1, the internal functions a positive value */
+        if (ret > 0 && c->count_ptr)
             bpf_probe_read_user(&n, sizeof(n), (void *)c->count_ptr);
     } else if (ret > 0) {
         n = (__u64)ret;
@@ -387,13 +391,16 @@ SEC("uprobe")
 int ssl_write(struct pt_regs *ctx) { return enter(ctx, DIR_WRITE, 0); }
 
 SEC("uprobe")
-int ssl_write_ex(struct pt_regs *ctx) { return enter(ctx, DIR_WRITE, 1); }
+int ssl_write_ex(struct pt_regs *ctx) { return enter(ctx, DIR_WRITE, 4); }
+
+SEC("uprobe")
+int ssl_write_ex5(struct pt_regs *ctx) { return enter(ctx, DIR_WRITE, 5); }
 
 SEC("uprobe")
 int ssl_read(struct pt_regs *ctx) { return enter(ctx, DIR_READ, 0); }
 
 SEC("uprobe")
-int ssl_read_ex(struct pt_regs *ctx) { return enter(ctx, DIR_READ, 1); }
+int ssl_read_ex(struct pt_regs *ctx) { return enter(ctx, DIR_READ, 4); }
 
 SEC("uretprobe")
 int ssl_ret(struct pt_regs *ctx) { return leave(ctx); }

@@ -24,6 +24,7 @@ pub mod source;
 pub mod tls;
 pub mod tls_go;
 pub mod tls_scan;
+pub mod tls_ssl;
 pub mod worker;
 
 pub use error::Error;

@@ -257,7 +257,7 @@ impl TlsSource {
             return Err(err(built));
         }
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| err(format!("cannot load the eBPF program: {}", chain(&e))))?;
-        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret"), ("", "go_write"), ("", "go_read"), ("", "go_read_ret"), ("", "go_read_copy")].iter()) {
+        for (_, prog) in HOOKS.iter().chain([("", "ssl_ret"), ("", "ssl_write_ex5"), ("", "go_write"), ("", "go_read"), ("", "go_read_ret"), ("", "go_read_copy")].iter()) {
             let p: &mut UProbe = ebpf.program_mut(prog).ok_or_else(|| err(format!("program {prog} missing")))?.try_into().map_err(|e| err(chain(&e)))?;
             p.load().map_err(|e| err(format!("the kernel refused {prog}: {}", chain(&e))))?;
         }
@@ -451,7 +451,16 @@ impl TlsSource {
                 }
                 TlsLib { library: "go".into(), version: g.version.clone() }
             }
-            Found::Ssl { library, version } => {
+            Found::Ssl { library, version, inner: Some(inner) } => {
+                // the internal functions that the public ones wrap: probed with no single-step
+                let write = if inner.write_count_arg == 5 { "ssl_write_ex5" } else { "ssl_write_ex" };
+                for (prog, at, what) in [("ssl_read_ex", inner.read, "SSL_read's internal function"), (write, inner.write, "SSL_write's internal function")] {
+                    attach(&mut self._ebpf, prog, UProbeAttachLocation::AbsoluteOffset(at), what)?;
+                    attach(&mut self._ebpf, "ssl_ret", UProbeAttachLocation::AbsoluteOffset(at), what)?;
+                }
+                TlsLib { library: library.clone(), version: version.clone() }
+            }
+            Found::Ssl { library, version, inner: None } => {
                 for (sym, prog) in HOOKS {
                     // SSL_read_ex and SSL_write_ex are OpenSSL 1.1.1's and later's
                     let missing_ok = sym.ends_with("_ex");

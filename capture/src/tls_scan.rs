@@ -9,6 +9,7 @@
 //!   Go before 1.17, BoringSSL linked in without symbols (grpcio's wheel).
 
 use crate::tls_go::{self, GoExe};
+use crate::tls_ssl;
 use object::{Object, ObjectSymbol};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,8 +25,9 @@ use std::time::{Duration, Instant};
 pub enum Found {
     /// Nothing to do with TLS (or nothing kshark knows of).
     Nothing,
-    /// OpenSSL's API, by its symbols: `library` (`openssl`, `boringssl`), `version`.
-    Ssl { library: String, version: String },
+    /// OpenSSL's API, by its symbols: `library` (`openssl`, `boringssl`), `version`;
+    /// `inner`: the internal functions to probe in place of the public ones, when found.
+    Ssl { library: String, version: String, inner: Option<tls_ssl::SslInner> },
     /// Go's crypto/tls.
     Go(tls_go::GoTls),
     /// TLS that cannot be read: which stack, and why.
@@ -42,7 +44,7 @@ pub fn version_of(path: &str) -> String {
 pub fn classify(path: &str, target: &Path, exe: bool) -> Found {
     let name = path.rsplit('/').next().unwrap_or(path);
     if name.starts_with("libssl.so.") {
-        return Found::Ssl { library: "openssl".into(), version: version_of(path) };
+        return Found::Ssl { library: "openssl".into(), version: version_of(path), inner: tls_ssl::inner(target) };
     }
     let blind = |what: &str, why: &str| Found::Unreadable { what: what.into(), why: why.into() };
     if name.starts_with("libjvm.so") {
@@ -69,7 +71,10 @@ pub fn classify(path: &str, target: &Path, exe: bool) -> Found {
         }
     }
     match ssl_symbols(target) {
-        Ssl::Defines(library) => Found::Ssl { library, version: "static".into() },
+        Ssl::Defines(library) => {
+            let inner = if library == "openssl" { tls_ssl::inner(target) } else { None };
+            Found::Ssl { library, version: "static".into(), inner }
+        }
         // it calls a shared libssl, which is hooked as itself
         Ssl::Imports => Found::Nothing,
         Ssl::Neither if carrier && mentions_boringssl(target) => blind("BoringSSL", "BoringSSL is linked in without symbols (a stripped build): its SSL_read and SSL_write cannot be found"),
@@ -270,7 +275,7 @@ mod tests {
     #[test]
     fn libraries_are_classed_by_name_without_being_read() {
         let p = Path::new("/nonexistent");
-        assert_eq!(classify("/usr/lib/x86_64-linux-gnu/libssl.so.3", p, false), Found::Ssl { library: "openssl".into(), version: "3".into() });
+        assert_eq!(classify("/usr/lib/x86_64-linux-gnu/libssl.so.3", p, false), Found::Ssl { library: "openssl".into(), version: "3".into(), inner: None });
         assert!(matches!(classify("/usr/lib/jvm/java-17/lib/server/libjvm.so", p, false), Found::Unreadable { what, .. } if what == "Java"));
         assert!(matches!(classify("/lib/libgnutls.so.30", p, false), Found::Unreadable { what, .. } if what == "GnuTLS"));
         assert_eq!(classify("/usr/lib/libc.so.6", p, false), Found::Nothing);
