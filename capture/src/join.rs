@@ -47,6 +47,12 @@ pub fn mark(e: &Entry, captured: impl Fn(&Endpoint) -> bool) -> Option<Join> {
         }
         Some(Request::Grpc(r)) => key.push_str(&format!(" stream {}", r.http2.stream_id)),
         Some(Request::Dns(r)) => key.push_str(&format!(" id {}", r.id)),
+        // protocols that match replies by an id (Kafka's correlation id, MongoDB's requestID)
+        Some(Request::Fields(f)) => {
+            if let Some(id) = f.get("correlation_id").or_else(|| f.get("request_id")) {
+                key.push_str(&format!(" id {id}"));
+            }
+        }
         None => {}
     }
     Some(Join { side, peer: peer.to_string(), key })
@@ -67,7 +73,7 @@ mod tests {
         Entry {
             id: "1".into(),
             timestamp: Timestamp(0),
-            protocol: Protocol::Http,
+            protocol: Protocol::HTTP,
             http_version: None,
             transport: Transport::Tcp,
             src: s,

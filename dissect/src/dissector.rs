@@ -2,18 +2,14 @@
 //! reassembly, and the per-connection parsers, and counts everything it drops.
 
 use crate::decode::{self, defrag, link, IpInfo, TcpSeg};
-use crate::detect::{self, Detected};
-use crate::dns::{wire as dns_wire, DnsPairing, DnsTcp};
 use crate::entry::{CaptureSource, Entry, Transport};
 use crate::flow::tcp::{Chunk, HalfStream, TcpCounters};
 use crate::flow::{Dir, FlowKey, SeqNum};
-use crate::http1::Http1;
-use crate::http2::Http2;
 use crate::limits::Limits;
 use crate::stats::Stats;
 use crate::stream::{ConnInfo, Cx, EntryMeta, IdGen, Pending, Progress, StreamParser};
 use crate::time::Timestamp;
-use crate::Probe;
+use crate::proto::{self, ProbeCx, Probed, Switch, TcpParser, UdpParser};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -36,12 +32,9 @@ impl Default for Config {
 }
 
 /// The application protocol of a TCP connection.
-#[derive(Debug)]
 enum TcpApp {
     Unknown { probed: usize },
-    Http1(Box<Http1>),
-    Http2(Box<Http2>),
-    Dns(Box<DnsTcp>),
+    Known(Box<dyn TcpParser>),
     Opaque,
 }
 
@@ -54,85 +47,70 @@ struct TcpCtx {
 impl TcpApp {
     fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>, tcx: &TcpCtx) -> Progress {
         match self {
-            TcpApp::Http1(p) => {
+            TcpApp::Known(p) => {
                 let r = p.feed(dir, data, cx);
-                if let Some(up) = p.take_h2c() {
-                    // the 101 was read: what follows on this connection is HTTP/2
-                    let client = p.client();
-                    *self = TcpApp::Http2(Box::new(Http2::upgraded(client, up, cx.limits.max_hpack_table)));
-                } else if p.take_connect_tunnel() {
-                    // a proxy tunnel: usually TLS (opaque), sometimes cleartext HTTP/2 or HTTP/1
-                    p.finish(cx);
-                    *self = TcpApp::Unknown { probed: 0 };
+                match p.switch() {
+                    None => {}
+                    Some(Switch::To(next)) => *self = TcpApp::Known(next),
+                    Some(Switch::Upgrade(up)) => {
+                        p.finish(cx);
+                        *self = match proto::upgrade(&up, cx.limits) {
+                            Some(next) => TcpApp::Known(next),
+                            None => TcpApp::Opaque,
+                        };
+                    }
+                    Some(Switch::Reprobe) => {
+                        p.finish(cx);
+                        *self = TcpApp::Unknown { probed: 0 };
+                    }
                 }
                 r
             }
-            TcpApp::Http2(p) => p.feed(dir, data, cx),
-            TcpApp::Dns(p) => p.feed(dir, data, cx),
             TcpApp::Opaque => Progress::Consumed(data.len()),
-            TcpApp::Unknown { probed } => match detect::probe_tcp_stream(dir, data, tcx.ports) {
-                Ok(Detected::Http1 { client }) => {
-                    *self = TcpApp::Http1(Box::new(Http1::new(client)));
-                    self.feed(dir, data, cx, tcx)
-                }
-                Ok(Detected::Http2Preface { client }) => {
-                    *self = TcpApp::Http2(Box::new(Http2::prior_knowledge(client, cx.limits.max_hpack_table)));
-                    self.feed(dir, data, cx, tcx)
-                }
-                Ok(Detected::Http2Joined { client }) => {
-                    *self = TcpApp::Http2(Box::new(Http2::joined(client, dir, cx.limits.max_hpack_table)));
-                    self.feed(dir, data, cx, tcx)
-                }
-                // frames, but whose? The other direction (a preface, a header block) will say
-                Ok(Detected::Http2Undecided) if data.len() < cx.limits.max_pending_bytes / 2 => Progress::NeedMore { consumed: 0, needed: 0 },
-                Ok(Detected::Http2Undecided) => {
-                    cx.stats.unknown_protocol_flows += 1;
-                    *self = TcpApp::Opaque;
-                    Progress::Consumed(data.len())
-                }
-                Ok(Detected::DnsTcp) => {
-                    *self = TcpApp::Dns(Box::default());
-                    self.feed(dir, data, cx, tcx)
-                }
-                Err(Probe::NeedMore) if data.len() < cx.limits.max_pending_bytes / 2 => Progress::NeedMore { consumed: 0, needed: data.len() + 1 },
-                Err(_) => {
-                    *probed += data.len();
-                    // at a known stream start the verdict is final; mid-stream (no SYN seen),
-                    // keep trying later segments, which may start a message
-                    if tcx.syn[dir.idx()] && *probed == data.len() || *probed > cx.limits.max_probe_bytes {
+            TcpApp::Unknown { probed } => {
+                let pcx = ProbeCx { ports: tcx.ports, from_start: tcx.syn[dir.idx()] && *probed == 0, limits: cx.limits };
+                match proto::probe_tcp(&pcx, dir, data) {
+                    Probed::Match(p) => {
+                        *self = TcpApp::Known(p);
+                        self.feed(dir, data, cx, tcx)
+                    }
+                    Probed::Wait if data.len() < cx.limits.max_pending_bytes / 2 => Progress::NeedMore { consumed: 0, needed: 0 },
+                    Probed::Wait => {
                         cx.stats.unknown_protocol_flows += 1;
                         *self = TcpApp::Opaque;
+                        Progress::Consumed(data.len())
                     }
-                    Progress::Consumed(data.len())
+                    Probed::NeedMore if data.len() < cx.limits.max_pending_bytes / 2 => Progress::NeedMore { consumed: 0, needed: data.len() + 1 },
+                    Probed::NeedMore | Probed::NoMatch => {
+                        *probed += data.len();
+                        // at a known stream start the verdict is final; mid-stream (no SYN seen),
+                        // keep trying later segments, which may start a message
+                        if tcx.syn[dir.idx()] && *probed == data.len() || *probed > cx.limits.max_probe_bytes {
+                            cx.stats.unknown_protocol_flows += 1;
+                            *self = TcpApp::Opaque;
+                        }
+                        Progress::Consumed(data.len())
+                    }
                 }
-            },
+            }
         }
     }
 
     fn on_gap(&mut self, dir: Dir, len: u64, cx: &mut Cx<'_>) {
-        match self {
-            TcpApp::Http1(p) => p.on_gap(dir, len, cx),
-            TcpApp::Http2(p) => p.on_gap(dir, len, cx),
-            TcpApp::Dns(p) => p.on_gap(dir, len, cx),
-            _ => {}
+        if let TcpApp::Known(p) = self {
+            p.on_gap(dir, len, cx)
         }
     }
 
     fn on_close(&mut self, dir: Dir, leftover: &[u8], cx: &mut Cx<'_>) {
-        match self {
-            TcpApp::Http1(p) => p.on_close(dir, leftover, cx),
-            TcpApp::Http2(p) => p.on_close(dir, leftover, cx),
-            TcpApp::Dns(p) => p.on_close(dir, leftover, cx),
-            _ => {}
+        if let TcpApp::Known(p) = self {
+            p.on_close(dir, leftover, cx)
         }
     }
 
     fn finish(&mut self, cx: &mut Cx<'_>) {
-        match self {
-            TcpApp::Http1(p) => p.finish(cx),
-            TcpApp::Http2(p) => p.finish(cx),
-            TcpApp::Dns(p) => p.pairing.finish(cx),
-            _ => {}
+        if let TcpApp::Known(p) = self {
+            p.finish(cx)
         }
     }
 }
@@ -192,8 +170,15 @@ impl TcpFlow {
 
 enum UdpApp {
     Unknown { tried: u32 },
-    Dns(DnsPairing),
+    Known(Box<dyn UdpParser>),
     Opaque,
+}
+
+impl UdpApp {
+    /// Every request answered (a DNS flow whose lookups are done).
+    fn is_idle(&self) -> bool {
+        matches!(self, UdpApp::Known(p) if p.is_idle())
+    }
 }
 
 enum FlowKind {
@@ -225,17 +210,17 @@ pub struct Dissector {
     last_sweep: Timestamp,
     ooo_total: usize,
     /// UDP DNS flows as they went idle (every query answered), oldest first: (when, slot,
-    /// flow seq). Each leaves DNS_DONE_NS after its last answer, not at the next sweep:
+    /// flow seq). Each leaves ANSWERED_NS after its last answer, not at the next sweep:
     /// a busy node makes tens of thousands a second, and the flow table they would fill
     /// for two or three seconds more made every lookup a cache miss.
-    dns_done: std::collections::VecDeque<(Timestamp, u32, u64)>,
+    answered: std::collections::VecDeque<(Timestamp, u32, u64)>,
 }
 
 const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 /// How long a UDP DNS flow with every query answered is kept: a duplicate answer within
 /// it is still recognised as one (duplicates seen in captures come within a millisecond;
 /// a client that retried has a query pending, which the answer pairs with).
-const DNS_DONE_NS: u64 = 1_000_000_000;
+const ANSWERED_NS: u64 = 1_000_000_000;
 
 impl Dissector {
     pub fn new(config: Config) -> Self {
@@ -251,7 +236,7 @@ impl Dissector {
             flow_seq: 0,
             last_sweep: Timestamp(0),
             ooo_total: 0,
-            dns_done: Default::default(),
+            answered: Default::default(),
         }
     }
 
@@ -282,20 +267,20 @@ impl Dissector {
         if ts.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_NS) {
             self.sweep(ts);
         }
-        self.retire_dns(ts);
+        self.retire_answered(ts);
         self.frame(ts, linktype, frame, 0);
     }
 
-    /// Removes the UDP DNS flows idle for DNS_DONE_NS as of `now`.
-    fn retire_dns(&mut self, now: Timestamp) {
-        while let Some(&(at, slot, seq)) = self.dns_done.front() {
-            if now.0.saturating_sub(at.0) <= DNS_DONE_NS {
+    /// Removes the UDP DNS flows idle for ANSWERED_NS as of `now`.
+    fn retire_answered(&mut self, now: Timestamp) {
+        while let Some(&(at, slot, seq)) = self.answered.front() {
+            if now.0.saturating_sub(at.0) <= ANSWERED_NS {
                 break;
             }
-            self.dns_done.pop_front();
+            self.answered.pop_front();
             // still that flow (slots are reused), still idle, and nothing since
             let done = self.flows.get(slot as usize).is_some_and(|f| {
-                f.seq == seq && now.0.saturating_sub(f.last_seen.0) > DNS_DONE_NS && matches!(&f.kind, FlowKind::Udp(UdpApp::Dns(p)) if p.is_idle())
+                f.seq == seq && now.0.saturating_sub(f.last_seen.0) > ANSWERED_NS && matches!(&f.kind, FlowKind::Udp(a) if a.is_idle())
             });
             if done {
                 self.stats.flows_expired += 1;
@@ -436,31 +421,29 @@ impl Dissector {
         let flow = &mut flows[slot];
         let FlowKind::Udp(app) = &mut flow.kind else { return };
         if let UdpApp::Unknown { tried } = app {
-            if dns_wire::looks_like_dns(data, detect::dns_port(sport) || detect::dns_port(dport)) {
-                *app = UdpApp::Dns(DnsPairing::default());
-            } else {
-                *tried += 1;
-                if *tried >= 8 {
-                    stats.unknown_protocol_flows += 1;
-                    *app = UdpApp::Opaque;
+            match proto::probe_udp((sport, dport), data) {
+                Some(p) => *app = UdpApp::Known((p.new)()),
+                None => {
+                    *tried += 1;
+                    if *tried >= 8 {
+                        stats.unknown_protocol_flows += 1;
+                        *app = UdpApp::Opaque;
+                    }
+                    return;
                 }
-                return;
             }
         }
-        if let UdpApp::Dns(p) = app {
+        if let UdpApp::Known(p) = app {
             let mut cx = Cx { ts, first_ts: ts, held: 0, conn: &flow.info, meta, limits, stats, ids, out };
-            match dns_wire::parse(data) {
-                Some(m) => p.message(dir, m, data.len() as u64, ts, info.dst.is_multicast(), &mut cx),
-                None => cx.stats.dns_malformed += 1,
-            }
+            p.datagram(dir, data, info.dst.is_multicast(), &mut cx);
             if p.is_idle() {
                 // bounded like the flows: a capture whose clock jumps ahead would hold
                 // back the queue's front until time caught up; the sweep still covers
                 // a flow whose record goes
-                if self.dns_done.len() >= self.limits.max_flows {
-                    self.dns_done.pop_front();
+                if self.answered.len() >= self.limits.max_flows {
+                    self.answered.pop_front();
                 }
-                self.dns_done.push_back((ts, slot as u32, flow.seq));
+                self.answered.push_back((ts, slot as u32, flow.seq));
             }
         }
     }
@@ -480,7 +463,7 @@ impl Dissector {
                 }
                 t.app.finish(&mut cx);
             }
-            FlowKind::Udp(UdpApp::Dns(p)) => p.finish(&mut cx),
+            FlowKind::Udp(UdpApp::Known(p)) => p.finish(&mut cx),
             FlowKind::Udp(_) => {}
         }
     }
@@ -491,7 +474,7 @@ impl Dissector {
         if now.0 >= self.last_sweep.0.saturating_add(SWEEP_EVERY_NS) {
             self.sweep(now);
         }
-        self.retire_dns(now);
+        self.retire_answered(now);
     }
 
     /// Expires idle flows, old fragments and unanswered DNS queries as capture time passes.
@@ -505,12 +488,12 @@ impl Dissector {
                 FlowKind::Tcp(_) => limits.tcp_idle_ns,
                 // a lookup answered is done: clients use a fresh port for the next one, so
                 // such flows would pile up for the whole UDP idle time
-                FlowKind::Udp(UdpApp::Dns(p)) if p.is_idle() => limits.udp_idle_ns.min(DNS_DONE_NS),
+                FlowKind::Udp(a) if a.is_idle() => limits.udp_idle_ns.min(ANSWERED_NS),
                 FlowKind::Udp(_) => limits.udp_idle_ns,
             };
             if now.0.saturating_sub(f.last_seen.0) > timeout {
                 idle.push((f.seq, k));
-            } else if let FlowKind::Udp(UdpApp::Dns(p)) = &mut f.kind {
+            } else if let FlowKind::Udp(UdpApp::Known(p)) = &mut f.kind {
                 if !p.is_idle() {
                     let mut cx = Cx { ts: now, first_ts: now, held: 0, conn: &f.info, meta, limits, stats, ids, out };
                     p.expire(now, &mut cx);
@@ -543,7 +526,7 @@ impl Dissector {
             self.remove_flow(k);
         }
         self.defrag = Default::default();
-        self.dns_done.clear();
+        self.answered.clear();
     }
 }
 
@@ -610,7 +593,7 @@ mod tests {
             d.packet(Timestamp(t0 + port as u64), 1, &query(port));
             d.packet(Timestamp(t0 + port as u64), 1, &answer(port));
         }
-        assert!(d.dns_done.len() <= 8, "{}", d.dns_done.len());
+        assert!(d.answered.len() <= 8, "{}", d.answered.len());
         assert_eq!(d.drain_entries().count(), 199);
     }
 }

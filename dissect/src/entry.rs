@@ -14,21 +14,18 @@ use std::sync::Arc;
 /// The schema version of [`Entry`]'s JSON form.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Http,
-    Grpc,
-    Dns,
-}
+/// An entry's `protocol`: the name a protocol registered with (see `crate::registry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Protocol(pub &'static str);
 
 impl Protocol {
+    pub const HTTP: Protocol = Protocol("http");
+    pub const GRPC: Protocol = Protocol("grpc");
+    pub const DNS: Protocol = Protocol("dns");
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Grpc => "grpc",
-            Protocol::Dns => "dns",
-        }
+        self.0
     }
 }
 
@@ -398,6 +395,9 @@ pub enum Request {
     Http(HttpRequest),
     Grpc(GrpcRequest),
     Dns(DnsRequest),
+    /// Any other protocol's: its fields as its section of `spec/entry.md` names them,
+    /// `method` and `target` always.
+    Fields(Fields),
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -407,7 +407,13 @@ pub enum Response {
     Http(HttpResponse),
     Grpc(GrpcResponse),
     Dns(DnsResponse),
+    /// Any other protocol's: `status` (the short text the tables show) and `error` (null,
+    /// or what went wrong) always, then the protocol's own fields.
+    Fields(Fields),
 }
+
+/// The fields of a request or response of a protocol outside schema 1, in order.
+pub type Fields = serde_json::Map<String, serde_json::Value>;
 
 /// One exchange: see the module docs and spec `entry.md`.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -18,7 +18,6 @@
 
 pub mod body;
 pub mod decode;
-pub mod detect;
 pub mod dissector;
 pub mod dns;
 pub mod entry;
@@ -30,7 +29,9 @@ pub mod http1;
 pub mod http2;
 pub mod json;
 pub mod limits;
+pub mod proto;
 pub mod redact;
+pub mod registry;
 pub mod stats;
 pub mod stream;
 pub mod time;

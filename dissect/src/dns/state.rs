@@ -115,7 +115,7 @@ impl DnsPairing {
     fn emit(&mut self, q: Option<Query>, r: Option<(DnsResponse, u64, Timestamp)>, client: Option<Dir>, mut an: Vec<Anomaly>, cx: &mut Cx<'_>) {
         let client = q.as_ref().map(|q| q.sent.dir).or(client).unwrap_or(Dir::A);
         let ts = q.as_ref().map(|q| q.sent.ts).or(r.as_ref().map(|r| r.2)).unwrap_or(cx.ts);
-        let mut e = cx.entry(Protocol::Dns, client, ts);
+        let mut e = cx.entry(Protocol::DNS, client, ts);
         if let Some(q) = q {
             if q.sent.malformed {
                 an.push(Anomaly::Malformed);
@@ -232,5 +232,11 @@ pub fn probe_tcp(b: &[u8], hinted: bool) -> crate::Probe {
         crate::Probe::Match
     } else {
         crate::Probe::NoMatch
+    }
+}
+
+impl crate::proto::TcpParser for DnsTcp {
+    fn finish(&mut self, cx: &mut Cx<'_>) {
+        self.pairing.finish(cx)
     }
 }

@@ -6,6 +6,7 @@ use crate::body::BodyAcc;
 use crate::entry::{Anomaly, Entry, Headers, HttpRequest, HttpResponse, HttpVersion, Protocol, Request, Response};
 use crate::flow::Dir;
 use crate::http2::H2cUpgrade;
+use crate::proto::{Switch, Upgrade};
 use crate::stream::{Cx, Progress, StreamParser};
 use crate::time::Timestamp;
 use crate::Probe;
@@ -95,13 +96,17 @@ pub struct Http1 {
     orphan_interims: Vec<u16>,
     /// The connection switched to h2c: the request that becomes HTTP/2 stream 1.
     h2c: Option<H2cUpgrade>,
+    /// The connection switched to another protocol (a `101` to `Upgrade: websocket`).
+    upgraded: Option<Upgrade>,
+    h2_table: usize,
     /// A CONNECT was accepted: what follows is another protocol, to be found anew.
     connected: bool,
 }
 
 impl Http1 {
-    pub fn new(client: Dir) -> Self {
-        Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new(), h2c: None, connected: false }
+    /// `h2_table`: the HPACK table cap of the HTTP/2 parser an h2c upgrade hands over to.
+    pub fn new(client: Dir, h2_table: usize) -> Self {
+        Http1 { client, sides: Default::default(), queue: VecDeque::new(), orphan_interims: Vec::new(), h2c: None, connected: false, upgraded: None, h2_table }
     }
 
     /// The oldest request in flight. An idle connection gives its slot's room back: with
@@ -117,17 +122,6 @@ impl Http1 {
     /// The direction requests travel in.
     pub fn client(&self) -> Dir {
         self.client
-    }
-
-    /// After a `101` to `Upgrade: h2c`: the upgraded request, for the HTTP/2 parser that
-    /// takes the connection over.
-    pub fn take_h2c(&mut self) -> Option<H2cUpgrade> {
-        self.h2c.take()
-    }
-
-    /// After a CONNECT answered 2xx: true once, when the tunnel opens.
-    pub fn take_connect_tunnel(&mut self) -> bool {
-        std::mem::take(&mut self.connected)
     }
 
     fn is_req(&self, dir: Dir) -> bool {
@@ -300,6 +294,9 @@ impl Http1 {
                 }
                 Some(slot) if slot.req.is_some() => {
                     let slot = self.pop_slot().expect("checked");
+                    if status == Some(101) {
+                        self.upgraded = upgrade_of(self.client, slot.req.as_ref().expect("checked"), &msg, cx.ts);
+                    }
                     self.emit_slot(slot, Some(msg), cx);
                 }
                 Some(slot) if slot.early.is_none() => slot.early = Some(msg),
@@ -332,7 +329,7 @@ impl Http1 {
 
     fn emit(&mut self, req: Option<Msg>, resp: Option<Msg>, interims: Vec<u16>, interim_bytes: u64, mut an: Vec<Anomaly>, cx: &mut Cx<'_>) {
         let ts = req.as_ref().or(resp.as_ref()).map(|m| m.start).unwrap_or(cx.ts);
-        let mut e: Entry = cx.entry(Protocol::Http, self.client, ts);
+        let mut e: Entry = cx.entry(Protocol::HTTP, self.client, ts);
         if let (Some(q), Some(r)) = (&req, &resp) {
             e.elapsed_time = Some(r.end.micros_since(q.start));
         }
@@ -622,5 +619,30 @@ impl Http1 {
             let early = s.early.take();
             self.emit_slot(s, early, cx);
         }
+    }
+}
+
+/// What a `101` tells the protocol that takes the connection over.
+fn upgrade_of(client: Dir, req: &Msg, resp: &Msg, at: crate::time::Timestamp) -> Option<Upgrade> {
+    let Head::Request { target, .. } = &req.head else { return None };
+    let token = resp.headers.get("upgrade").or_else(|| req.headers.get("upgrade"))?.split(',').next()?.trim().to_ascii_lowercase();
+    Some(Upgrade { token, client, target: target.clone(), request_headers: req.headers.0.clone(), response_headers: resp.headers.0.clone(), at })
+}
+
+impl crate::proto::TcpParser for Http1 {
+    fn finish(&mut self, cx: &mut Cx<'_>) {
+        Http1::finish(self, cx)
+    }
+
+    fn switch(&mut self) -> Option<Switch> {
+        if let Some(up) = self.h2c.take() {
+            // the 101 was read: what follows on this connection is HTTP/2
+            return Some(Switch::To(Box::new(crate::http2::Http2::upgraded(self.client, up, self.h2_table))));
+        }
+        if let Some(up) = self.upgraded.take() {
+            return Some(Switch::Upgrade(up));
+        }
+        // a proxy tunnel: usually TLS (opaque), sometimes cleartext HTTP/2 or HTTP/1
+        std::mem::take(&mut self.connected).then_some(Switch::Reprobe)
     }
 }

@@ -606,3 +606,9 @@ impl StreamParser for Http2 {
         }
     }
 }
+
+impl crate::proto::TcpParser for Http2 {
+    fn finish(&mut self, cx: &mut Cx<'_>) {
+        Http2::finish(self, cx)
+    }
+}

@@ -13,7 +13,30 @@ pub mod streams;
 pub use conn::{H2cUpgrade, Http2};
 
 use crate::flow::Dir;
+use crate::proto::{ProbeCx, Probed, TcpProto};
 use crate::Probe;
+
+/// HTTP/2 and gRPC in the registry: the client preface first; a run of frames (a
+/// connection joined mid-way) only when nothing else claims the bytes.
+pub const PROTO: TcpProto = TcpProto { name: "http", probe: Some(probe_start), late_probe: Some(probe_joined), upgrade: None };
+
+fn probe_start(pcx: &ProbeCx<'_>, dir: Dir, data: &[u8]) -> Probed {
+    match frame::probe_preface(data) {
+        Probe::Match => Probed::Match(Box::new(Http2::prior_knowledge(dir, pcx.limits.max_hpack_table))),
+        Probe::NeedMore => Probed::NeedMore,
+        Probe::NoMatch => Probed::NoMatch,
+    }
+}
+
+fn probe_joined(pcx: &ProbeCx<'_>, dir: Dir, data: &[u8]) -> Probed {
+    match probe_frames(dir, data) {
+        Ok(Found::Client(client)) => Probed::Match(Box::new(Http2::joined(client, dir, pcx.limits.max_hpack_table))),
+        // frames, but whose? The other direction (a preface, a header block) will say
+        Ok(Found::Undecided) => Probed::Wait,
+        Err(Probe::NeedMore) => Probed::NeedMore,
+        Err(_) => Probed::NoMatch,
+    }
+}
 use frame::{flag, kind, FrameHeader, HEADER_LEN};
 
 /// What a run of frames at the start of `data` (sent in `dir`) says.

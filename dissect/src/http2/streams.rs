@@ -205,7 +205,7 @@ impl H2Stream {
                 }
             }
         }
-        let protocol = if self.grpc { Protocol::Grpc } else { Protocol::Http };
+        let protocol = if self.grpc { Protocol::GRPC } else { Protocol::HTTP };
         let mut e = cx.entry(protocol, client, self.start);
         e.http_version = Some(HttpVersion::V2);
         e.request_size = self.wire[REQ];

@@ -1,0 +1,20 @@
+//! The protocols kshark reads: one line each. The order of [`TCP`] is the order the first
+//! probes run in (a protocol with a stronger sign before one with a weaker); late probes
+//! run after all of them. See [`crate::proto`].
+
+use crate::proto::{TcpProto, UdpProto};
+
+pub static TCP: &[TcpProto] = &[crate::http2::PROTO, crate::http1::PROTO, crate::dns::TCP_PROTO];
+
+pub static UDP: &[UdpProto] = &[crate::dns::UDP_PROTO];
+
+/// Every protocol name an entry may carry, for the filter's words and the UIs.
+pub fn names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = vec!["http", "grpc"];
+    for n in TCP.iter().map(|p| p.name).chain(UDP.iter().map(|p| p.name)) {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
+    v
+}
