@@ -82,6 +82,12 @@ counters! {
     grpc_decode_errors,
     /// gRPC messages counted but not kept because `Limits::max_grpc_messages` was reached.
     grpc_messages_dropped,
+    /// Messages read by the protocols outside schema 1 (databases, queues, WebSocket).
+    l7_messages,
+    /// Their messages that could not be read (the direction resynchronises or gives up).
+    l7_malformed,
+    /// Requests given up as unanswered because `Limits::max_pending_requests` were in flight.
+    pending_request_overflows,
     entries,
     entries_with_anomalies,
     requests_without_response,
@@ -106,6 +112,8 @@ impl Stats {
             ("HTTP/2 frames skipped", self.h2_frames_skipped),
             ("HPACK desyncs", self.hpack_desyncs),
             ("gRPC messages dropped", self.grpc_messages_dropped),
+            ("malformed messages", self.l7_malformed),
+            ("requests given up at the cap", self.pending_request_overflows),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

@@ -133,3 +133,37 @@ pub fn entries_json(frames: &[(u64, Vec<u8>)], limits: Limits) -> (Vec<serde_jso
         .collect();
     (v, d.stats().clone())
 }
+
+/// The entries (as [`entries_json`] gives them) of one TCP connection to `port` carrying
+/// `msgs` (direction C2S or S2C, bytes), each message sent in segments of `seg` bytes
+/// (whole when 0), after a handshake and before a close.
+pub fn conversation(port: u16, msgs: &[(usize, Vec<u8>)], seg: usize) -> (Vec<serde_json::Value>, Stats) {
+    let mut c = TcpConv::new(([10, 0, 0, 1], 40000), ([10, 0, 0, 2], port), [1000, 5000]);
+    c.handshake();
+    for (dir, m) in msgs {
+        let cuts: Vec<usize> = if seg == 0 { Vec::new() } else { vec![seg; m.len() / seg + 1] };
+        c.send(*dir, m, &cuts);
+    }
+    c.close();
+    entries_json(&c.frames, Limits::default())
+}
+
+/// Split invariance: the entries are the same whatever the segment size, and whichever
+/// single point each message is cut at. Returns the entries.
+pub fn assert_split_invariant(port: u16, msgs: &[(usize, Vec<u8>)]) -> Vec<serde_json::Value> {
+    let (whole, _) = conversation(port, msgs, 0);
+    let longest = msgs.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
+    for seg in 1..longest.min(64) {
+        assert_eq!(conversation(port, msgs, seg).0, whole, "segments of {seg} bytes");
+    }
+    for at in 1..longest {
+        let mut c = TcpConv::new(([10, 0, 0, 1], 40000), ([10, 0, 0, 2], port), [1000, 5000]);
+        c.handshake();
+        for (dir, m) in msgs {
+            c.send(*dir, m, &[at]);
+        }
+        c.close();
+        assert_eq!(entries_json(&c.frames, Limits::default()).0, whole, "every message cut at {at}");
+    }
+    whole
+}
