@@ -63,6 +63,10 @@ impl TcpApp {
                         p.finish(cx);
                         *self = TcpApp::Unknown { probed: 0 };
                     }
+                    Some(Switch::Opaque) => {
+                        p.finish(cx);
+                        *self = TcpApp::Opaque;
+                    }
                 }
                 r
             }

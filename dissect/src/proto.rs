@@ -32,6 +32,8 @@ pub enum Switch {
     Upgrade(Upgrade),
     /// Unknown from here on: detect again (a CONNECT tunnel, usually TLS).
     Reprobe,
+    /// Nothing more can be read (TLS was negotiated in-band, or the framing was lost).
+    Opaque,
 }
 
 /// What an accepted HTTP upgrade tells the protocol that follows it.
