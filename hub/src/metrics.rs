@@ -112,6 +112,8 @@ struct Fields<'a> {
     elapsed_time: Option<&'a RawValue>,
     #[serde(borrow)]
     response: Option<&'a RawValue>,
+    #[serde(borrow)]
+    anomalies: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +154,11 @@ struct Response<'a> {
     grpc_status: Option<&'a RawValue>,
     #[serde(borrow)]
     rcode: Option<&'a RawValue>,
+    /// The protocols outside schema 1: their short status, and what went wrong.
+    #[serde(borrow)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
 }
 
 /// A raw value as a string ("" when it is not one).
@@ -163,10 +170,13 @@ fn int(v: Option<&RawValue>) -> Option<i64> {
     v.and_then(|v| serde_json::from_str(v.get()).ok())
 }
 
-/// What an entry's status is, as a label, and whether it is an error.
-fn status(protocol: &str, response: Option<&RawValue>) -> (String, bool) {
+/// What an entry's status is, as a label, and whether it is an error. `unanswered`: the
+/// entry says a reply never came (a null response alone is no error for the messages of
+/// other protocols that have none: a publish, a push, a WebSocket message).
+fn status(protocol: &str, response: Option<&RawValue>, unanswered: bool) -> (String, bool) {
     let r: Option<Response> = response.filter(|r| r.get().starts_with('{')).and_then(|r| serde_json::from_str(r.get()).ok());
-    let Some(r) = r else { return ("none".into(), true) };
+    let schema1 = matches!(protocol, "http" | "grpc" | "dns");
+    let Some(r) = r else { return ("none".into(), schema1 || unanswered) };
     match protocol {
         "grpc" => match int(r.grpc_status) {
             Some(g) => (g.to_string(), g != 0),
@@ -182,9 +192,18 @@ fn status(protocol: &str, response: Option<&RawValue>) -> (String, bool) {
             let bad = !matches!(&*rc, "NOERROR" | "NXDOMAIN");
             (rc.into_owned(), bad)
         }
-        _ => match int(r.status_code) {
+        _ if schema1 => match int(r.status_code) {
             Some(s) => (s.to_string(), s >= 500),
             None => ("none".into(), true),
+        },
+        // errors keep their code as the label (a SQLSTATE, a Redis error's kind, a Kafka
+        // error's name); successes are one label, not one per command tag
+        _ => match r.error.filter(|e| e.get() != "null") {
+            Some(_) => {
+                let code = text(r.status);
+                (if code.is_empty() || code.len() > 32 { "error".into() } else { code }, true)
+            }
+            None => ("ok".into(), false),
         },
     }
 }
@@ -205,7 +224,8 @@ impl Tally {
         }
         let (src, dst) = (end(f.as_ref().and_then(|f| f.src)), end(f.as_ref().and_then(|f| f.dst)));
         let protocol = f.as_ref().map(|f| text(f.protocol)).filter(|p| !p.is_empty()).unwrap_or_else(|| "unknown".into());
-        let (status, error) = status(&protocol, f.as_ref().and_then(|f| f.response));
+        let unanswered = f.as_ref().and_then(|f| f.anomalies).is_some_and(|a| a.get().contains("\"no_response\""));
+        let (status, error) = status(&protocol, f.as_ref().and_then(|f| f.response), unanswered);
         let elapsed = f.as_ref().and_then(|f| f.elapsed_time).and_then(|v| serde_json::from_str::<u64>(v.get()).ok());
         let key = Key { src: Workload::of(src.as_ref()), dst: Workload::of(dst.as_ref()), protocol, status };
         let (s, hist) = self.series.entry(key).or_insert_with(|| (Series::default(), Box::new([0; LOG_BUCKETS])));
@@ -510,5 +530,35 @@ mod tests {
         let mut text = String::new();
         m.prometheus(&mut text);
         assert!(text.contains("status=\"unknown\""), "{text}");
+    }
+
+    #[test]
+    fn errors_of_other_protocols_count_and_messages_without_replies_do_not() {
+        let mut m = Metrics::default();
+        let now = 1_000 * SLOT_NS;
+        let ends = json!({"src": {"namespace": "ns", "pod": {"workload": {"kind": "Deployment", "name": "cart"}}}, "dst": {"namespace": "ns", "service": {"name": "redis"}}});
+        let mut t = Tally::default();
+        for (resp, anomalies) in [
+            (json!({"status": "OK", "error": null, "type": "bulk"}), json!([])),
+            (json!({"status": "WRONGTYPE", "error": "WRONGTYPE Operation against a key", "type": "error"}), json!([])),
+            // a pushed message: no reply expected
+            (json!(null), json!([])),
+            // a command whose reply never came
+            (json!(null), json!(["no_response"])),
+        ] {
+            let mut e = ends.clone();
+            e["protocol"] = json!("redis");
+            e["response"] = resp;
+            e["anomalies"] = anomalies;
+            t.observe(&e.to_string());
+        }
+        m.add(&t, now);
+        let map = m.service_map(60_000_000_000, now);
+        assert_eq!(map["edges"][0]["requests"], 4, "{map}");
+        assert_eq!(map["edges"][0]["errors"], 2, "{map}");
+        let mut text = String::new();
+        m.prometheus(&mut text);
+        assert!(text.contains("status=\"WRONGTYPE\""), "{text}");
+        assert!(!text.contains("status=\"OK\""), "successes share one label: {text}");
     }
 }

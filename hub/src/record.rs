@@ -21,7 +21,7 @@ use std::fmt;
 use std::ops::Range;
 
 /// Keys under `request` and `response` left out of the slim form.
-pub const HEAVY: &[&str] = &["headers", "body", "messages", "trailers", "authorities", "additionals"];
+pub const HEAVY: &[&str] = &["headers", "body", "messages", "trailers", "authorities", "additionals", "value", "payload", "document", "args"];
 
 /// The largest WebSocket message (and frame) the hub reads, and that a worker may send:
 /// the limit both sides agree on. A worker seals a batch once its entries reach

@@ -76,11 +76,21 @@ impl Row {
             "http" => req.map(|r| (s(r, "/method").to_string(), s(r, "/url").to_string())).unwrap_or_default(),
             "grpc" => req.map(|r| ("RPC".to_string(), s(r, "/path").to_string())).unwrap_or_default(),
             "dns" => question(req).or_else(|| question(resp)).unwrap_or_default(),
-            _ => Default::default(),
+            // every other protocol: what was asked and of what (a command and its key, a
+            // query and its table, an API and its topic)
+            _ => req.map(|r| (s(r, "/method").to_string(), s(r, "/target").to_string())).unwrap_or_default(),
         };
+        let schema1 = matches!(protocol.as_str(), "http" | "grpc" | "dns");
+        let unanswered = e.get("anomalies").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "no_response"));
         let int = |r: &Value, k: &str| r.get(k).and_then(Value::as_i64);
         let (status, class) = match (protocol.as_str(), resp) {
+            // a message that has no reply (a publish, a push, a WebSocket message)
+            (_, None) if !schema1 && !unanswered => ("-".to_string(), Class::Ok),
             (_, None) => ("-".to_string(), Class::Failed),
+            (_, Some(r)) if !schema1 => {
+                let failed = r.get("error").is_some_and(|e| !e.is_null());
+                (s(r, "/status").to_string(), if failed { Class::Failed } else { Class::Ok })
+            }
             ("dns", Some(r)) => {
                 let rc = s(r, "/rcode");
                 (rc.to_string(), if matches!(rc, "NOERROR" | "NXDOMAIN") { Class::Ok } else { Class::Failed })
@@ -143,6 +153,19 @@ pub use kshark_dissect::export::table::{human as size, latency};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_protocols_show_method_target_and_status() {
+        let r = Row::of(r#"{"protocol":"redis","request":{"method":"GET","target":"user:42"},"response":{"status":"OK","error":null},"anomalies":[]}"#).unwrap();
+        assert_eq!((r.method.as_str(), r.what.as_str(), r.status.as_str(), r.class), ("GET", "user:42", "OK", Class::Ok));
+        let r = Row::of(r#"{"protocol":"postgresql","request":{"method":"Query","target":"nope"},"response":{"status":"42P01","error":{"code":"42P01"}},"anomalies":[]}"#).unwrap();
+        assert_eq!((r.status.as_str(), r.class), ("42P01", Class::Failed));
+        // a message with no reply is not a failure; a command left unanswered is
+        let r = Row::of(r#"{"protocol":"websocket","request":{"method":"text","target":"/chat"},"response":null,"anomalies":[]}"#).unwrap();
+        assert_eq!(r.class, Class::Ok);
+        let r = Row::of(r#"{"protocol":"redis","request":{"method":"GET","target":"k"},"response":null,"anomalies":["no_response"]}"#).unwrap();
+        assert_eq!(r.class, Class::Failed);
+    }
 
     #[test]
     fn a_grpc_call_without_a_readable_status_is_unknown_on_200_and_failed_otherwise() {

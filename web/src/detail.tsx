@@ -182,9 +182,42 @@ function Records({ title, list, ctx }: { title: string; list: unknown; ctx: Ctx 
   );
 }
 
+/** The fields of a protocol outside schema 1 (Redis, PostgreSQL, Kafka, ...): scalars as
+ * rows, the rest (arguments, documents, payloads) as JSON. Text is Preact-escaped. */
+function Fields({ r, ctx, kind }: { r: J; ctx: Ctx; kind: "request" | "response" }) {
+  const scalars = Object.entries(r).filter(([, v]) => v === null || typeof v !== "object");
+  const nested = Object.entries(r).filter(([, v]) => v !== null && typeof v === "object");
+  const clause = (k: string, v: unknown) => {
+    if (typeof v !== "string" && typeof v !== "number") return undefined;
+    if (kind === "request" && k === "method") return eq("method", String(v));
+    if (kind === "request" && k === "target") return eq("path", String(v));
+    return eq(`${kind}.${k}`, v as string | number);
+  };
+  return (
+    <div>
+      <table class="kv">
+        <tbody>
+          {scalars.map(([k, v]) => (
+            <KV key={k} k={k} v={v === null ? "-" : String(v)} ctx={ctx} clause={v === null ? undefined : clause(k, v)} />
+          ))}
+        </tbody>
+      </table>
+      {nested.map(([k, v]) => (
+        <section key={k}>
+          <h4>{k}</h4>
+          <pre class="body">{JSON.stringify(v, null, 2)}</pre>
+        </section>
+      ))}
+    </div>
+  );
+}
+
+const schema1 = (p: unknown) => p === "http" || p === "grpc" || p === "dns";
+
 function Request({ e, ctx }: { e: J; ctx: Ctx }) {
   const r = obj(e.request);
   if (!r) return <p class="muted">no request seen</p>;
+  if (!schema1(e.protocol)) return <Fields r={r} ctx={ctx} kind="request" />;
   if (e.protocol === "dns") {
     return (
       <div>
@@ -244,7 +277,8 @@ function Request({ e, ctx }: { e: J; ctx: Ctx }) {
 
 function Response({ e, ctx }: { e: J; ctx: Ctx }) {
   const r = obj(e.response);
-  if (!r) return <p class="muted">no response seen</p>;
+  if (!r) return <p class="muted">{schema1(e.protocol) || arr(e.anomalies).includes("no_response") ? "no response seen" : "no reply expected"}</p>;
+  if (!schema1(e.protocol)) return <Fields r={r} ctx={ctx} kind="response" />;
   if (e.protocol === "dns") {
     return (
       <div>

@@ -70,10 +70,24 @@ export function toRow(e: unknown, raw: string, seq: number): Row | null {
     const q = at(req, "questions", 0) ?? at(resp, "questions", 0);
     method = str(at(q, "type"));
     what = str(at(q, "name"));
+  } else if (req) {
+    // every other protocol: what was asked and of what (a command and its key, a query
+    // and its table, an API and its topic)
+    method = str(req.method);
+    what = str(req.target);
   }
+  const schema1 = protocol === "http" || protocol === "grpc" || protocol === "dns";
+  const anomalyList = Array.isArray(o.anomalies) ? o.anomalies : [];
   let status = "-";
   let cls: Cls = "failed";
-  if (resp) {
+  if (!resp && !schema1 && !anomalyList.includes("no_response")) {
+    // a message that has no reply (a publish, a push, a WebSocket message)
+    cls = "ok";
+  }
+  if (resp && !schema1) {
+    status = str(resp.status) || "-";
+    cls = resp.error !== null && resp.error !== undefined ? "failed" : "ok";
+  } else if (resp) {
     if (protocol === "dns") {
       status = str(resp.rcode);
       cls = status === "NOERROR" || status === "NXDOMAIN" ? "ok" : "failed";

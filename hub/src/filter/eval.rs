@@ -208,6 +208,15 @@ const NAMES: &[&str] = &[
     "nodes", "observed", "server_elapsed_time", "network_time", "tls",
 ];
 
+/// A filter word that names a protocol (every name in the dissector's registry, and `ws`
+/// for WebSocket): the entry's `protocol` it stands for.
+pub fn protocol_word(n: &str) -> Option<&'static str> {
+    if n == "ws" {
+        return Some("websocket");
+    }
+    kshark_dissect::registry::names().into_iter().find(|p| *p == n)
+}
+
 fn is_grpc(e: &Value) -> bool {
     e.get("protocol").and_then(Value::as_str) == Some("grpc")
 }
@@ -228,6 +237,9 @@ fn name(n: &str, pos: usize, scope: &[String]) -> Result<(Node, Ty), FilterError
     if let Some(i) = scope.iter().rposition(|v| v == n) {
         return Ok((node(move |c| c.vars.get(i).cloned().unwrap_or(Val::Err)), Ty::Dyn));
     }
+    if let Some(p) = protocol_word(n) {
+        return Ok((node(move |c| Val::Bool(c.entry.get("protocol").and_then(Value::as_str) == Some(p))), Ty::Bool));
+    }
     // the name as a 'static str, for closures that outlive the filter's text
     let Some(&n) = NAMES.iter().find(|k| **k == n) else {
         let near = NAMES.iter().chain(FUNCTIONS).filter(|k| edit_distance(k, n) <= 2).min_by_key(|k| edit_distance(k, n));
@@ -244,7 +256,9 @@ fn name(n: &str, pos: usize, scope: &[String]) -> Result<(Node, Ty), FilterError
         "udp" => word("transport", "udp"),
         // gRPC calls are HTTP/2 POSTs: `method` is the HTTP method for both
         "method" => (node(|c| if is_grpc(c.entry) { Val::Str(Cow::Borrowed("POST")) } else { from_json(path(c.entry, &["request", "method"])) }), Ty::Str),
-        "path" => field(&["request", "path"], Ty::Str),
+        // what a request is about: an HTTP path, or another protocol's target (a key, a
+        // table, a topic)
+        "path" => (node(|c| from_json(path(c.entry, &["request", "path"]).or_else(|| path(c.entry, &["request", "target"])))), Ty::Str),
         "url" => (node(|c| from_json(path(c.entry, &["request", "url"]).or_else(|| path(c.entry, &["request", "path"])))), Ty::Str),
         "status_code" => field(&["response", "status_code"], Ty::Int),
         "grpc_service" | "grpc_method" => {

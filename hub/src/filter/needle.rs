@@ -113,8 +113,9 @@ impl Need {
                     Need::OneOf(parts)
                 }
             }
-            Kind::Ident(n) => match n.as_str() {
-                "http" | "grpc" | "dns" | "tcp" | "udp" => lit(format!("\"{n}\"")),
+            Kind::Ident(n) => match (n.as_str(), super::eval::protocol_word(n)) {
+                (_, Some(p)) => lit(format!("\"{p}\"")),
+                ("tcp" | "udp", _) => lit(format!("\"{n}\"")),
                 _ => Need::Any,
             },
             Kind::Binary("==", a, b) => match (&a.kind, &b.kind) {

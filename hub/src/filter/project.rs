@@ -57,8 +57,11 @@ impl Projection {
 
     /// What a name reads (see `eval::name`, which this must cover).
     fn name(&mut self, n: &str) {
+        if super::eval::protocol_word(n).is_some() {
+            self.whole("protocol");
+            return;
+        }
         match n {
-            "http" | "grpc" | "dns" => self.whole("protocol"),
             "tcp" | "udp" => self.whole("transport"),
             "tls" => self.whole("capture_source"),
             "method" | "grpc_method" => {
@@ -69,7 +72,10 @@ impl Projection {
                 self.whole("protocol");
                 self.sub("request", "service");
             }
-            "path" => self.sub("request", "path"),
+            "path" => {
+                self.sub("request", "path");
+                self.sub("request", "target");
+            }
             "url" => {
                 self.sub("request", "url");
                 self.sub("request", "path");

@@ -234,3 +234,21 @@ fn the_prefilter_knows_what_literals_an_entry_needs_and_escapes_do_not_fool_it()
     assert!(f.matches_json(escaped.as_bytes(), NOW));
     assert!(!f.matches_json(escaped.replace("\\u0061", "o").as_bytes(), NOW));
 }
+
+#[test]
+fn protocol_words_and_path_cover_every_registered_protocol() {
+    let redis = json!({"protocol": "redis", "transport": "tcp", "request": {"method": "GET", "target": "user:42", "args": ["user:42"]},
+                       "response": {"status": "OK", "error": null}, "anomalies": []});
+    let ws = json!({"protocol": "websocket", "transport": "tcp", "request": {"method": "text", "target": "/chat"}, "response": null, "anomalies": []});
+    for (expr, on_redis, on_ws) in [
+        ("redis", true, false),
+        ("ws", false, true),
+        ("postgresql", false, false),
+        ("method == 'GET' && path == 'user:42'", true, false),
+        ("path.startsWith('/ch')", false, true),
+        ("redis && response.status == 'OK'", true, false),
+    ] {
+        assert_eq!(check(expr, &redis), on_redis, "{expr} on a Redis entry");
+        assert_eq!(check(expr, &ws), on_ws, "{expr} on a WebSocket entry");
+    }
+}
