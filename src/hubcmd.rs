@@ -368,8 +368,9 @@ pub fn observe_filter(a: &ObserveArgs) -> Result<String, String> {
     let mut protos = Vec::new();
     for p in &a.protocol {
         let p = p.to_ascii_lowercase();
-        if !["http", "grpc", "dns", "tcp", "udp"].contains(&p.as_str()) {
-            return Err(format!("--protocol {p:?}: say http, grpc, dns, tcp or udp"));
+        let names = kshark_dissect::registry::names();
+        if !names.contains(&p.as_str()) && !["ws", "tcp", "udp"].contains(&p.as_str()) {
+            return Err(format!("--protocol {p:?}: say {}, ws, tcp or udp", names.join(", ")));
         }
         protos.push(p);
     }
