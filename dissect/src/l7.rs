@@ -31,6 +31,20 @@ pub fn value(b: &[u8], cap: usize) -> Value {
     }
 }
 
+/// The first bytes of a value whose whole length is `size` (more than were kept): as
+/// [`value`] gives them, marked truncated with the whole size.
+pub fn value_part(b: &[u8], size: usize, cap: usize) -> Value {
+    let mut v = value(b, cap);
+    if size > b.len() {
+        if let Value::String(s) = v {
+            v = json!({"text": s});
+        }
+        v["size"] = json!(size);
+        v["truncated"] = json!(true);
+    }
+    v
+}
+
 /// Text that must be a string (a name, a command): lossy UTF-8, capped.
 pub fn text(b: &[u8], cap: usize) -> String {
     String::from_utf8_lossy(&b[..b.len().min(cap)]).into_owned()
@@ -176,6 +190,14 @@ impl Exchanges {
             if !w.anomalies.contains(&Anomaly::Gap) {
                 w.anomalies.push(Anomaly::Gap);
             }
+        }
+    }
+
+    /// The oldest request will get no reply (its protocol answers one at a time, and
+    /// another was sent): emitted without one.
+    pub fn give_up_oldest(&mut self, cx: &mut Cx<'_>) {
+        if let Some(w) = self.waiting.pop_front() {
+            self.emit(w, None, vec![Anomaly::NoResponse], cx);
         }
     }
 

@@ -64,7 +64,7 @@ fn probe_joined(pcx: &ProbeCx<'_>, dir: Dir, data: &[u8]) -> Probed {
 fn chain(data: &[u8], known: fn(u8) -> bool) -> Option<bool> {
     let (mut at, mut sql) = (0, false);
     while at < data.len() {
-        let (t, len) = wire::header(&data[at..])?;
+        let (t, len) = data.get(at..).and_then(wire::header)?;
         if !known(t) || !(4..=1 << 24).contains(&len) {
             return None;
         }
