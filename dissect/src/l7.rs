@@ -86,6 +86,8 @@ pub fn sql_table(sql: &str) -> Option<String> {
 /// A request waiting for its reply.
 #[derive(Debug)]
 struct Waiting {
+    /// The sender, when requests travel both ways (AMQP's server starts some exchanges).
+    from: Option<Dir>,
     key: Option<u64>,
     start: Timestamp,
     size: u64,
@@ -151,7 +153,15 @@ impl Exchanges {
             let w = self.waiting.pop_front().expect("at the cap");
             self.emit(w, None, vec![Anomaly::NoResponse, Anomaly::LimitReached], cx);
         }
-        self.waiting.push_back(Waiting { key, start: m.start, size: m.size, req: m.fields, anomalies: m.anomalies });
+        self.waiting.push_back(Waiting { from: None, key, start: m.start, size: m.size, req: m.fields, anomalies: m.anomalies });
+    }
+
+    /// A request sent in `dir` (for protocols whose requests travel both ways).
+    pub fn request_from(&mut self, dir: Dir, key: Option<u64>, m: Msg, cx: &mut Cx<'_>) {
+        self.request(key, m, cx);
+        if let Some(w) = self.waiting.back_mut() {
+            w.from = Some(dir);
+        }
     }
 
     /// A message that has no reply (a push, a publish, a WebSocket message), sent in `dir`:
@@ -209,7 +219,7 @@ impl Exchanges {
     }
 
     fn emit(&self, w: Waiting, resp: Option<Msg>, more: Vec<Anomaly>, cx: &mut Cx<'_>) {
-        let mut e = cx.entry(self.protocol, self.client, w.start);
+        let mut e = cx.entry(self.protocol, w.from.unwrap_or(self.client), w.start);
         e.request = Some(Box::new(Request::Fields(w.req)));
         e.request_size = w.size;
         e.anomalies = w.anomalies;

@@ -16,6 +16,7 @@
 //!
 //! Every buffer is capped by [`Limits`]. `export` turns entries into HAR and text tables.
 
+pub mod amqp;
 pub mod body;
 pub mod decode;
 pub mod dissector;
