@@ -40,6 +40,7 @@ pub mod registry;
 pub mod stats;
 pub mod stream;
 pub mod time;
+pub mod websocket;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
