@@ -31,6 +31,7 @@ pub mod http2;
 pub mod json;
 pub mod l7;
 pub mod limits;
+pub mod mongodb;
 pub mod mqtt;
 pub mod mysql;
 pub mod postgresql;
