@@ -29,6 +29,7 @@ pub mod grpc;
 pub mod http1;
 pub mod http2;
 pub mod json;
+pub mod kafka;
 pub mod l7;
 pub mod limits;
 pub mod mongodb;

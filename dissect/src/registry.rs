@@ -4,7 +4,7 @@
 
 use crate::proto::{TcpProto, UdpProto};
 
-pub static TCP: &[TcpProto] = &[crate::http2::PROTO, crate::http1::PROTO, crate::redis::PROTO, crate::postgresql::PROTO, crate::mysql::PROTO, crate::amqp::PROTO, crate::mqtt::PROTO, crate::dns::TCP_PROTO, crate::mongodb::PROTO, crate::websocket::PROTO];
+pub static TCP: &[TcpProto] = &[crate::http2::PROTO, crate::http1::PROTO, crate::redis::PROTO, crate::postgresql::PROTO, crate::mysql::PROTO, crate::amqp::PROTO, crate::mqtt::PROTO, crate::dns::TCP_PROTO, crate::mongodb::PROTO, crate::kafka::PROTO, crate::websocket::PROTO];
 
 pub static UDP: &[UdpProto] = &[crate::dns::UDP_PROTO];
 
