@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 SECS="${1:-60}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-for t in raw_frame tcp_stream http2_conn filter; do
+for t in raw_frame tcp_stream http2_conn filter l7_redis l7_postgresql l7_mysql l7_kafka l7_amqp l7_mongodb l7_mqtt l7_websocket; do
   echo "fuzz: $t for ${SECS}s"
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" --sanitizer none -- -max_total_time="$SECS" -rss_limit_mb=2048
 done

@@ -31,6 +31,8 @@ pub mod http2;
 pub mod json;
 pub mod kafka;
 pub mod l7;
+#[cfg(test)]
+mod l7_fuzz_tests;
 pub mod limits;
 pub mod mongodb;
 pub mod mqtt;

@@ -167,3 +167,56 @@ pub fn assert_split_invariant(port: u16, msgs: &[(usize, Vec<u8>)]) -> Vec<serde
     }
     whole
 }
+
+/// The starts that lead each protocol's probe to its parser, for fuzzing what follows:
+/// (name, server port, messages sent first).
+pub fn l7_preludes() -> Vec<(&'static str, u16, Vec<(usize, Vec<u8>)>)> {
+    let startup = [&(18u32).to_be_bytes()[..], &196_608u32.to_be_bytes(), b"user\0bob\0\0"].concat();
+    let mut greeting = vec![10];
+    greeting.extend_from_slice(b"8.0.32\0\x07\0\0\0\x01\x01\x01\x01\x01\x01\x01\x01\0\0\xa2\xff\x02\0\xff\x01\x15\0\0\0\0\0\0\0\0\0\0");
+    greeting.extend_from_slice(&[2; 13]);
+    greeting.extend_from_slice(b"mysql_native_password\0");
+    let greeting = [&(greeting.len() as u32).to_le_bytes()[..3], &[0], &greeting].concat();
+    let kafka = [&[0, 0, 0, 0x10][..], &[0, 3, 0, 1, 0, 0, 0, 1, 0, 2], b"ab", &[0, 0, 0, 0]].concat();
+    let mongo_doc = b"\x0f\0\0\0\x10ping\0\x01\0\0\0\0";
+    let mongo = [&(16 + 5 + mongo_doc.len() as i32).to_le_bytes()[..], &1i32.to_le_bytes(), &0i32.to_le_bytes(), &2013i32.to_le_bytes(), &[0, 0, 0, 0, 0], mongo_doc].concat();
+    let ws_up = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_vec();
+    let ws_101 = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n".to_vec();
+    vec![
+        ("redis", 6379, vec![(C2S, b"*1\r\n$4\r\nPING\r\n".to_vec())]),
+        ("postgresql", 5432, vec![(C2S, startup)]),
+        ("mysql", 3306, vec![(S2C, greeting)]),
+        ("kafka", 9092, vec![(C2S, kafka)]),
+        ("amqp", 5672, vec![(C2S, b"AMQP\x00\x00\x09\x01".to_vec())]),
+        ("mongodb", 27017, vec![(C2S, mongo)]),
+        ("mqtt", 1883, vec![(C2S, b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00".to_vec())]),
+        ("websocket", 8080, vec![(C2S, ws_up), (S2C, ws_101)]),
+    ]
+}
+
+/// A fuzz case for one protocol: its prelude, then the fuzzer's bytes as
+/// `[control byte: direction in bit 7, length - 1 in the rest] [bytes] ...`. Every entry
+/// must serialize; nothing may panic.
+pub fn fuzz_l7(protocol: &str, data: &[u8]) {
+    let Some((_, port, prelude)) = l7_preludes().into_iter().find(|(n, _, _)| *n == protocol) else { panic!("no prelude for {protocol}") };
+    let mut c = TcpConv::new(([10, 0, 0, 1], 40000), ([10, 0, 0, 2], port), [u32::MAX - 100, 5]);
+    c.handshake();
+    for (dir, m) in &prelude {
+        c.send(*dir, m, &[]);
+    }
+    let mut rest = data;
+    while let Some((&ctl, tail)) = rest.split_first() {
+        let n = ((ctl & 0x7f) as usize + 1).min(tail.len());
+        c.send(if ctl & 0x80 == 0 { C2S } else { S2C }, &tail[..n], &[]);
+        rest = &tail[n..];
+    }
+    c.close();
+    let mut d = Dissector::new(Config::default());
+    for (ts, f) in &c.frames {
+        d.packet(Timestamp(*ts), 1, f);
+    }
+    d.finish();
+    for e in d.drain_entries() {
+        serde_json::to_string(&e).expect("entries always serialize");
+    }
+}

@@ -165,6 +165,7 @@ impl StreamParser for Amqp {
                 return malformed(cx);
             }
             self.header = false;
+            cx.stats.l7_messages += 1;
             return Progress::Consumed(8);
         }
         // a server refusing the version answers with its own header, then closes

@@ -1,0 +1,5 @@
+//! postgresql after its start, fed hostile bytes in hostile chunks (see kshark_dissect::testkit::fuzz_l7).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| kshark_dissect::testkit::fuzz_l7("postgresql", data));
