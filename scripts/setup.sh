@@ -5,7 +5,9 @@ set -euo pipefail
 PKGS=(python3 python3-venv tcpdump tshark nginx-light wrk dnsutils dnsmasq-base curl time libpcap-dev
       nghttp2-client nghttp2-server clang libbpf-dev iproute2 util-linux openssl tmux chromium
       containerd runc containernetworking-plugins iptables conntrack debootstrap
-      golang-go golang-golang-x-net-dev binutils gnutls-bin python3-grpcio)
+      golang-go golang-golang-x-net-dev binutils gnutls-bin python3-grpcio
+      redis-server redis-tools postgresql postgresql-contrib mariadb-server mariadb-client rabbitmq-server
+      mosquitto mosquitto-clients python3-websockets)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -39,6 +41,11 @@ if ! "$VENV/bin/python" -c "import grpc" 2>/dev/null; then
   echo "setup: installing grpcio into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "grpcio==1.76.0"
+fi
+# and an AMQP client for the RabbitMQ tests
+if ! "$VENV/bin/python" -c "import pika" 2>/dev/null; then
+  echo "setup: installing pika into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "pika==1.3.2"
 fi
 
 # a real Kubernetes control plane for the lab's API server and the identity tests: built

@@ -12,101 +12,14 @@
 mod common;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-fn need(tool: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/sbin"] {
-        let p = Path::new(dir).join(tool);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{tool} is missing: run `sudo bash scripts/setup.sh` (Debian packages tcpdump, nghttp2-client, nghttp2-server)");
-}
+
+use common::peer::{free_port, need, read, wait_port, Tcpdump};
+use common::Kill as Killed;
 
 fn venv_python() -> PathBuf {
-    let base = std::env::var_os("KSHARK_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/kshark"));
-    let py = base.join("venv/bin/python");
-    let ok = Command::new(&py).args(["-c", "import grpc"]).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "Python grpcio is missing in {}: run `bash scripts/setup.sh`", py.display());
-    py
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// tcpdump on loopback, ready when `start` returns; `stop` ends it by its pid.
-struct Tcpdump {
-    child: Child,
-    pcap: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tcpdump {
-    fn start(filter: &str) -> Tcpdump {
-        let root = unsafe { libc_geteuid() } == 0;
-        assert!(root, "capturing on lo needs root (CAP_NET_RAW): run the tests as root, as CI does");
-        let dir = tempfile::tempdir().unwrap();
-        let pcap = dir.path().join("cap.pcap");
-        let log = dir.path().join("tcpdump.log");
-        let child = Command::new(need("tcpdump"))
-            .args(["-i", "lo", "-U", "--immediate-mode", "-Z", "root", "-s", "0", "-w"])
-            .arg(&pcap)
-            .arg(filter)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start tcpdump");
-        let t0 = Instant::now();
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening on") {
-            assert!(t0.elapsed() < Duration::from_secs(10), "tcpdump did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Tcpdump { child, pcap, _dir: dir }
-    }
-
-    fn stop(mut self) -> (PathBuf, tempfile::TempDir) {
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-        let log = std::fs::read_to_string(self._dir.path().join("tcpdump.log")).unwrap_or_default();
-        let size = std::fs::metadata(&self.pcap).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 24, "tcpdump recorded nothing: {log}");
-        (self.pcap, self._dir)
-    }
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_port(port: u16) {
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "the server on port {port} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn read(pcap: &Path, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["read", pcap.to_str().unwrap(), "--format", "ndjson"];
-    args.extend_from_slice(extra);
-    let o = common::kshark(&args);
-    assert!(o.status.success(), "kshark read failed: {}", common::stderr(&o));
-    common::ndjson(&o)
+    common::peer::venv_python("grpc")
 }
 
 #[test]

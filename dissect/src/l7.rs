@@ -63,6 +63,13 @@ pub fn body(b: &[u8], cap: usize, mime: Option<&str>) -> Value {
     o
 }
 
+/// A binary payload as the entry's `body` object: base64 always (a WebSocket binary
+/// message is bytes even when they happen to be valid UTF-8).
+pub fn body_bytes(b: &[u8], cap: usize) -> Value {
+    let cut = &b[..b.len().min(cap)];
+    json!({"size": b.len(), "mime": null, "encoding": null, "base64": base64::engine::general_purpose::STANDARD.encode(cut), "truncated": cut.len() < b.len()})
+}
+
 /// The first table a SQL statement names (after FROM, INTO, UPDATE, TABLE or JOIN).
 pub fn sql_table(sql: &str) -> Option<String> {
     let mut words = sql.split(|c: char| c.is_whitespace() || c == '(' || c == ',' || c == ';').filter(|w| !w.is_empty());

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod peer;
 pub mod tls;
 
 /// A child process ended (killed, waited for) when the test ends, however it ends.

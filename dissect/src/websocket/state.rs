@@ -117,8 +117,7 @@ impl WebSocket {
                 s.inflater = None;
             }
         }
-        let mime = if m.opcode == op::TEXT { Some("text/plain") } else { None };
-        let mut body = l7::body(&m.data, cap, mime);
+        let mut body = if m.opcode == op::BINARY { l7::body_bytes(&m.data, cap) } else { l7::body(&m.data, cap, Some("text/plain")) };
         body["size"] = json!(m.size);
         body["truncated"] = json!((m.data.len() as u64) < m.size);
         let f = fields! {"method" => wire::name(m.opcode), "target" => target, "direction" => direction, "payload" => body, "compressed" => m.compressed, "frames" => m.frames};
