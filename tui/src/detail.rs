@@ -96,6 +96,10 @@ fn side(e: &Value, which: &str) -> Lines {
         out.push((String::new(), format!("no {which} was seen")));
         return out;
     };
+    if !matches!(e.get("protocol").and_then(Value::as_str), Some("http" | "grpc" | "dns")) {
+        fields(&mut out, r);
+        return out;
+    }
     for k in ["method", "url", "host", "path", "service", "status_code", "reason", "grpc_status", "grpc_message", "id", "opcode", "rcode", "truncated"] {
         if let Some(v) = r.get(k) {
             kv(&mut out, k, v);
@@ -112,6 +116,26 @@ fn side(e: &Value, which: &str) -> Lines {
     headers(&mut out, "trailers", r.get("trailers").unwrap_or(&Value::Null));
     body(&mut out, r.get("body").unwrap_or(&Value::Null));
     out
+}
+
+/// Another protocol's fields (Redis, PostgreSQL, Kafka, ...): scalars as rows, bodies as
+/// bodies, the rest (arguments, documents, properties) as indented JSON.
+fn fields(out: &mut Lines, r: &Value) {
+    let Some(o) = r.as_object() else { return };
+    for (k, v) in o.iter().filter(|(_, v)| !v.is_object() && !v.is_array()) {
+        out.push((terminal_safe(k), t(v)));
+    }
+    for (k, v) in o.iter().filter(|(_, v)| v.is_object() || v.is_array()) {
+        if v.get("size").is_some() && (v.get("text").is_some() || v.get("base64").is_some()) && v.get("mime").is_some() {
+            heading(out, k);
+            body(out, v);
+            continue;
+        }
+        heading(out, k);
+        for line in serde_json::to_string_pretty(v).unwrap_or_default().lines().take(4096) {
+            out.push((String::new(), terminal_safe(line)));
+        }
+    }
 }
 
 pub fn request(e: &Value) -> Lines {
@@ -209,4 +233,22 @@ pub fn har(e: &Value) -> Option<String> {
     let entry = kshark_dissect::export::har::entry_json(e)?;
     let doc = serde_json::json!({"log": {"version": "1.2", "creator": {"name": "kshark", "version": env!("CARGO_PKG_VERSION")}, "entries": [entry]}});
     serde_json::to_string_pretty(&doc).ok()
+}
+
+#[cfg(test)]
+mod other_protocols {
+    use super::*;
+
+    #[test]
+    fn fields_of_other_protocols_are_shown_and_made_safe() {
+        let e = serde_json::json!({"protocol": "postgresql", "request": {"method": "Query", "target": "users", "query": "SELECT 1 \u{1b}[31m", "parameters": ["7"]},
+                                   "response": {"status": "42P01", "error": {"code": "42P01", "message": "no"}, "rows": 0}});
+        let req = request(&e);
+        assert!(req.iter().any(|(k, v)| k == "method" && v == "Query"));
+        assert!(req.iter().any(|(k, v)| k == "query" && !v.contains('\u{1b}')), "{req:?}");
+        assert!(req.iter().any(|(_, v)| v.contains("\"7\"")), "{req:?}");
+        let resp = response(&e);
+        assert!(resp.iter().any(|(k, v)| k == "status" && v == "42P01"));
+        assert!(resp.iter().any(|(_, v)| v.contains("\"code\": \"42P01\"")), "{resp:?}");
+    }
 }
