@@ -67,7 +67,7 @@ sleep 1
 redis-benchmark -h 127.0.0.1 -p "$RP" -n 100000 -c 4 -P 8 -t set,get,incr,lpush,hset -q >/dev/null
 "$PGBIN/pgbench" -h 127.0.0.1 -p "$PP" -U postgres -M extended -S -c 4 -t 5000 postgres >/dev/null 2>&1
 "$PGBIN/pgbench" -h 127.0.0.1 -p "$PP" -U postgres -M simple -c 2 -t 2000 postgres >/dev/null 2>&1
-mariadb-slap --no-defaults -h 127.0.0.1 -P "$MP" -u root --skip-ssl --concurrency=4 --iterations=20 --number-of-queries=2000 --auto-generate-sql >/dev/null 2>&1
+mariadb-slap --no-defaults -h 127.0.0.1 -P "$MP" -u root --skip-ssl --concurrency=4 --iterations=2 --number-of-queries=4000 --auto-generate-sql --auto-generate-sql-load-type=mixed >/dev/null 2>&1
 "$VENV/bin/python" - "$AP" <<'PY'
 import sys, pika
 c = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", int(sys.argv[1])))

@@ -83,6 +83,8 @@ pub enum Probed {
 pub struct TcpProto {
     /// The entry's `protocol` (the family's first, for families such as http/grpc).
     pub name: &'static str,
+    /// At most five letters, for narrow columns (`pgsql` for `postgresql`).
+    pub short: &'static str,
     /// Tried first, in registry order: probes on strong signs (a magic, a request line).
     pub probe: Option<fn(&ProbeCx<'_>, Dir, &[u8]) -> Probed>,
     /// Tried only when no first probe matched or wanted more: probes on weaker signs
@@ -105,6 +107,7 @@ pub trait UdpParser: Send {
 /// A UDP protocol in the registry.
 pub struct UdpProto {
     pub name: &'static str,
+    pub short: &'static str,
     /// Whether a datagram between these ports is this protocol's.
     pub probe: fn(ports: (u16, u16), data: &[u8]) -> bool,
     pub new: fn() -> Box<dyn UdpParser>,
@@ -173,7 +176,7 @@ mod tests {
     #[test]
     fn every_protocol_has_a_name_and_a_way_in() {
         for p in crate::registry::TCP {
-            assert!(!p.name.is_empty());
+            assert!(!p.name.is_empty() && p.short.len() <= 5, "{}", p.name);
             assert!(p.probe.is_some() || p.late_probe.is_some() || p.upgrade.is_some(), "{} can never be found", p.name);
         }
         assert!(crate::registry::names().contains(&"dns"));

@@ -18,3 +18,9 @@ pub fn names() -> Vec<&'static str> {
     }
     v
 }
+
+/// A protocol's short name (at most five letters) for narrow columns; the name itself when
+/// it is not registered (or is already short).
+pub fn short(name: &str) -> &str {
+    TCP.iter().map(|p| (p.name, p.short)).chain(UDP.iter().map(|p| (p.name, p.short))).find(|(n, _)| *n == name).map_or(name, |(_, s)| s)
+}

@@ -122,7 +122,7 @@ impl Row {
         let anomalies = e.get("anomalies").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect::<Vec<_>>().join(",");
         Some(Row {
             time: terminal_safe(&time),
-            protocol: terminal_safe(&protocol),
+            protocol: terminal_safe(kshark_dissect::registry::short(&protocol)),
             method: terminal_safe(&method),
             what: terminal_safe(&what),
             status: terminal_safe(&status),

@@ -192,12 +192,14 @@ impl App {
                 }
             })
             .collect();
+        // protocols by their short names; methods such as "COM_QUERY" and statuses such as
+        // "SELECT 3" or "WRONGTYPE" fit
         let widths = [
             Constraint::Length(12),
             Constraint::Length(5),
-            Constraint::Length(7),
+            Constraint::Length(9),
             Constraint::Fill(3),
-            Constraint::Length(8),
+            Constraint::Length(9),
             Constraint::Fill(2),
             Constraint::Fill(2),
             Constraint::Length(9),

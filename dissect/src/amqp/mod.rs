@@ -10,7 +10,7 @@ use crate::flow::Dir;
 use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Amqp;
 
-pub const PROTO: TcpProto = TcpProto { name: "amqp", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "amqp", short: "amqp", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
 
 const PORTS: &[u16] = &[5672, 5671];
 

@@ -16,10 +16,10 @@ pub fn dns_port(p: u16) -> bool {
 }
 
 /// DNS over TCP in the registry: a length-prefixed message that reads as DNS.
-pub const TCP_PROTO: TcpProto = TcpProto { name: "dns", probe: Some(probe_stream), late_probe: None, upgrade: None };
+pub const TCP_PROTO: TcpProto = TcpProto { name: "dns", short: "dns", probe: Some(probe_stream), late_probe: None, upgrade: None };
 
 /// DNS over UDP (and mDNS, LLMNR) in the registry.
-pub const UDP_PROTO: UdpProto = UdpProto { name: "dns", probe: probe_datagram, new: || Box::<DnsPairing>::default() };
+pub const UDP_PROTO: UdpProto = UdpProto { name: "dns", short: "dns", probe: probe_datagram, new: || Box::<DnsPairing>::default() };
 
 fn probe_stream(pcx: &ProbeCx<'_>, _dir: Dir, data: &[u8]) -> Probed {
     match state::probe_tcp(data, dns_port(pcx.ports.0) || dns_port(pcx.ports.1)) {

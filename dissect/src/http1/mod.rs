@@ -13,7 +13,7 @@ use crate::Probe;
 
 /// HTTP/1 in the registry: a request line, or a response's status line (a connection
 /// joined mid-way), starts it; the roles follow from which.
-pub const PROTO: TcpProto = TcpProto { name: "http", probe: Some(probe), late_probe: None, upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "http", short: "http", probe: Some(probe), late_probe: None, upgrade: None };
 
 fn probe(pcx: &ProbeCx<'_>, dir: Dir, data: &[u8]) -> Probed {
     let table = pcx.limits.max_hpack_table;

@@ -18,7 +18,7 @@ use crate::Probe;
 
 /// HTTP/2 and gRPC in the registry: the client preface first; a run of frames (a
 /// connection joined mid-way) only when nothing else claims the bytes.
-pub const PROTO: TcpProto = TcpProto { name: "http", probe: Some(probe_start), late_probe: Some(probe_joined), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "http", short: "http", probe: Some(probe_start), late_probe: Some(probe_joined), upgrade: None };
 
 fn probe_start(pcx: &ProbeCx<'_>, dir: Dir, data: &[u8]) -> Probed {
     match frame::probe_preface(data) {

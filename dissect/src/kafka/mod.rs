@@ -10,7 +10,7 @@ use crate::flow::Dir;
 use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Kafka;
 
-pub const PROTO: TcpProto = TcpProto { name: "kafka", probe: None, late_probe: Some(probe), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "kafka", short: "kafka", probe: None, late_probe: Some(probe), upgrade: None };
 
 const PORTS: &[u16] = &[9092, 9093, 9094];
 

@@ -10,7 +10,7 @@ use crate::flow::Dir;
 use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Mongo;
 
-pub const PROTO: TcpProto = TcpProto { name: "mongodb", probe: None, late_probe: Some(probe), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "mongodb", short: "mongo", probe: None, late_probe: Some(probe), upgrade: None };
 
 fn probe(_pcx: &ProbeCx<'_>, dir: Dir, data: &[u8]) -> Probed {
     let Some(h) = wire::header(data) else { return if data.len() < 16 { Probed::NeedMore } else { Probed::NoMatch } };

@@ -10,7 +10,7 @@ use crate::flow::Dir;
 use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Mqtt;
 
-pub const PROTO: TcpProto = TcpProto { name: "mqtt", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "mqtt", short: "mqtt", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
 
 const PORTS: &[u16] = &[1883, 8883, 1884];
 

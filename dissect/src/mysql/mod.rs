@@ -10,7 +10,7 @@ use crate::flow::Dir;
 use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Mysql;
 
-pub const PROTO: TcpProto = TcpProto { name: "mysql", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "mysql", short: "mysql", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
 
 const PORTS: &[u16] = &[3306, 3307, 4000, 6033];
 

@@ -10,7 +10,7 @@ use crate::flow::Dir;
 use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Postgres;
 
-pub const PROTO: TcpProto = TcpProto { name: "postgresql", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "postgresql", short: "pgsql", probe: Some(probe), late_probe: Some(probe_joined), upgrade: None };
 
 const PORTS: &[u16] = &[5432, 5433, 6432, 15432];
 

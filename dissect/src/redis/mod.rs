@@ -10,7 +10,7 @@ use crate::proto::{ProbeCx, Probed, TcpProto};
 pub use state::Redis;
 use wire::{Incomplete, Resp};
 
-pub const PROTO: TcpProto = TcpProto { name: "redis", probe: Some(probe), late_probe: Some(probe_reply), upgrade: None };
+pub const PROTO: TcpProto = TcpProto { name: "redis", short: "redis", probe: Some(probe), late_probe: Some(probe_reply), upgrade: None };
 
 const PORTS: &[u16] = &[6379, 6380, 16379, 26379];
 

@@ -10,7 +10,7 @@ use crate::limits::Limits;
 use crate::proto::{TcpParser, TcpProto, Upgrade};
 pub use state::WebSocket;
 
-pub const PROTO: TcpProto = TcpProto { name: "websocket", probe: None, late_probe: None, upgrade: Some(("websocket", upgraded)) };
+pub const PROTO: TcpProto = TcpProto { name: "websocket", short: "ws", probe: None, late_probe: None, upgrade: Some(("websocket", upgraded)) };
 
 fn upgraded(u: &Upgrade, _limits: &Limits) -> Box<dyn TcpParser> {
     let path = u.target.split('?').next().unwrap_or(&u.target).to_string();
