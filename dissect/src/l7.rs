@@ -76,9 +76,9 @@ pub fn sql_table(sql: &str) -> Option<String> {
     while let Some(w) = words.next() {
         if ["from", "into", "update", "table", "join"].iter().any(|k| w.eq_ignore_ascii_case(k)) {
             let mut t = words.next()?;
-            // CREATE TABLE IF NOT EXISTS t
-            if t.eq_ignore_ascii_case("if") {
-                t = words.nth(2)?;
+            // CREATE TABLE IF NOT EXISTS t, DROP TABLE IF EXISTS t
+            while ["if", "not", "exists", "only"].iter().any(|k| t.eq_ignore_ascii_case(k)) {
+                t = words.next()?;
             }
             let t = t.trim_matches(|c| c == '`' || c == '"' || c == '\'');
             if !t.is_empty() && t.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '$' | '-')) {
@@ -272,6 +272,7 @@ mod tests {
         assert_eq!(sql_table("SELECT * FROM users WHERE id = 1").as_deref(), Some("users"));
         assert_eq!(sql_table("insert into public.orders(id) values (1)").as_deref(), Some("public.orders"));
         assert_eq!(sql_table("CREATE TABLE IF NOT EXISTS t1 (a int)").as_deref(), Some("t1"));
+        assert_eq!(sql_table("DROP TABLE IF EXISTS t;").as_deref(), Some("t"));
         assert_eq!(sql_table("UPDATE `acct` SET x=1").as_deref(), Some("acct"));
         assert_eq!(sql_table("SELECT now()"), None);
         assert_eq!(sql_table("BEGIN"), None);
