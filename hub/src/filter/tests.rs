@@ -243,7 +243,8 @@ fn protocol_words_and_path_cover_every_registered_protocol() {
     for (expr, on_redis, on_ws) in [
         ("redis", true, false),
         ("ws", false, true),
-        ("postgresql", false, false),
+        ("websocket", false, true),
+        ("postgresql || kafka || amqp || mongodb || mqtt || mysql", false, false),
         ("method == 'GET' && path == 'user:42'", true, false),
         ("path.startsWith('/ch')", false, true),
         ("redis && response.status == 'OK'", true, false),
