@@ -182,8 +182,7 @@ impl Exchanges {
     }
 
     /// A reply: paired with the request of `key` (the oldest when None) and emitted; with
-    /// none waiting, an entry of its own with `unpaired_response`. Returns the request's
-    /// fields' `method` it was paired with, if any.
+    /// none waiting, an entry of its own with `unpaired_response`.
     pub fn reply(&mut self, key: Option<u64>, m: Msg, cx: &mut Cx<'_>) {
         match self.find(key) {
             Some(i) => {

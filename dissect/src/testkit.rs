@@ -66,6 +66,18 @@ impl TcpConv {
         self
     }
 
+    /// A fuzzer's bytes as `[control byte: direction in bit 7, length - 1 in the rest]
+    /// [bytes] ...`, each run sent as one segment.
+    pub fn send_fuzzed(&mut self, data: &[u8]) -> &mut Self {
+        let mut rest = data;
+        while let Some((&ctl, tail)) = rest.split_first() {
+            let n = ((ctl & 0x7f) as usize + 1).min(tail.len());
+            self.send(if ctl & 0x80 == 0 { C2S } else { S2C }, &tail[..n], &[]);
+            rest = &tail[n..];
+        }
+        self
+    }
+
     pub fn close(&mut self) -> &mut Self {
         self.frame(C2S, false, true, &[]);
         self.frame(S2C, false, true, &[]);
@@ -204,12 +216,7 @@ pub fn fuzz_l7(protocol: &str, data: &[u8]) {
     for (dir, m) in &prelude {
         c.send(*dir, m, &[]);
     }
-    let mut rest = data;
-    while let Some((&ctl, tail)) = rest.split_first() {
-        let n = ((ctl & 0x7f) as usize + 1).min(tail.len());
-        c.send(if ctl & 0x80 == 0 { C2S } else { S2C }, &tail[..n], &[]);
-        rest = &tail[n..];
-    }
+    c.send_fuzzed(data);
     c.close();
     let mut d = Dissector::new(Config::default());
     for (ts, f) in &c.frames {

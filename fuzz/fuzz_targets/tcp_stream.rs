@@ -1,7 +1,7 @@
 //! A TCP conversation whose bytes, chunking and direction flips come from the fuzzer: the
 //! HTTP/1 and DNS-over-TCP parsers behind reassembly, fed hostile streams.
 #![no_main]
-use kshark_dissect::testkit::{TcpConv, C2S, S2C};
+use kshark_dissect::testkit::TcpConv;
 use kshark_dissect::{Config, Dissector, Timestamp};
 use libfuzzer_sys::fuzz_target;
 
@@ -14,13 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let mut c = TcpConv::new(([10, 0, 0, 1], 40000), ([10, 0, 0, 2], port), [u32::MAX - 100, 5]);
     c.handshake();
     // then: [control byte: direction in bit 7, length in the rest] [bytes] ...
-    let mut rest = &data[1..];
-    while let Some((&ctl, tail)) = rest.split_first() {
-        let n = ((ctl & 0x7f) as usize + 1).min(tail.len());
-        let dir = if ctl & 0x80 == 0 { C2S } else { S2C };
-        c.send(dir, &tail[..n], &[]);
-        rest = &tail[n..];
-    }
+    c.send_fuzzed(&data[1..]);
     c.close();
     let mut d = Dissector::new(Config::default());
     for (ts, f) in &c.frames {

@@ -221,19 +221,21 @@ impl<'a> Reader<'a> {
                     Self::text(v)
                 }
             }
-            Table => {
-                let n = self.u32()? as usize;
-                let mut t = Reader { b: self.bytes(n)?, at: 0, bits: None };
-                let mut m = Map::new();
-                while t.at < t.b.len() && m.len() < 256 {
-                    let k = t.u8()? as usize;
-                    let k = String::from_utf8_lossy(t.bytes(k)?).into_owned();
-                    let v = t.field(0)?;
-                    m.insert(k, v);
-                }
-                Value::Object(m)
-            }
+            Table => self.table(0)?,
         })
+    }
+
+    /// A field table (a length, then names and typed values), its first 256 fields.
+    fn table(&mut self, depth: usize) -> Option<Value> {
+        let n = self.u32()? as usize;
+        let mut t = Reader { b: self.bytes(n)?, at: 0, bits: None };
+        let mut m = Map::new();
+        while t.at < t.b.len() && m.len() < 256 {
+            let k = t.u8()? as usize;
+            let k = String::from_utf8_lossy(t.bytes(k)?).into_owned();
+            m.insert(k, t.field(depth)?);
+        }
+        Some(Value::Object(m))
     }
 
     /// A field table's value (RabbitMQ's types, as its clients send them).
@@ -266,17 +268,7 @@ impl<'a> Reader<'a> {
                 }
                 Value::Array(v)
             }
-            b'F' => {
-                let n = self.u32()? as usize;
-                let mut t = Reader { b: self.bytes(n)?, at: 0, bits: None };
-                let mut m = Map::new();
-                while t.at < t.b.len() && m.len() < 256 {
-                    let k = t.u8()? as usize;
-                    let k = String::from_utf8_lossy(t.bytes(k)?).into_owned();
-                    m.insert(k, t.field(depth + 1)?);
-                }
-                Value::Object(m)
-            }
+            b'F' => self.table(depth + 1)?,
             b'V' => Value::Null,
             _ => return None,
         })

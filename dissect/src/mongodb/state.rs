@@ -70,13 +70,27 @@ impl Mongo {
         Mongo { x: Exchanges::new("mongodb", client), skip: [0; 2] }
     }
 
+    /// A message kshark could not read (`why`: too long, undecodable, malformed): still a
+    /// request or a reply, with its opcode, size and the anomaly.
+    fn unread(&mut self, h: Header, op: i32, why: &str, anomaly: Anomaly, size: u64, cx: &mut Cx<'_>) {
+        let name = wire::op_name(op);
+        if h.response_to != 0 || op == wire::OP_REPLY {
+            let mut m = Msg::new(fields! {"status" => why, "error" => Value::Null, "op" => name}, cx.ts_at(0), cx.ts, size);
+            m.anomalies.push(anomaly);
+            self.x.reply(Some(h.response_to as u32 as u64), m, cx);
+        } else {
+            let mut m = Msg::new(fields! {"method" => name, "target" => Value::Null, "op" => name}, cx.ts_at(0), cx.ts, size);
+            m.anomalies.push(anomaly);
+            self.x.request(Some(h.request_id as u32 as u64), m, cx);
+        }
+    }
+
     fn message(&mut self, dir: Dir, h: Header, op: i32, body: &[u8], size: u64, compressed: bool, cx: &mut Cx<'_>) {
         cx.stats.l7_messages += 1;
         let caps = Caps { string: cx.limits.max_body.min(4096), ..Caps::default() };
         let (start, end) = (cx.ts_at(0), cx.ts);
         let reply = h.response_to != 0 || op == wire::OP_REPLY;
         let mut f = Fields::new();
-        let mut anomalies = Vec::new();
         let mut more_to_come = false;
         let doc = match op {
             wire::OP_MSG => match wire::op_msg(body, caps) {
@@ -114,17 +128,7 @@ impl Mongo {
         };
         let Some(doc) = doc else {
             cx.stats.l7_malformed += 1;
-            anomalies.push(Anomaly::Malformed);
-            let mut m = Msg::new(fields! {"method" => wire::op_name(op), "target" => Value::Null, "op" => wire::op_name(op)}, start, end, size);
-            m.anomalies = anomalies;
-            if reply {
-                m.fields.insert("status".into(), json!("malformed"));
-                m.fields.insert("error".into(), Value::Null);
-                self.x.reply(Some(h.response_to as u32 as u64), m, cx);
-            } else {
-                self.x.request(Some(h.request_id as u32 as u64), m, cx);
-            }
-            return;
+            return self.unread(h, op, "malformed", Anomaly::Malformed, size, cx);
         };
         if reply {
             let (ok, status, error) = verdict(&doc);
@@ -180,17 +184,7 @@ impl StreamParser for Mongo {
         if len > cx.limits.max_pending_bytes / 2 {
             // too long to hold: counted, passed over
             cx.stats.l7_messages += 1;
-            let m = Msg::new(fields! {"method" => wire::op_name(h.op), "target" => Value::Null, "op" => wire::op_name(h.op), "size" => len}, cx.ts_at(0), cx.ts, len as u64);
-            if h.response_to != 0 {
-                let mut m = m;
-                m.fields = fields! {"status" => "too large", "error" => Value::Null, "op" => wire::op_name(h.op)};
-                m.anomalies.push(Anomaly::LimitReached);
-                self.x.reply(Some(h.response_to as u32 as u64), m, cx);
-            } else {
-                let mut m = m;
-                m.anomalies.push(Anomaly::LimitReached);
-                self.x.request(Some(h.request_id as u32 as u64), m, cx);
-            }
+            self.unread(h, h.op, "too large", Anomaly::LimitReached, len as u64, cx);
             self.skip[d] = len - 16;
             return Progress::Consumed(16);
         }
@@ -203,15 +197,7 @@ impl StreamParser for Mongo {
                 Ok((op, inner)) => self.message(dir, h, op, &inner, len as u64, true, cx),
                 Err(_) => {
                     cx.stats.l7_malformed += 1;
-                    let mut m = Msg::new(fields! {"method" => "OP_COMPRESSED", "target" => Value::Null, "op" => "OP_COMPRESSED"}, cx.ts_at(0), cx.ts, len as u64);
-                    m.anomalies.push(Anomaly::BodyDecodeError);
-                    if h.response_to != 0 {
-                        m.fields = fields! {"status" => "undecodable", "error" => Value::Null, "op" => "OP_COMPRESSED"};
-                        m.anomalies.push(Anomaly::BodyDecodeError);
-                        self.x.reply(Some(h.response_to as u32 as u64), m, cx);
-                    } else {
-                        self.x.request(Some(h.request_id as u32 as u64), m, cx);
-                    }
+                    self.unread(h, h.op, "undecodable", Anomaly::BodyDecodeError, len as u64, cx);
                 }
             }
         } else {

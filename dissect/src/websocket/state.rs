@@ -35,6 +35,8 @@ struct Message {
 
 #[derive(Default)]
 struct Side {
+    /// A gap lost the framing: nothing more of this direction is read.
+    lost: bool,
     frame: Option<(Header, u64)>,
     msg: Option<Message>,
     control: Vec<u8>,
@@ -151,6 +153,9 @@ fn inflate(d: &mut Decompress, mut input: &[u8], m: &mut Message, cap: usize) ->
 impl StreamParser for WebSocket {
     fn feed(&mut self, dir: Dir, data: &[u8], cx: &mut Cx<'_>) -> Progress {
         let d = dir.idx();
+        if self.sides[d].lost {
+            return Progress::Consumed(data.len());
+        }
         if let Some((h, pos)) = self.sides[d].frame {
             let n = ((h.len - pos) as usize).min(data.len());
             let mut chunk = data[..n].to_vec();
@@ -210,20 +215,13 @@ impl StreamParser for WebSocket {
 
     fn on_gap(&mut self, dir: Dir, _len: u64, cx: &mut Cx<'_>) {
         // frames carry no marker to find again: this direction is read no further
-        let s = &mut self.sides[dir.idx()];
-        s.frame = None;
-        s.msg = None;
-        s.inflater = None;
+        self.sides[dir.idx()] = Side { lost: true, ..Side::default() };
         cx.stats.parse_desyncs += 1;
-        s.frame = Some((Header { fin: false, rsv1: false, opcode: op::BINARY, mask: None, len: u64::MAX, size: 0 }, 0));
     }
 
     fn on_close(&mut self, dir: Dir, _leftover: &[u8], cx: &mut Cx<'_>) {
         // a message cut off by the end of the connection: what came of it
         let s = &mut self.sides[dir.idx()];
-        if s.frame.is_some_and(|(h, _)| h.len == u64::MAX) {
-            return;
-        }
         if let Some(m) = s.msg.as_mut() {
             m.anomalies.push(Anomaly::Truncated);
             let h = Header { fin: true, rsv1: false, opcode: m.opcode, mask: None, len: 0, size: 0 };
