@@ -146,14 +146,21 @@ impl Finish {
             f.seen += 1;
             let (src, dst) = (std::net::SocketAddr::new(e.src.ip, e.src.port), std::net::SocketAddr::new(e.dst.ip, e.dst.port));
             let since = e.timestamp.0;
-            // a Service's address (named as the Service, not a pod): who answered it
+            // a Service's address (named as the Service, not a pod): who answered it. The
+            // Service is the destination of a request, and the source of what a server
+            // sends unasked (an AMQP delivery, a Redis push, an MQTT publish)
             let to_service = e.dst.service.is_some() && e.dst.pod.is_none();
-            if let Some(real) = to_service.then(|| self.ct.real_destination(src, dst, since)).flatten() {
-                inv.name_answering(&mut e.dst, real, e.timestamp.0 as i64);
-            } else if !to_service && e.request.is_none() && e.dst.pod.is_some() && (self.ct.addressed(src, dst, since).is_some() || self.ct.addressed(dst, src, since).is_some()) {
-                // the server's-veth copy of a connection this node rewrote (its request was
-                // taken at the client's veth, so the copy is a response alone): its client's
-                // copy, the one that says which Service was called, was taken here too
+            let from_service = !to_service && e.src.service.is_some() && e.src.pod.is_none();
+            if to_service || from_service {
+                let real = if to_service { self.ct.real_destination(src, dst, since) } else { self.ct.real_destination(dst, src, since) };
+                if let Some(real) = real {
+                    inv.name_answering(if to_service { &mut e.dst } else { &mut e.src }, real, e.timestamp.0 as i64);
+                }
+            } else if e.src.pod.is_some() && e.dst.pod.is_some() && (self.ct.addressed(src, dst, since).is_some() || self.ct.addressed(dst, src, since).is_some()) {
+                // the server's-veth copy of a connection this node rewrote (its client's
+                // packets were taken at the client's veth, so the copy holds what the server
+                // sent: responses alone, or messages it sent unasked): its client's copy,
+                // the one that says which Service was called, was taken here too
                 NAT_COPIES.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

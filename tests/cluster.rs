@@ -131,8 +131,10 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     std::thread::sleep(Duration::from_secs(4));
 
     let mut all: Vec<Value> = Vec::new();
+    // the stores' calls found, by protocol, over all phases
+    let mut stores: HashMap<String, usize> = HashMap::new();
     // phase 1: calls between the sock-shop's pods, through ClusterIPs, on and across nodes
-    let cross = phase(1, &orx, &mut all, 40, &[]);
+    let cross = phase(1, &orx, &mut all, &mut stores, 40, &[]);
     assert!(cross >= 20, "too few calls crossed nodes ({cross}): the placement should make many");
     let st = poll("the hub's stats", 30, stats);
     assert!(st["hub"]["joined"].as_u64().unwrap_or(0) >= cross as u64, "the hub joined fewer exchanges than crossed nodes: {}", st["hub"]);
@@ -158,14 +160,14 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     let st = stats().unwrap();
     assert!(st["nodes"]["kshark-node-2"]["uncaptured_seconds"].as_f64().unwrap_or(0.0) > 0.0, "{}", st["nodes"]);
     std::thread::sleep(Duration::from_secs(4));
-    phase(2, &orx, &mut all, 24, &[]);
+    phase(2, &orx, &mut all, &mut stores, 24, &[]);
 
     // phase 3: front-end called at node-1's NodePort from node-2's own network (a
     // hostNetwork pod): kube-proxy rewrites both ends, and the caller is named as the node
     // whose address the call came from, not guessed
-    phase(3, &orx, &mut all, 16, &["--node-port", "kshark-node-1"]);
+    phase(3, &orx, &mut all, &mut stores, 16, &["--node-port", "kshark-node-1"]);
     // and its ClusterIP from node-2's own network: masqueraded by node-2, named node-2
-    phase(4, &orx, &mut all, 16, &["--host-network"]);
+    phase(4, &orx, &mut all, &mut stores, 16, &["--host-network"]);
 
     // phase 5: the hub's pod deleted while the sock-shop calls; the stopping hub takes no
     // more batches, the workers keep them, reconnect to the new hub and resend; tap's
@@ -173,7 +175,7 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     std::thread::sleep(Duration::from_secs(4));
     let hub_pod = kc(&["-n", "kshark", "get", "pods", "-l", "app.kubernetes.io/name=kshark-hub", "-o", "name"]).trim().to_string();
     kc(&["-n", "kshark", "delete", &hub_pod, "--wait=false"]);
-    phase(5, &orx, &mut all, 24, &[]);
+    phase(5, &orx, &mut all, &mut stores, 24, &[]);
     said.extend(erx.try_iter());
     let text = said.join("\n");
     assert!(text.contains("reconnected to the hub"), "tap's stream did not reconnect: {text}");
@@ -182,6 +184,15 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
     eprintln!("cluster: after the hub's pod was replaced, the workers resent {resent} batches; the new hub: {}", st["hub"]);
     let _ = tap.0.kill();
     let _ = tap.0.wait();
+    // the real stores: SQL on MariaDB and PostgreSQL, Redis commands, AMQP publishes and
+    // acks, each between named pods
+    for p in ["mysql", "postgresql", "redis", "amqp"] {
+        assert!(stores.get(p).copied().unwrap_or(0) > 0, "no {p} call to a store in the ledgers: {stores:?}");
+    }
+    assert!(
+        all.iter().any(|e| e["protocol"] == "amqp" && s(e, "/request/method") == "basic.deliver" && s(e, "/dst/pod/name").starts_with("queue-master-") && s(e, "/src/pod/name").starts_with("rabbitmq-")),
+        "no delivery from rabbitmq to queue-master"
+    );
     let dump: String = all.iter().map(|e| format!("{e}\n")).collect();
     let _ = std::fs::write(Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-entries.ndjson"), dump);
 
@@ -242,7 +253,7 @@ fn tap_deployed_into_a_real_two_node_cluster_names_every_call_through_its_cluste
 /// entries the hub streamed, exactly once, with its caller, the Service, the answering pod
 /// and the node or nodes that saw it; and no other HTTP entry between sock-shop pods in the
 /// phase's time. Returns how many calls crossed nodes.
-fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n: u32, traffic: &[&str]) -> usize {
+fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, stores: &mut HashMap<String, usize>, n: u32, traffic: &[&str]) -> usize {
     all.extend(orx.try_iter());
     for f in std::fs::read_dir(LEDGER).unwrap().flatten() {
         let _ = std::fs::remove_file(f.path());
@@ -365,6 +376,61 @@ fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, n
             assert!(e.get("nodes").is_none(), "a call within one node is not joined: {e}");
         }
     }
+    // the stores' calls (SQL, Redis commands, AMQP publishes and acks), each found once
+    // from its caller's side, named with the Service and the pod that answered, joined
+    // where it crossed nodes
+    let store_calls: Vec<&Value> = ledger.iter().filter(|c| c["protocol"].is_string() && c["status"] == "OK").collect();
+    let mut by_protocol: HashMap<String, usize> = HashMap::new();
+    let mut store_used = vec![false; entries.len()];
+    let same_store = |c: &Value, e: &Value| {
+        e["protocol"] == c["protocol"]
+            && s(e, "/src/pod/name") == s(c, "/caller")
+            && s(e, "/dst/service/name") == s(c, "/service")
+            && s(e, "/request/method") == s(c, "/method")
+            && (c["query"].is_null() || e.pointer("/request/query") == Some(&c["query"]))
+            && (c["target"] == "" || s(e, "/request/target") == s(c, "/target"))
+    };
+    for c in &store_calls {
+        let i = take(c, &|e| same_store(c, e), &mut store_used).unwrap_or_else(|| panic!("phase {k}: a call to a store not found at the hub: {c}"));
+        let e = &entries[i];
+        let (svc, caller) = (s(c, "/service"), s(c, "/caller"));
+        assert!(s(e, "/dst/pod/name").starts_with(&format!("{svc}-")), "the store's pod is not named: {e}");
+        let (caller_node, answer_node) = (pod_node.get(caller).cloned().unwrap_or_default(), pod_node.get(s(e, "/dst/pod/name")).cloned().unwrap_or_default());
+        if caller_node != answer_node {
+            assert_eq!(e["nodes"], serde_json::json!([caller_node, answer_node]), "phase {k}: a store call across nodes not joined: {e}");
+        } else {
+            assert!(e.get("nodes").is_none(), "a store call within one node is not joined: {e}");
+        }
+        if !(s(c, "/method") == "basic.ack" || s(c, "/method") == "basic.publish") {
+            assert!(e["response"].is_object(), "phase {k}: a store call without its reply: {e}");
+        }
+        *by_protocol.entry(s(c, "/protocol").to_string()).or_default() += 1;
+        if s(c, "/method") == "basic.ack" {
+            // the delivery it acks, sent unasked by the broker through the Service's
+            // connection: one entry, the broker's pod named (conntrack, from the
+            // consumer's side), joined from both nodes
+            let is_delivery = |e: &Value| e["protocol"] == "amqp" && s(e, "/request/method") == "basic.deliver" && s(e, "/dst/pod/name") == caller;
+            let d = take(c, &|e| is_delivery(e), &mut store_used).unwrap_or_else(|| panic!("phase {k}: no delivery before the ack {c}"));
+            let d = &entries[d];
+            assert!(s(d, "/src/pod/name").starts_with("rabbitmq-"), "phase {k}: the broker of a delivery is not named: {d}");
+            if pod_node.get(s(d, "/src/pod/name")) != pod_node.get(caller) {
+                assert_eq!(d["observed"], "both", "phase {k}: a delivery across nodes not joined: {d}");
+            }
+        }
+    }
+    for (p, n) in &by_protocol {
+        *stores.entry(p.clone()).or_default() += n;
+    }
+    // and none twice: an entry like a ledger's call (its caller, command and text) that
+    // no call took, in the ledger's time
+    let (first_s, last_s) = (first + 1.0, last - 1.0);
+    let delivery = |e: &Value| e["protocol"] == "amqp" && s(e, "/request/method") == "basic.deliver";
+    let twice: Vec<&Value> = (0..entries.len())
+        .filter(|&i| !store_used[i] && (first_s..last_s).contains(&secs(&entries[i])) && (delivery(&entries[i]) || store_calls.iter().any(|c| same_store(c, &entries[i]))))
+        .map(|i| &entries[i])
+        .collect();
+    assert!(twice.is_empty(), "phase {k}: {} store entries that are no call of the ledger (duplicates?), e.g. {}", twice.len(), twice[0]);
+    eprintln!("cluster: phase {k}: store calls found once each: {by_protocol:?}");
     // nothing twice: in the ledger's time, every HTTP entry between sock-shop pods is one
     // of the calls (a same-node call's server-side copy is left out by its node, a
     // cross-node one's joined into the client's)

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 const REFRESH: Duration = Duration::from_millis(5);
 
+/// Connections remembered as not rewritten, at most (then forgotten, and read again).
+const MAX_NOT_REWRITTEN: usize = 100_000;
+
 /// (client, what it addressed) of a rewritten connection.
 type Key = (SocketAddr, SocketAddr);
 
@@ -31,6 +34,10 @@ pub struct Conntrack {
     to_real: HashMap<Key, SocketAddr>,
     /// (client, answering address) of every rewritten connection → the service address
     from_real: HashMap<Key, SocketAddr>,
+    /// (client, answering address) of connections known not to be rewritten: a reading
+    /// made after they began did not have them (a rewritten one is there from its SYN),
+    /// so each ordinary connection costs one reading at most, not one per exchange
+    not_rewritten: std::collections::HashSet<Key>,
     read: Option<Instant>,
     /// When the last reading began, ns since the epoch.
     read_wall: u64,
@@ -87,11 +94,22 @@ impl Conntrack {
     /// The service address `client` addressed, when its connection to `answering` is the
     /// rewritten copy of one to a service; `since` as above.
     pub fn addressed(&mut self, client: SocketAddr, answering: SocketAddr, since: u64) -> Option<SocketAddr> {
-        if let Some(r) = self.from_real.get(&(client, answering)) {
+        let key = (client, answering);
+        if let Some(r) = self.from_real.get(&key) {
             return Some(*r);
         }
+        if self.not_rewritten.contains(&key) {
+            return None;
+        }
         self.refresh(since);
-        self.from_real.get(&(client, answering)).copied()
+        let found = self.from_real.get(&key).copied();
+        if found.is_none() && self.available && self.read_wall > since {
+            if self.not_rewritten.len() >= MAX_NOT_REWRITTEN {
+                self.not_rewritten.clear();
+            }
+            self.not_rewritten.insert(key);
+        }
+        found
     }
 }
 
@@ -157,6 +175,15 @@ ipv4     2 icmp     1 29 src=172.30.0.11 dst=172.30.0.12 type=8 code=0 id=1 src=
         std::thread::sleep(REFRESH * 2);
         assert_eq!(ct.real_destination(sa("1.2.3.4:1"), sa("5.6.7.8:2"), u64::MAX), None);
         assert_eq!(ct.reads, reads + 1);
+        // a plain connection found missing by a reading made after its exchange began is
+        // not read for again, however new its next exchange
+        std::thread::sleep(REFRESH * 2);
+        let plain = (sa("10.244.11.6:50001"), sa("10.244.12.6:80"));
+        assert_eq!(ct.addressed(plain.0, plain.1, 1), None);
+        let reads = ct.reads;
+        std::thread::sleep(REFRESH * 2);
+        assert_eq!(ct.addressed(plain.0, plain.1, u64::MAX), None);
+        assert_eq!(ct.reads, reads, "a connection known not to be rewritten is read for again");
         std::fs::remove_file(&dir).unwrap();
         // no table (no conntrack in this namespace): never an error, never a name
         let mut none = Conntrack::new("/nonexistent/nf_conntrack");

@@ -14,6 +14,17 @@ fn node_of(ep: &Endpoint) -> Option<&str> {
     ep.pod.as_ref()?.get("node")?.as_str().filter(|n| !n.is_empty())
 }
 
+/// An end's own address: where a Service was called, the answering pod's that conntrack
+/// named (`pod.ip`, `pod.port`); the other node sees the connection with it. (The Service
+/// is at `dst` for a request, and at `src` for what a server sends unasked, such as an
+/// AMQP delivery or a Redis push.)
+fn real(ep: &Endpoint) -> SocketAddr {
+    let pod = ep.pod.as_deref();
+    let ip = pod.and_then(|p| p.get("ip")).and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok()).unwrap_or(ep.ip);
+    let port = pod.and_then(|p| p.get("port")).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(ep.port);
+    SocketAddr::new(ip, port)
+}
+
 /// The mark for `e`, taken on node `e.node`, or `None` when no other node's worker sees
 /// it: both pods are here, the other end is not a pod (a node, an outside address), or
 /// it is a pod the workers do not capture (`captured` says which they do: all workers of
@@ -28,16 +39,11 @@ pub fn mark(e: &Entry, captured: impl Fn(&Endpoint) -> bool) -> Option<Join> {
     } else {
         return None;
     };
-    // the answering pod's own address: where a Service was called, the one conntrack
-    // named (`dst.pod.ip`, `dst.pod.port`); the server's side sees it as the address
-    let pod = e.dst.pod.as_deref();
-    let ip = pod.and_then(|p| p.get("ip")).and_then(Value::as_str).and_then(|s| s.parse::<IpAddr>().ok()).unwrap_or(e.dst.ip);
-    let port = pod.and_then(|p| p.get("port")).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).unwrap_or(e.dst.port);
     let transport = match e.transport {
         Transport::Tcp => "tcp",
         Transport::Udp => "udp",
     };
-    let mut key = format!("{transport} {} {}", SocketAddr::new(e.src.ip, e.src.port), SocketAddr::new(ip, port));
+    let mut key = format!("{transport} {} {}", real(&e.src), real(&e.dst));
     // what tells apart exchanges that may overlap on one connection or flow
     match e.request.as_deref() {
         Some(Request::Http(r)) => {
@@ -102,6 +108,21 @@ mod tests {
         assert_eq!((c.side, c.peer.as_str(), s.side, s.peer.as_str()), ("client", "n2", "server", "n1"));
         assert_eq!(c.key, s.key);
         assert_eq!(c.key, "tcp 10.244.11.6:41000 10.244.12.5:8080");
+    }
+
+    #[test]
+    fn a_message_the_server_sends_unasked_through_a_service_gets_one_key_too() {
+        // an AMQP delivery: from the broker (src) to its consumer. node-2's copy: the
+        // consumer's connection to the ClusterIP, the broker's pod named by conntrack
+        let mut client = entry("n2", ("10.96.4.9", 5672, None), ("10.244.12.4", 56178, Some(json!({"name": "qm", "node": "n2"}))));
+        client.src.pod = Some(Box::new(json!({"name": "rabbitmq", "node": "n1", "ip": "10.244.11.2", "port": 5672})));
+        // node-1's copy, at the broker's veth
+        let server = entry("n1", ("10.244.11.2", 5672, Some("n1")), ("10.244.12.4", 56178, Some(json!({"name": "qm", "node": "n2"}))));
+        let (c, s) = (mark(&client, |_| true).unwrap(), mark(&server, |_| true).unwrap());
+        assert_eq!(c.key, s.key);
+        assert_eq!(c.key, "tcp 10.244.11.2:5672 10.244.12.4:56178");
+        assert_eq!((c.peer.as_str(), s.peer.as_str()), ("n1", "n2"));
+        assert_ne!(c.side, s.side);
     }
 
     #[test]

@@ -19,6 +19,19 @@ search path in the namespace's resolv.conf): HTTP/1.1 everywhere, and gRPC from 
 to payment (sockshop.Payment/Authorise, payment.proto; messages encoded by hand so the
 only dependency is grpcio). A service writes $LAB_DIR/ready/$POD once it listens.
 
+With LAB_STORES=real (the cluster lab), the stores are real servers from Debian, run in
+their pods by this script, and the services use them through their Python clients (each
+call also written to the ledger, with its protocol):
+    catalogue-db     MariaDB (socksdb.sock), queried by catalogue with PyMySQL
+    carts-db         Redis (a hash per cart), used by carts
+    session-db       Redis, front-end's sessions (as the real sock-shop's)
+    orders-db        PostgreSQL (orders), written by orders with psycopg2
+    user-db          PostgreSQL (customer), read by user
+    rabbitmq         RabbitMQ: shipping publishes to the queue shipping-task over AMQP,
+                     and queue-master consumes it (and acks each message)
+The real sock-shop keeps carts, orders and users in MongoDB, which Debian does not ship.
+Without it (the namespace lab) they are small REST stand-ins.
+
 With LAB_TLS set (the cluster lab: a directory with tls.crt and tls.key), user serves
 HTTPS on 443 and payment gRPC over TLS, and their callers (front-end and orders) check
 that certificate: TLS between pods, as many shops run it.
@@ -66,6 +79,22 @@ def record(start, url, method, path, status, error=None):
     with _ledger_lock:
         with open(os.path.join(LEDGER, POD + ".ndjson"), "a") as f:
             f.write(json.dumps(line) + "\n")
+
+def record_store(start, service, protocol, method, target, status, query=None, error=None):
+    """One line of the ledger for a call to a store: its protocol, the command (method)
+    and its table, key or queue (target), and the SQL text where there is one."""
+    if not LEDGER:
+        return
+    line = {"time": start, "end": time.time(), "caller": POD, "caller_namespace": POD_NAMESPACE, "service": service,
+            "service_namespace": POD_NAMESPACE, "protocol": protocol, "method": method, "target": target, "status": status}
+    if query is not None:
+        line["query"] = query
+    if error:
+        line["error"] = error
+    with _ledger_lock:
+        with open(os.path.join(LEDGER, POD + ".ndjson"), "a") as f:
+            f.write(json.dumps(line) + "\n")
+
 
 URL = {
     "catalogue": "http://catalogue",
@@ -223,6 +252,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def front_end(method, path, query, h):
+    if STORES:
+        # the session, in session-db (Redis), as the real front-end keeps it
+        try:
+            redis_call("session-db", "HINCRBY", "session:" + h.client_address[0], "hits", 1)
+        except Exception:  # noqa: BLE001 - a page without its session still answers
+            pass
     if path == "/" or path == "/index.html":
         return 200, {"page": "index"}
     if path == "/catalogue":
@@ -245,6 +280,22 @@ def front_end(method, path, query, h):
 def catalogue(method, path, query, h):
     if "slow" in query:
         time.sleep(random.uniform(0.3, 0.8))
+    if STORES:
+        cols = "SELECT sock_id AS id, name, price, count FROM sock"
+        try:
+            if path == "/catalogue":
+                rows = sql("catalogue-db", "mysql", cols + " ORDER BY name", table="sock")
+            elif path.startswith("/catalogue/"):
+                rows = sql("catalogue-db", "mysql", cols + " WHERE sock_id = %s", (path.rsplit("/", 1)[1],), table="sock")
+                if not rows:
+                    return 404, {"error": "Not found"}
+            else:
+                return 404, {"error": "not found"}
+        except Exception as e:  # noqa: BLE001
+            return 503, {"error": "catalogue-db: %s" % e}
+        for r in rows:
+            r["price"] = float(r["price"])
+        return 200, rows if path == "/catalogue" else rows[0]
     if path == "/catalogue":
         st, rows = call("GET", URL["catalogue-db"] + "/socks")
         return st, rows
@@ -274,6 +325,16 @@ def database(method, path, query, h):
 def carts(method, path, query, h):
     if "fail" in query:
         return 500, {"error": "carts-db connection reset"}
+    if STORES:
+        key = "cart:" + path.split("/")[2] if path.count("/") >= 2 else "cart:?"
+        try:
+            if method == "POST":
+                item = (h.body() or {}).get("itemId", "?")
+                return 201, {"itemId": item, "quantity": redis_call("carts-db", "HINCRBY", key, item, 1)}
+            items = redis_call("carts-db", "HGETALL", key)
+        except Exception as e:  # noqa: BLE001
+            return 503, {"error": "carts-db: %s" % e}
+        return 200, [{"itemId": k, "quantity": int(v)} for k, v in sorted(items.items())]
     if method == "POST":
         return call("POST", URL["carts-db"] + "/carts", h.body())
     return call("GET", URL["carts-db"] + "/carts?customer=57a98d98e4b00679b4e9ae4b")
@@ -282,6 +343,13 @@ def carts(method, path, query, h):
 def user(method, path, query, h):
     if path == "/login":
         return 200, {"user": {"id": "57a98d98e4b00679b4e9ae4b", "username": "user"}}
+    if STORES and path.startswith("/customers/"):
+        try:
+            rows = sql("user-db", "postgresql", "SELECT id, username, first_name, last_name FROM customer WHERE id = %s",
+                       (path.rsplit("/", 1)[1],), table="customer")
+        except Exception as e:  # noqa: BLE001
+            return 503, {"error": "user-db: %s" % e}
+        return (200, {"customer": rows[0]}) if rows else (404, {"error": "no such customer"})
     if path.startswith("/customers/"):
         st, rows = call("GET", URL["user-db"] + "/customers/" + path.rsplit("/", 1)[1])
         return st, {"customer": rows}
@@ -290,6 +358,12 @@ def user(method, path, query, h):
 
 def shipping(method, path, query, h):
     body = h.body()
+    if STORES:
+        try:
+            publish(body)
+        except Exception as e:  # noqa: BLE001
+            return 503, {"error": "rabbitmq: %s" % e}
+        return 201, {"shipment": body}
     call("POST", URL["rabbitmq"] + "/api/exchanges/%2F/shipping-task/publish", {"payload": json.dumps(body)})
     return 201, {"shipment": body}
 
@@ -344,7 +418,260 @@ def orders(method, path, query, h):
     if not f.get(1):
         return 406, {"error": f.get(2, b"").decode()}
     call("POST", URL["shipping"] + "/shipping", {"order": oid})
+    if STORES:
+        try:
+            sql("orders-db", "postgresql", "INSERT INTO orders (id, customer, amount) VALUES (%s, %s, %s) RETURNING id",
+                (oid, "57a98d98e4b00679b4e9ae4b", float(order.get("amount", 20.0))), table="orders")
+        except Exception as e:  # noqa: BLE001
+            return 503, {"error": "orders-db: %s" % e}
+        return 201, {"id": oid, "amount": order.get("amount", 20.0)}
     return call("POST", URL["orders-db"] + "/orders", {"order": oid, "amount": order.get("amount", 20.0)})
+
+
+# --- the real stores (LAB_STORES=real) --------------------------------------------------------
+
+STORES = os.environ.get("LAB_STORES") == "real"
+
+
+class Store:
+    """One connection to a store, shared by a service's threads under a lock, opened again
+    after a failure (as a pool of one)."""
+
+    def __init__(self, connect):
+        self.connect = connect
+        self.conn = None
+        self.lock = threading.Lock()
+
+    def use(self, fn):
+        with self.lock:
+            try:
+                if self.conn is None:
+                    self.conn = self.connect()
+                return fn(self.conn)
+            except Exception:
+                try:
+                    if self.conn is not None:
+                        self.conn.close()
+                except Exception:  # noqa: BLE001 - already broken
+                    pass
+                self.conn = None
+                raise
+
+
+def _mysql():
+    import pymysql
+    return pymysql.connect(host="catalogue-db", port=3306, user="catalogue_user", password="default_password",
+                           database="socksdb", connect_timeout=5, read_timeout=5, write_timeout=5, autocommit=True)
+
+
+def _postgres(host, user):
+    import psycopg2
+    c = psycopg2.connect(host=host, port=5432, user=user, password=user + "-password", dbname="data", connect_timeout=5)
+    c.autocommit = True
+    return c
+
+
+STORE = {}
+
+
+def store(name):
+    if name not in STORE:
+        if name == "catalogue-db":
+            STORE[name] = Store(_mysql)
+        elif name in ("orders-db", "user-db"):
+            STORE[name] = Store(lambda: _postgres(name, name.split("-")[0]))
+        elif name in ("carts-db", "session-db"):
+            import redis
+            STORE[name] = redis.Redis(host=name, port=6379, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
+    return STORE[name]
+
+
+def sql(service, protocol, query, args=(), table=""):
+    """One SQL statement on a store; its rows (as dicts). The statement's text as sent
+    (the client fills in the arguments) goes to the ledger."""
+    start = time.time()
+    method = "COM_QUERY" if protocol == "mysql" else "Query"
+    text = None
+
+    def run(conn):
+        nonlocal text
+        cur = conn.cursor()
+        try:
+            text = cur.mogrify(query, args)
+            text = text.decode() if isinstance(text, bytes) else text
+            cur.execute(text)
+            cols = [d[0] for d in cur.description] if cur.description else []
+            return [dict(zip(cols, r)) for r in cur.fetchall()] if cols else []
+        finally:
+            cur.close()
+
+    try:
+        rows = store(service).use(run)
+    except Exception as e:  # noqa: BLE001 - a store that fails is the service's 503
+        print(f"{POD}: {service}: {e}", flush=True)
+        record_store(start, service, protocol, method, table, None, text, str(e))
+        raise
+    record_store(start, service, protocol, method, table, "OK", text)
+    return rows
+
+
+def redis_call(service, command, *args):
+    start = time.time()
+    try:
+        out = store(service).execute_command(command, *args)
+    except Exception as e:  # noqa: BLE001
+        print(f"{POD}: {service}: {e}", flush=True)
+        record_store(start, service, "redis", command, str(args[0]) if args else "", None, error=str(e))
+        raise
+    record_store(start, service, "redis", command, str(args[0]) if args else "", "OK")
+    return out
+
+
+def amqp_params():
+    import pika
+    return pika.ConnectionParameters(host="rabbitmq", port=5672, credentials=pika.PlainCredentials("guest", "guest"),
+                                     heartbeat=0, blocked_connection_timeout=5, socket_timeout=5, connection_attempts=1)
+
+
+class Publisher:
+    """shipping's AMQP connection and channel, with the queue declared."""
+
+    def __init__(self):
+        import pika
+        self.conn = pika.BlockingConnection(amqp_params())
+        self.ch = self.conn.channel()
+        self.ch.queue_declare("shipping-task", durable=True)
+
+    def close(self):
+        self.conn.close()
+
+
+_publisher = Store(Publisher)
+
+
+def publish(body):
+    import pika
+    start = time.time()
+
+    def send(p):
+        p.ch.basic_publish(exchange="", routing_key="shipping-task", body=json.dumps(body).encode(),
+                         properties=pika.BasicProperties(content_type="application/json", delivery_mode=2))
+    try:
+        _publisher.use(send)
+    except Exception as e:  # noqa: BLE001
+        print(f"{POD}: rabbitmq: {e}", flush=True)
+        record_store(start, "rabbitmq", "amqp", "basic.publish", "shipping-task", None, error=str(e))
+        raise
+    record_store(start, "rabbitmq", "amqp", "basic.publish", "shipping-task", "OK")
+
+
+def wait_listening(port, proc, what, secs=120):
+    import socket
+    t0 = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            sys.exit(f"{POD}: {what} exited ({proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() - t0 > secs:
+                sys.exit(f"{POD}: {what} does not listen on {port} after {secs} s")
+            time.sleep(0.2)
+
+
+def serve_store(role, port):
+    """Runs the store's server in this pod, fills it, says ready, and waits on it."""
+    import subprocess
+    if role == "catalogue-db":
+        data = "/tmp/mysql"
+        subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=" + data, "--user=root", "--skip-test-db",
+                        "--auth-root-authentication-method=socket"], check=True, stdout=subprocess.DEVNULL)
+        d = subprocess.Popen(["mariadbd", "--no-defaults", "--datadir=" + data, "--user=root", "--socket=/tmp/mysqld.sock",
+                              "--port=%d" % port, "--bind-address=0.0.0.0", "--skip-name-resolve", "--skip-log-bin",
+                              "--innodb-buffer-pool-size=16M", "--pid-file=/tmp/mysqld.pid"])
+        wait_listening(port, d, "mariadbd")
+        rows = ",".join("('%s','%s',%s,%d)" % (x["id"], x["name"], x["price"], x["count"]) for x in SOCKS)
+        subprocess.run(["mariadb", "--no-defaults", "-S", "/tmp/mysqld.sock", "-u", "root"], check=True, input=(
+            "CREATE DATABASE socksdb; CREATE USER 'catalogue_user'@'%' IDENTIFIED BY 'default_password';"
+            "GRANT SELECT ON socksdb.* TO 'catalogue_user'@'%'; USE socksdb;"
+            "CREATE TABLE sock (sock_id VARCHAR(40) PRIMARY KEY, name VARCHAR(20), price DECIMAL(8,2), count INT);"
+            "INSERT INTO sock VALUES " + rows + ";").encode())
+    elif role in ("carts-db", "session-db"):
+        d = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "0.0.0.0", "--protected-mode", "no",
+                              "--save", "", "--appendonly", "no", "--dir", "/tmp"])
+        wait_listening(port, d, "redis-server")
+    elif role in ("orders-db", "user-db"):
+        import glob
+        import shutil
+        bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+        data = "/tmp/pg"
+        os.makedirs(data, exist_ok=True)
+        shutil.chown(data, "postgres", "postgres")
+        as_pg = ["runuser", "-u", "postgres", "--"]
+        subprocess.run(as_pg + [bindir + "/initdb", "-D", data, "-U", "postgres", "-E", "UTF8", "--auth-local=trust",
+                                "--auth-host=scram-sha-256"], check=True, stdout=subprocess.DEVNULL)
+        with open(data + "/pg_hba.conf", "a") as f:
+            f.write("host all all 0.0.0.0/0 scram-sha-256\n")
+        d = subprocess.Popen(as_pg + [bindir + "/postgres", "-D", data, "-p", str(port), "-c", "listen_addresses=*",
+                                      "-c", "unix_socket_directories=/tmp", "-c", "shared_buffers=16MB", "-c", "jit=off",
+                                      "-c", "max_connections=20", "-c", "password_encryption=scram-sha-256"])
+        wait_listening(port, d, "postgres")
+        user = role.split("-")[0]
+        schema = {
+            "orders": "CREATE TABLE orders (id text PRIMARY KEY, customer text NOT NULL, amount numeric(10,2) NOT NULL, created timestamptz DEFAULT now());",
+            "user": "CREATE TABLE customer (id text PRIMARY KEY, username text NOT NULL, first_name text, last_name text);"
+                    "INSERT INTO customer VALUES ('57a98d98e4b00679b4e9ae4b', 'user', 'User', 'Name');",
+        }[user]
+        psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "/tmp", "-p", str(port), "-U", "postgres"]
+        subprocess.run(as_pg + psql + ["-c", f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{user}-password'", "-c", f"CREATE DATABASE data OWNER \"{user}\""],
+                       check=True)
+        subprocess.run(as_pg + psql + ["-d", "data", "-c", f"SET ROLE \"{user}\"; " + schema], check=True)
+    elif role == "rabbitmq":
+        base = "/tmp/rabbitmq"
+        for sub in ("mnesia", "log"):
+            os.makedirs(os.path.join(base, sub), exist_ok=True)
+        with open(base + "/rabbitmq.conf", "w") as f:
+            # guest from other pods (the broker allows it only on loopback by default)
+            f.write("loopback_users = none\nlisteners.tcp.default = %d\n" % port)
+        open(base + "/enabled_plugins", "w").write("[].\n")
+        subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", base], check=True)
+        env = dict(os.environ, RABBITMQ_NODENAME="rabbit@localhost", RABBITMQ_MNESIA_BASE=base + "/mnesia",
+                   RABBITMQ_LOG_BASE=base + "/log", RABBITMQ_CONFIG_FILE=base + "/rabbitmq.conf",
+                   RABBITMQ_ENABLED_PLUGINS_FILE=base + "/enabled_plugins")
+        d = subprocess.Popen(["rabbitmq-server"], env=env)
+        wait_listening(port, d, "rabbitmq-server")
+    else:
+        sys.exit(f"{POD}: no store {role}")
+    print(f"{POD}: {role} ready on {port}", flush=True)
+    ready()
+    sys.exit(d.wait())
+
+
+def consume():
+    """queue-master: consumes shipping-task over AMQP and acks each message."""
+    import pika
+
+    def on_message(ch, method, props, body):
+        start = time.time()
+        ch.basic_ack(method.delivery_tag)
+        record_store(start, "rabbitmq", "amqp", "basic.ack", "", "OK")
+
+    said = False
+    while True:
+        try:
+            conn = pika.BlockingConnection(amqp_params())
+            ch = conn.channel()
+            ch.queue_declare("shipping-task", durable=True)
+            ch.basic_qos(prefetch_count=10)
+            ch.basic_consume("shipping-task", on_message)
+            if not said:
+                ready()
+                said = True
+            ch.start_consuming()
+        except Exception as e:  # noqa: BLE001 - the broker not there yet, or gone: again
+            print(f"{POD}: rabbitmq: {e}", flush=True)
+            time.sleep(1.0)
 
 
 ROLES = {
@@ -454,12 +781,17 @@ def queue_master():
         time.sleep(1.0)
 
 
+STORE_ROLES = ("catalogue-db", "carts-db", "session-db", "orders-db", "user-db", "rabbitmq")
+
+
 def serve(role, port):
     global ROLE_FN
     if role == "payment":
         return serve_payment(port)
+    if STORES and role in STORE_ROLES:
+        return serve_store(role, port)
     if role == "queue-master":
-        return queue_master()
+        return consume() if STORES else queue_master()
     ROLE_FN = ROLES[role]
     ThreadingHTTPServer.daemon_threads = True
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)

@@ -24,23 +24,27 @@ pub struct App {
 }
 
 /// Placed so that many calls cross nodes (front-end on 1 calls catalogue, orders and user
-/// on 2) and some stay on one (orders and payment on 2, front-end and carts on 1).
+/// on 2) and some stay on one (orders and payment on 2, front-end and carts on 1). The
+/// stores are real servers (`sockshop.py`, LAB_STORES): catalogue-db MariaDB, carts-db and
+/// session-db Redis, orders-db and user-db PostgreSQL (the real sock-shop's MongoDB is not
+/// in Debian), rabbitmq RabbitMQ; most of their callers are on the other node.
 pub const APPS: &[App] = &[
     App { app: "kube-dns", namespace: "kube-system", role: "dns", port: 53, node: 0 },
     App { app: "front-end", namespace: "sock-shop", role: "front-end", port: 8079, node: 0 },
     App { app: "catalogue", namespace: "sock-shop", role: "catalogue", port: 80, node: 1 },
     App { app: "catalogue-db", namespace: "sock-shop", role: "catalogue-db", port: 3306, node: 0 },
+    App { app: "session-db", namespace: "sock-shop", role: "session-db", port: 6379, node: 1 },
     App { app: "carts", namespace: "sock-shop", role: "carts", port: 80, node: 0 },
-    App { app: "carts-db", namespace: "sock-shop", role: "carts-db", port: 27017, node: 1 },
+    App { app: "carts-db", namespace: "sock-shop", role: "carts-db", port: 6379, node: 1 },
     App { app: "orders", namespace: "sock-shop", role: "orders", port: 80, node: 1 },
-    App { app: "orders-db", namespace: "sock-shop", role: "orders-db", port: 27017, node: 0 },
+    App { app: "orders-db", namespace: "sock-shop", role: "orders-db", port: 5432, node: 0 },
     App { app: "payment", namespace: "sock-shop", role: "payment", port: 50051, node: 1 },
     App { app: "shipping", namespace: "sock-shop", role: "shipping", port: 80, node: 0 },
     App { app: "queue-master", namespace: "sock-shop", role: "queue-master", port: 0, node: 1 },
-    App { app: "rabbitmq", namespace: "sock-shop", role: "rabbitmq", port: 15672, node: 0 },
+    App { app: "rabbitmq", namespace: "sock-shop", role: "rabbitmq", port: 5672, node: 0 },
     // HTTPS (front-end and orders call it over TLS)
     App { app: "user", namespace: "sock-shop", role: "user", port: 443, node: 1 },
-    App { app: "user-db", namespace: "sock-shop", role: "user-db", port: 27017, node: 0 },
+    App { app: "user-db", namespace: "sock-shop", role: "user-db", port: 5432, node: 0 },
 ];
 /// The load generator's node: front-end is on the other, so its calls cross.
 pub const LOAD_NODE: &str = "kshark-node-2";
@@ -180,6 +184,7 @@ fn container(name: &str, args: &[String], port: u16, protocol: &str) -> Value {
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "GRPC_DNS_RESOLVER", "value": "native"},
             {"name": "LAB_TLS", "value": "/lab"},
+            {"name": "LAB_STORES", "value": "real"},
         ],
         "volumeMounts": [{"name": "code", "mountPath": "/lab", "readOnly": true}, {"name": "ledger", "mountPath": "/ledger"}],
     });
@@ -187,6 +192,9 @@ fn container(name: &str, args: &[String], port: u16, protocol: &str) -> Value {
         c["ports"] = json!([{"containerPort": port, "protocol": protocol}]);
         c["readinessProbe"] = if protocol == "UDP" {
             json!({"exec": {"command": ["python3", "/lab/sockshop.py", "dns-ready"]}, "periodSeconds": 2})
+        } else if STORES.contains(&name) {
+            // a store is ready once it is filled (its server listens before)
+            json!({"exec": {"command": ["sh", "-c", "test -e /tmp/ready/$POD"]}, "periodSeconds": 1})
         } else {
             json!({"tcpSocket": {"port": port}, "periodSeconds": 2})
         };
@@ -274,6 +282,9 @@ pub async fn create(client: &Client, tokens: &Tokens) -> Result<(), String> {
     })?;
     Ok(())
 }
+
+/// The Deployments whose pods run a real store.
+const STORES: &[&str] = &["catalogue-db", "carts-db", "session-db", "orders-db", "user-db", "rabbitmq"];
 
 const LOAD_LABEL: &str = "app.kubernetes.io/part-of=kshark-lab-load";
 
