@@ -64,9 +64,9 @@ pub fn keep(f: Option<&kshark_hub::Filter>, e: &Entry) -> bool {
 const BLOCK: usize = 1 << 20;
 
 enum Sink {
-    Ndjson(Box<dyn Write>, Vec<u8>),
-    Table(Box<dyn Write>),
-    Har(HarWriter<Box<dyn Write>>),
+    Ndjson(Box<dyn Write + Send>, Vec<u8>),
+    Table(Box<dyn Write + Send>),
+    Har(HarWriter<Box<dyn Write + Send>>),
 }
 
 impl Sink {
@@ -110,15 +110,15 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
         true => None,
         false => Some(kshark_capture::inventory::load(&a.inventory).map_err(|e| Failure::Input(e.to_string()))?),
     };
-    let out: Box<dyn Write> = match &a.output {
+    let out: Box<dyn Write + Send> = match &a.output {
         Some(p) => Box::new(BufWriter::with_capacity(
             256 << 10,
             File::create(p).map_err(|e| Failure::Runtime(format!("{}: cannot write: {e}", p.display())))?,
         )),
-        None => Box::new(BufWriter::with_capacity(256 << 10, io::stdout().lock())),
+        None => Box::new(BufWriter::with_capacity(256 << 10, io::stdout())),
     };
     let format = a.format.unwrap_or(if a.output.is_none() && io::stdout().is_terminal() { Format::Table } else { Format::Ndjson });
-    let mut sink = match format {
+    let sink = match format {
         Format::Ndjson => Sink::Ndjson(out, Vec::with_capacity(BLOCK + (256 << 10))),
         Format::Table => {
             let mut out = out;
@@ -127,32 +127,89 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
         }
         Format::Har => Sink::Har(HarWriter::new(out).map_err(write_err)?),
     };
+    // two stages on two threads: this one reads, dissects, names, masks and filters; the
+    // writer encodes the entries (JSON-escaping their bodies, most of the bytes) and
+    // writes them, in the order they were made
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(8);
+    std::thread::scope(|scope| {
+        let writer = std::thread::Builder::new()
+            .name("kshark-write".into())
+            .spawn_scoped(scope, move || -> io::Result<()> {
+                let mut sink = sink;
+                for batch in rx {
+                    for e in &batch {
+                        sink.put(e)?;
+                    }
+                }
+                sink.finish()
+            })
+            .map_err(|e| Failure::Runtime(format!("cannot start the writer thread: {e}")))?;
+        let read = read_files(&a, &config, &redact, filter.as_ref(), identity.as_ref(), tx);
+        let written = writer.join().unwrap_or_else(|_| Err(io::Error::other("the writer thread panicked")));
+        match written {
+            Err(e) if broken_pipe(&e) => return Ok(()),
+            Err(e) => return Err(write_err(e)),
+            Ok(()) => {}
+        }
+        let (total, failed) = read;
+        if a.stats {
+            eprintln!("{}", serde_json::to_string(&total).unwrap_or_default());
+        }
+        match failed {
+            Some(f) => Err(f),
+            None => Ok(()),
+        }
+    })
+}
+
+/// Entries handed to the writer at a time.
+const BATCH: usize = 256;
+
+/// The first stage of `run`: every file dissected in turn, each entry named, masked and
+/// filtered, and sent to the writer in batches (none once the writer has stopped). The
+/// counters of all files, and what made reading stop.
+fn read_files(
+    a: &ReadArgs,
+    config: &kshark_dissect::Config,
+    redact: &kshark_dissect::redact::Redactor,
+    filter: Option<&kshark_hub::Filter>,
+    identity: Option<&kshark_capture::identity::Identity>,
+    tx: std::sync::mpsc::SyncSender<Vec<Entry>>,
+) -> (Stats, Option<Failure>) {
     let mut total = Stats::default();
     let mut prev: Option<Dissector> = None;
     let mut failed: Option<Failure> = None;
+    let mut batch: Vec<Entry> = Vec::with_capacity(BATCH);
+    let mut open = true;
     for path in &a.files {
-        let mut src = FileSource::open(path).map_err(capture_err)?;
+        let mut src = match FileSource::open(path) {
+            Ok(s) => s,
+            Err(e) => {
+                failed = Some(capture_err(e));
+                break;
+            }
+        };
         let mut d = Dissector::new(config.clone());
         if let Some(p) = &prev {
             d.continue_ids_from(p);
         }
-        let mut write_error: Option<io::Error> = None;
         let res = pipeline::dissect_file(&mut src, &mut d, |mut e| {
-            if let Some(id) = &identity {
+            if !open {
+                return;
+            }
+            if let Some(id) = identity {
                 id.tag(&mut e);
             }
             redact.apply(&mut e);
-            if write_error.is_none() && keep(filter.as_ref(), &e) {
-                if let Err(err) = sink.put(&e) {
-                    write_error = Some(err);
+            if keep(filter, &e) {
+                batch.push(e);
+                if batch.len() >= BATCH {
+                    open = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))).is_ok();
                 }
             }
         });
-        if let Some(e) = write_error {
-            if broken_pipe(&e) {
-                return Ok(());
-            }
-            return Err(write_err(e));
+        if !batch.is_empty() && open {
+            open = tx.send(std::mem::take(&mut batch)).is_ok();
         }
         let name = path.display();
         match res {
@@ -181,18 +238,7 @@ pub fn run(a: ReadArgs) -> Result<(), Failure> {
             break;
         }
     }
-    match sink.finish() {
-        Err(e) if broken_pipe(&e) => {}
-        Err(e) => return Err(write_err(e)),
-        Ok(()) => {}
-    }
-    if a.stats {
-        eprintln!("{}", serde_json::to_string(&total).unwrap_or_default());
-    }
-    match failed {
-        Some(f) => Err(f),
-        None => Ok(()),
-    }
+    (total, failed)
 }
 
 fn capture_err(e: CaptureError) -> Failure {

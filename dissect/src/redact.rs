@@ -12,7 +12,6 @@
 //! auth itself), `--redact FILE` says what to mask.
 
 use crate::entry::{Body, Entry, Headers, Request, Response};
-use aho_corasick::AhoCorasick;
 use serde_json::Value;
 
 /// Headers masked by default (lower case).
@@ -38,12 +37,20 @@ pub const DEFAULT_FIELDS: &[&str] = &["password", "passwd", "token", "access_tok
 
 /// What to mask. Built once; [`Redactor::apply`] runs on every entry.
 #[derive(Clone, Debug)]
+enum Finder {
+    Teddy(aho_corasick::packed::Searcher),
+    Automaton(aho_corasick::AhoCorasick),
+}
+
+#[derive(Clone, Debug)]
 pub struct Redactor {
     headers: Vec<String>,
     fields: Vec<String>,
-    /// Finds any field name in a body (ASCII case-insensitive): bodies without one are
+    /// Finds any field name (lower case) in a lower-cased body: bodies without one are
     /// left alone without being parsed.
-    finder: Option<AhoCorasick>,
+    finder: Option<Finder>,
+    /// The longest field name's length.
+    longest: usize,
 }
 
 impl Default for Redactor {
@@ -56,8 +63,15 @@ impl Redactor {
     pub fn new(headers: Vec<String>, fields: Vec<String>) -> Redactor {
         let headers: Vec<String> = headers.into_iter().map(|h| h.to_ascii_lowercase()).collect();
         let fields: Vec<String> = fields.into_iter().map(|f| f.to_ascii_lowercase()).collect();
-        let finder = (!fields.is_empty()).then(|| AhoCorasick::builder().ascii_case_insensitive(true).build(&fields).ok()).flatten();
-        Redactor { headers, fields, finder }
+        // Teddy takes a few dozen names; beyond that, an automaton
+        let finder = (!fields.is_empty())
+            .then(|| match aho_corasick::packed::Config::new().builder().extend(fields.iter()).build() {
+                Some(t) => Some(Finder::Teddy(t)),
+                None => aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(&fields).ok().map(Finder::Automaton),
+            })
+            .flatten();
+        let longest = fields.iter().map(String::len).max().unwrap_or(1).max(1);
+        Redactor { headers, fields, finder, longest }
     }
 
     /// Masks nothing.
@@ -158,8 +172,40 @@ impl Redactor {
         }
     }
 
+    /// Whether `s` may name a secret field: one of their names anywhere in it (ASCII case
+    /// aside), or an escape that only decoding can tell (JSON's `\u`, a form's `%`).
     fn has_field(&self, s: &str) -> bool {
-        self.finder.as_ref().is_some_and(|f| f.is_match(s))
+        let f = match self.finder.as_ref() {
+            None => return false,
+            Some(Finder::Automaton(a)) => return a.is_match(s),
+            Some(Finder::Teddy(t)) => t,
+        };
+        let b = s.as_bytes();
+        if memchr::memchr(b'%', b).is_some() || memchr::memmem::find(b, b"\\u").is_some() {
+            return true;
+        }
+        // lower-cased a window at a time (with the longest name's length less one of
+        // overlap) and searched for all the names at once with Teddy (SIMD): 8 GB/s,
+        // where a case-insensitive Aho-Corasick automaton ran at 600 MB/s and was half of
+        // `kshark read`'s time on JSON bodies
+        const WINDOW: usize = 4096;
+        let mut low = [0u8; WINDOW];
+        let mut at = 0;
+        while at < b.len() {
+            let end = (at + WINDOW).min(b.len());
+            let w = &mut low[..end - at];
+            for (o, c) in w.iter_mut().zip(&b[at..end]) {
+                *o = c.to_ascii_lowercase();
+            }
+            if f.find(&w[..]).is_some() {
+                return true;
+            }
+            if end == b.len() {
+                break;
+            }
+            at = (end - (self.longest - 1)).max(at + 1);
+        }
+        false
     }
 
     fn body(&self, b: &mut Body) {
@@ -332,6 +378,28 @@ mod tests {
         let mut h = Headers(vec![("authorization".into(), "Basic dXNlcjpwYXNz".into())]);
         none.headers(&mut h);
         assert_eq!(h.get("authorization"), Some("Basic dXNlcjpwYXNz"));
+    }
+
+    #[test]
+    fn json_keys_are_masked_wherever_they_are_and_however_spelled() {
+        let r = Redactor::default();
+        let body = |t: &str| {
+            let mut b = Body { text: Some(t.into()), mime: Some("application/json".into()), ..Default::default() };
+            r.body(&mut b);
+            b.text.unwrap()
+        };
+        // whitespace before the colon; a key spelled with an escape is still the field
+        assert_eq!(body("{\"a\":1, \"TOKEN\" \n : \"t0k\"}"), r#"{"a":1,"TOKEN":"[redacted 3]"}"#);
+        assert_eq!(body(r#"{"pass\u0077ord":"hunter2"}"#), r#"{"password":"[redacted 7]"}"#);
+        // a field's name in a value, or inside a longer key, is left alone (byte for byte)
+        for t in [r#"{"u":"https://x/?token=1","my_password_hint":"p"}"#, r#"[{"k": "secret: none"}]"#, r#"{"a":"\"password\": 1"}"#] {
+            assert_eq!(body(t), t);
+        }
+        // a name across the search's windows is found
+        let long = format!("{{\"pad\":\"{}\",\"Secret\":\"s\"}}", "x".repeat(4090));
+        assert_eq!(body(&long), long.replace("\"Secret\":\"s\"", "\"Secret\":\"[redacted 1]\""));
+        // truncated JSON that reads as a form is masked as a form
+        assert_eq!(body("{\"x\":\"&password=1"), "{\"x\":\"&password=[redacted 1]");
     }
 
     #[test]
