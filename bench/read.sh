@@ -2,11 +2,12 @@
 # Offline read against tshark and against a bare packet read, on an HTTP/1.1 mix of small
 # and 8 KB answers, measured side by side in one run.
 #
-#   bench/read.sh [--size 240M] [--keep] [--runs 3]
+#   bench/read.sh [--size 240M] [--keep] [--runs 3] [--small 100] [--large 8192] [--connections 8]
 #
 # 1. Records real traffic on loopback with tcpdump: wrk (keep-alive HTTP/1.1, one thread,
 #    8 connections) against nginx serving a ~100-byte JSON answer and an 8 KB one, half
-#    each, until the file reaches --size or 30 s have passed.
+#    each, until the file reaches --size or 30 s have passed. (`--small 4096 --large 32768
+#    --connections 16` is the shape of bench/run.sh's capture.)
 # 2. Times, on that file, each --runs times (the best is kept):
 #    - the bare read: `tcpdump -r FILE -w /dev/null`, and kshark's own packet reader;
 #    - `kshark read FILE --format ndjson > /dev/null` (every entry, bodies included);
@@ -19,12 +20,18 @@ cd "$(dirname "$0")/.."
 SIZE=240M
 KEEP=0
 RUNS=3
+SMALL=100
+LARGE=8192
+CONNS=8
 while [ $# -gt 0 ]; do
   case "$1" in
+    --small) SMALL="$2"; shift 2 ;;
+    --large) LARGE="$2"; shift 2 ;;
+    --connections) CONNS="$2"; shift 2 ;;
     --size) SIZE="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
     --runs) RUNS="$2"; shift 2 ;;
-    *) echo "usage: bench/read.sh [--size 240M] [--keep] [--runs 3]" >&2; exit 2 ;;
+    *) echo "usage: bench/read.sh [--size 240M] [--keep] [--runs 3] [--small 100] [--large 8192] [--connections 8]" >&2; exit 2 ;;
   esac
 done
 BYTES=$(numfmt --from=iec "$SIZE")
@@ -36,13 +43,20 @@ cargo build --release --quiet --bin kshark --example read_packets -p kshark-capt
 OUT=bench/out/read
 mkdir -p "$OUT/www" "$OUT/nginx"
 PCAP="$OUT/http-mix.pcap"
-python3 - "$OUT/www" <<'PY'
+python3 - "$OUT/www" "$SMALL" "$LARGE" <<'PY'
 import json, sys
-small = json.dumps({"id": "57a98d98e4b00679b4e9ae4b", "status": "ok", "items": 2, "total": 36.0})
-open(sys.argv[1] + "/small.json", "w").write(small + " " * max(0, 100 - len(small)))
-rows = [{"id": "%08x" % (i * 2654435761 % 2**32), "name": "sock-%d" % i, "price": round(1 + i * 0.37, 2), "tag": ["blue", "formal", "sport"][i % 3]} for i in range(200)]
-doc = json.dumps(rows)
-open(sys.argv[1] + "/large.json", "w").write(doc[: 8 * 1024 - 1] + "]")
+def doc(n):
+    """A JSON array of sock records, n bytes long (a short object when n is small)."""
+    small = json.dumps({"id": "57a98d98e4b00679b4e9ae4b", "status": "ok", "items": 2, "total": 36.0})
+    if n <= len(small) + 8:
+        return small + " " * max(0, n - len(small))
+    rows, i = [], 0
+    while len(json.dumps(rows)) < n:
+        rows.append({"id": "%08x" % (i * 2654435761 % 2**32), "name": "sock-%d" % i, "price": round(1 + i * 0.37, 2), "tag": ["blue", "formal", "sport"][i % 3]})
+        i += 1
+    return json.dumps(rows)[: n - 1] + "]"
+open(sys.argv[1] + "/small.json", "w").write(doc(int(sys.argv[2])))
+open(sys.argv[1] + "/large.json", "w").write(doc(int(sys.argv[3])))
 PY
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat > "$OUT/nginx/nginx.conf" <<CONF
@@ -72,7 +86,7 @@ cat > "$OUT/mix.lua" <<'LUA'
 local i = 0
 request = function() i = i + 1; if i % 2 == 0 then return wrk.format("GET", "/large.json") end; return wrk.format("GET", "/small.json") end
 LUA
-wrk -t1 -c8 -d30s -s "$OUT/mix.lua" "http://127.0.0.1:$PORT/" > "$OUT/wrk.log" & WRK=$!
+wrk -t1 -c"$CONNS" -d30s -s "$OUT/mix.lua" "http://127.0.0.1:$PORT/" > "$OUT/wrk.log" & WRK=$!
 START=$(date +%s)
 while kill -0 "$WRK" 2>/dev/null; do
   sz=$(stat -c %s "$PCAP" 2>/dev/null || echo 0)
