@@ -1,7 +1,9 @@
 //! Capture files as a stream of packets: pcap (micro- and nanosecond, either byte order) and
 //! pcapng (any number of interfaces, each with its own link type and timestamp
 //! resolution), from a file or standard input, read through `pcap-parser` a buffer at a
-//! time so that a file of any size runs in bounded memory.
+//! time so that a file of any size runs in bounded memory. A regular file in the pcap
+//! format is mapped instead (`memmap2`) and its packets read in place: the kernel's copy
+//! into a read buffer was a fifth of `kshark read`'s reading thread.
 
 use crate::error::Error;
 use kshark_dissect::decode::link::linktype;
@@ -54,9 +56,20 @@ const MAX_BUFFER: usize = 256 << 20;
 /// A capture file (or standard input, `-`) being read.
 pub struct FileSource {
     path: PathBuf,
-    reader: Box<dyn PcapReaderIterator + Send>,
-    capacity: usize,
+    input: Input,
 }
+
+enum Input {
+    /// Read a buffer at a time (pcapng, standard input, pipes).
+    Stream { reader: Box<dyn PcapReaderIterator + Send>, capacity: usize },
+    /// A regular file in the pcap format, mapped whole: packets are read where they lie.
+    /// (Its length is the file's at opening; a file another process cuts short while it
+    /// is read would fault, so only files that are regular files are mapped.)
+    Mapped(memmap2::Mmap),
+}
+
+/// The pcap format's magic numbers (micro- and nanosecond, either byte order).
+const PCAP_MAGICS: [u32; 4] = [0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1];
 
 impl FileSource {
     /// Opens a capture file; `-` is standard input.
@@ -64,7 +77,19 @@ impl FileSource {
         let input: Box<dyn Read + Send> = if path == Path::new("-") {
             Box::new(std::io::stdin())
         } else {
-            Box::new(File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?)
+            let file = File::open(path).map_err(|source| Error::Open { path: path.to_path_buf(), source })?;
+            if file.metadata().is_ok_and(|m| m.is_file() && m.len() >= 24) {
+                // SAFETY: the map is only read; see `Input::Mapped` for a file changed
+                // under it
+                if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                    let magic = u32::from_le_bytes([map[0], map[1], map[2], map[3]]);
+                    if PCAP_MAGICS.contains(&magic) {
+                        let _ = map.advise(memmap2::Advice::Sequential);
+                        return Ok(FileSource { path: path.to_path_buf(), input: Input::Mapped(map) });
+                    }
+                }
+            }
+            Box::new(file)
         };
         Self::from_reader(path, input)
     }
@@ -100,7 +125,7 @@ impl FileSource {
             offset: 0,
             detail: describe(&e),
         })?;
-        Ok(FileSource { path, reader, capacity: INITIAL_BUFFER })
+        Ok(FileSource { path, input: Input::Stream { reader, capacity: INITIAL_BUFFER } })
     }
 
     pub fn path(&self) -> &Path {
@@ -110,12 +135,16 @@ impl FileSource {
     /// Calls `f` for each packet in file order. A file cut short ends the stream early with
     /// `truncated_at` set; broken data in the middle is an error.
     pub fn for_each_packet(&mut self, mut f: impl FnMut(Packet<'_>)) -> Result<ReadSummary, Error> {
+        let (reader, capacity) = match &mut self.input {
+            Input::Mapped(map) => return for_each_mapped(&self.path, map, f),
+            Input::Stream { reader, capacity } => (reader, capacity),
+        };
         let mut sum = ReadSummary::default();
         let mut ifaces: Vec<Iface> = Vec::new();
         let mut legacy: Option<(u32, bool)> = None;
         let mut offset: u64 = 0;
         loop {
-            match self.reader.next() {
+            match reader.next() {
                 Ok((n, block)) => {
                     match block {
                         PcapBlockOwned::LegacyHeader(h) => legacy = Some((h.network.0 as u32, h.is_nanosecond_precision())),
@@ -149,7 +178,7 @@ impl FileSource {
                         PcapBlockOwned::NG(_) => {}
                     }
                     offset += n as u64;
-                    self.reader.consume(n);
+                    reader.consume(n);
                 }
                 Err(PcapError::Eof) => break,
                 Err(PcapError::UnexpectedEof) => {
@@ -157,16 +186,16 @@ impl FileSource {
                     break;
                 }
                 Err(PcapError::Incomplete(_)) => {
-                    if self.reader.refill().is_err() {
+                    if reader.refill().is_err() {
                         return Err(Error::Read { path: self.path.clone(), offset });
                     }
                 }
                 Err(PcapError::BufferTooSmall) => {
-                    if self.capacity >= MAX_BUFFER || !self.reader.grow(self.capacity * 2) {
+                    if *capacity >= MAX_BUFFER || !reader.grow(*capacity * 2) {
                         return Err(Error::Corrupt { path: self.path.clone(), offset, detail: format!("a block larger than {} MiB", MAX_BUFFER >> 20) });
                     }
-                    self.capacity *= 2;
-                    if self.reader.refill().is_err() {
+                    *capacity *= 2;
+                    if reader.refill().is_err() {
                         return Err(Error::Read { path: self.path.clone(), offset });
                     }
                 }
@@ -178,6 +207,40 @@ impl FileSource {
         }
         Ok(sum)
     }
+}
+
+/// The packets of a mapped pcap file, in file order, as `for_each_packet` gives them: a
+/// file cut short (a record longer than what is left) ends with `truncated_at`. (No buffer
+/// limits a record here: one that is really there is read, however long.)
+fn for_each_mapped(path: &Path, map: &[u8], mut f: impl FnMut(Packet<'_>)) -> Result<ReadSummary, Error> {
+    let mut sum = ReadSummary::default();
+    let corrupt = |offset: usize, detail: String| Error::Corrupt { path: path.to_path_buf(), offset: offset as u64, detail };
+    let (mut rem, header) = match pcap_parser::pcap::parse_pcap_header(map) {
+        Ok(h) => h,
+        Err(pcap_parser::nom::Err::Incomplete(_)) => {
+            sum.truncated_at = Some(0);
+            return Ok(sum);
+        }
+        Err(pcap_parser::nom::Err::Error(e) | pcap_parser::nom::Err::Failure(e)) => return Err(corrupt(0, describe(&e))),
+    };
+    let (be, ns, lt) = (header.is_bigendian(), header.is_nanosecond_precision(), header.network.0 as u32);
+    while !rem.is_empty() {
+        let offset = map.len() - rem.len();
+        let frame = if be { pcap_parser::pcap::parse_pcap_frame_be(rem) } else { pcap_parser::pcap::parse_pcap_frame(rem) };
+        match frame {
+            Ok((next, b)) => {
+                let frac = if ns { b.ts_usec as u64 } else { b.ts_usec as u64 * 1000 };
+                emit(&mut sum, Packet { ts: Timestamp::from_parts(b.ts_sec as u64, frac), linktype: lt, data: b.data, orig_len: b.origlen }, &mut f);
+                rem = next;
+            }
+            Err(pcap_parser::nom::Err::Incomplete(_)) => {
+                sum.truncated_at = Some(offset as u64);
+                break;
+            }
+            Err(pcap_parser::nom::Err::Error(e) | pcap_parser::nom::Err::Failure(e)) => return Err(corrupt(offset, describe(&e))),
+        }
+    }
+    Ok(sum)
 }
 
 fn emit(sum: &mut ReadSummary, p: Packet<'_>, f: &mut impl FnMut(Packet<'_>)) {
@@ -241,6 +304,38 @@ mod tests {
         let (got, sum) = read(b).unwrap();
         assert_eq!(got.len(), 1);
         assert!(sum.truncated_at.is_some());
+    }
+
+    #[test]
+    fn a_mapped_file_reads_as_the_stream_does() {
+        let dir = std::env::temp_dir().join(format!("kshark-map-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let whole = pcap(false, &[&[1; 20], &[2; 30], &[3; 1]]);
+        let mut cut = whole.clone();
+        cut.truncate(cut.len() - 5);
+        let mut header_only = pcap(true, &[]);
+        header_only.extend_from_slice(&[0; 7]);
+        // a record that claims 1 GiB
+        let mut giant = pcap(false, &[&[1; 20]]);
+        giant.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0, 0x40]);
+        giant.extend_from_slice(&[0; 64]);
+        for (i, bytes) in [whole, cut, header_only, giant].into_iter().enumerate() {
+            let f = dir.join(format!("{i}.pcap"));
+            std::fs::write(&f, &bytes).unwrap();
+            let mut src = FileSource::open(&f).unwrap();
+            assert!(matches!(src.input, Input::Mapped(_)));
+            let mut got = Vec::new();
+            let mapped = src.for_each_packet(|p| got.push((p.ts.0, p.data.to_vec())));
+            let mut want = Vec::new();
+            let streamed = FileSource::from_reader(&f, Box::new(std::io::Cursor::new(bytes))).unwrap().for_each_packet(|p| want.push((p.ts.0, p.data.to_vec())));
+            assert_eq!(got, want, "file {i}");
+            match (mapped, streamed) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "file {i}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "file {i}"),
+                (a, b) => panic!("file {i}: mapped {a:?}, streamed {b:?}"),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
