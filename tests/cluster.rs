@@ -271,7 +271,9 @@ fn phase(k: u32, orx: &std::sync::mpsc::Receiver<Value>, all: &mut Vec<Value>, s
     }
     ledger.sort_by(|a, b| a["time"].as_f64().unwrap_or(0.0).total_cmp(&b["time"].as_f64().unwrap_or(0.0)));
     let calls: Vec<&Value> = ledger.iter().filter(|c| c["status"].is_u64()).collect();
-    assert!(calls.len() as u32 >= n * 2, "phase {k}: the ledger has only {} HTTP calls", calls.len());
+    // every load call is at least front-end's (HTTP) and its session's (Redis)
+    assert!(calls.len() as u32 >= n, "phase {k}: the ledger has only {} HTTP calls", calls.len());
+    assert!(ledger.len() as u32 >= n * 2, "phase {k}: the ledger has only {} calls in all", ledger.len());
     let (first, last) = (calls[0]["time"].as_f64().unwrap(), calls.iter().map(|c| c["end"].as_f64().unwrap()).fold(0.0, f64::max));
     let in_phase = |e: &Value| (first - 0.2..last + 0.2).contains(&secs(e));
     // entries come until every call is there (the join waits up to 2 s for an exchange's
