@@ -17,6 +17,7 @@
 # Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx.sh
 SIZE=240M
 KEEP=0
 RUNS=3
@@ -59,21 +60,7 @@ open(sys.argv[1] + "/small.json", "w").write(doc(int(sys.argv[2])))
 open(sys.argv[1] + "/large.json", "w").write(doc(int(sys.argv[3])))
 PY
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$OUT/nginx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $PWD/$OUT/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx/error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $PWD/$OUT/nginx;
-  proxy_temp_path $PWD/$OUT/nginx; fastcgi_temp_path $PWD/$OUT/nginx; uwsgi_temp_path $PWD/$OUT/nginx; scgi_temp_path $PWD/$OUT/nginx;
-  types { application/json json; }
-  server { listen 127.0.0.1:$PORT; root $PWD/$OUT/www; }
-}
-CONF
+nginx_conf "$OUT" "$PORT" 1 256
 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" & NGINX=$!
 TCPDUMP=
 cleanup() { kill "$NGINX" 2>/dev/null || true; [ -n "$TCPDUMP" ] && kill "$TCPDUMP" 2>/dev/null || true; }

@@ -21,6 +21,7 @@
 # Everything listens on 127.0.0.1 or inside the benchmark's own namespaces and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/nginx.sh
 SIZE=2G
 KEEP=0
 CAPTURE=1
@@ -58,21 +59,7 @@ while len(doc) < 32 * 1024:
 open(sys.argv[1] + "/catalogue.json", "w").write(doc[: 32 * 1024 - 1] + "]")
 open(sys.argv[1] + "/index.html", "w").write("<html><body>" + "<p>sock shop</p>" * 250 + "</body></html>")
 PY
-cat > "$OUT/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $PWD/$OUT/nginx/nginx.pid;
-error_log $PWD/$OUT/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $PWD/$OUT/nginx;
-  proxy_temp_path $PWD/$OUT/nginx; fastcgi_temp_path $PWD/$OUT/nginx; uwsgi_temp_path $PWD/$OUT/nginx; scgi_temp_path $PWD/$OUT/nginx;
-  types { application/json json; text/html html; }
-  server { listen 127.0.0.1:18080; root $PWD/$OUT/www; }
-}
-CONF
+nginx_conf "$OUT" 18080 2 1024
 nginx -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" & NGINX=$!
 dnsmasq --no-daemon --port=15353 --listen-address=127.0.0.1 --bind-interfaces --no-resolv --no-hosts \
   --address=/catalogue.sock-shop.svc.cluster.local/10.96.0.11 --address=/carts.sock-shop.svc.cluster.local/10.96.0.12 \

@@ -70,6 +70,8 @@ enum Input {
 
 /// The pcap format's magic numbers (micro- and nanosecond, either byte order).
 const PCAP_MAGICS: [u32; 4] = [0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1];
+/// pcapng's section header block type (the same in either byte order).
+const PCAPNG_MAGIC: u32 = 0x0a0d0d0a;
 
 impl FileSource {
     /// Opens a capture file; `-` is standard input.
@@ -114,8 +116,7 @@ impl FileSource {
             return Err(Error::Empty { path });
         }
         let magic = u32::from_le_bytes([head[0], head[1], head.get(2).copied().unwrap_or(0), head.get(3).copied().unwrap_or(0)]);
-        const MAGICS: [u32; 5] = [0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1, 0x0a0d0d0a];
-        if got < 4 || !MAGICS.contains(&magic) {
+        if got < 4 || !(PCAP_MAGICS.contains(&magic) || magic == PCAPNG_MAGIC) {
             let first_bytes = head[..got.min(4)].iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
             return Err(Error::NotACapture { path, first_bytes });
         }
@@ -150,9 +151,7 @@ impl FileSource {
                         PcapBlockOwned::LegacyHeader(h) => legacy = Some((h.network.0 as u32, h.is_nanosecond_precision())),
                         PcapBlockOwned::Legacy(b) => {
                             let (lt, ns) = legacy.unwrap_or((linktype::ETHERNET, false));
-                            let frac = if ns { b.ts_usec as u64 } else { b.ts_usec as u64 * 1000 };
-                            let p = Packet { ts: Timestamp::from_parts(b.ts_sec as u64, frac), linktype: lt, data: b.data, orig_len: b.origlen };
-                            emit(&mut sum, p, &mut f);
+                            emit(&mut sum, legacy_packet(&b, lt, ns), &mut f);
                         }
                         PcapBlockOwned::NG(Block::SectionHeader(_)) => ifaces.clear(),
                         PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => ifaces.push(Iface {
@@ -229,8 +228,7 @@ fn for_each_mapped(path: &Path, map: &[u8], mut f: impl FnMut(Packet<'_>)) -> Re
         let frame = if be { pcap_parser::pcap::parse_pcap_frame_be(rem) } else { pcap_parser::pcap::parse_pcap_frame(rem) };
         match frame {
             Ok((next, b)) => {
-                let frac = if ns { b.ts_usec as u64 } else { b.ts_usec as u64 * 1000 };
-                emit(&mut sum, Packet { ts: Timestamp::from_parts(b.ts_sec as u64, frac), linktype: lt, data: b.data, orig_len: b.origlen }, &mut f);
+                emit(&mut sum, legacy_packet(&b, lt, ns), &mut f);
                 rem = next;
             }
             Err(pcap_parser::nom::Err::Incomplete(_)) => {
@@ -241,6 +239,13 @@ fn for_each_mapped(path: &Path, map: &[u8], mut f: impl FnMut(Packet<'_>)) -> Re
         }
     }
     Ok(sum)
+}
+
+/// A pcap record as a packet: its link type is the file's, its fraction of a second in
+/// micro- or nanoseconds (`ns`).
+fn legacy_packet<'a>(b: &pcap_parser::LegacyPcapBlock<'a>, linktype: u32, ns: bool) -> Packet<'a> {
+    let frac = if ns { b.ts_usec as u64 } else { b.ts_usec as u64 * 1000 };
+    Packet { ts: Timestamp::from_parts(b.ts_sec as u64, frac), linktype, data: b.data, orig_len: b.origlen }
 }
 
 fn emit(sum: &mut ReadSummary, p: Packet<'_>, f: &mut impl FnMut(Packet<'_>)) {

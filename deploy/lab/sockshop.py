@@ -74,11 +74,17 @@ def record(start, url, method, path, status, error=None):
         "path": path,
         "status": status,
     }
+    append(line, error)
+
+
+def append(line, error=None):
+    """Appends one call to this pod's ledger file."""
     if error:
         line["error"] = error
     with _ledger_lock:
         with open(os.path.join(LEDGER, POD + ".ndjson"), "a") as f:
             f.write(json.dumps(line) + "\n")
+
 
 def record_store(start, service, protocol, method, target, status, query=None, error=None):
     """One line of the ledger for a call to a store: its protocol, the command (method)
@@ -89,11 +95,7 @@ def record_store(start, service, protocol, method, target, status, query=None, e
             "service_namespace": POD_NAMESPACE, "protocol": protocol, "method": method, "target": target, "status": status}
     if query is not None:
         line["query"] = query
-    if error:
-        line["error"] = error
-    with _ledger_lock:
-        with open(os.path.join(LEDGER, POD + ".ndjson"), "a") as f:
-            f.write(json.dumps(line) + "\n")
+    append(line, error)
 
 
 URL = {
